@@ -1,0 +1,107 @@
+/**
+ * Finds where each reply ends in a stream of RESP replies from a node, without decoding it
+ * (pure: no I/O). The data path forwards the reply bytes to the client as they came; only the
+ * few replies the proxy must understand are decoded (./decode.ts).
+ *
+ * Why hand-written: redis-parser decodes into JS values and does not report byte spans; decoding
+ * and re-encoding every reply would cost throughput and could alter bytes.
+ */
+import { SyncProxyError } from '../errors';
+
+export interface FramedReply {
+  raw: Buffer;
+  /** First byte: '+', '-', ':', '$', '*' (RESP2) or a RESP3 type byte. */
+  type: number;
+}
+
+const CR = 13;
+/** Aggregate types whose header counts nested replies (RESP2 '*', RESP3 '%' '~' '>' '|'). */
+const AGGREGATE = new Set([42, 37, 126, 62, 124]);
+/** Blob types whose header is a byte length ('$', RESP3 '!' '='). */
+const BLOB = new Set([36, 33, 61]);
+/** Line types: '+', '-', ':', RESP3 '_' ',' '#' '('. */
+const LINE = new Set([43, 45, 58, 95, 44, 35, 40]);
+
+export class ReplyFramer {
+  private buffer: Buffer = Buffer.alloc(0);
+  private offset = 0;
+  private pending: Buffer[] = [];
+  private pendingLength = 0;
+  private needed = 0;
+
+  feed(chunk: Buffer): void {
+    this.pending.push(chunk);
+    this.pendingLength += chunk.length;
+    if (this.buffer.length - this.offset + this.pendingLength < this.needed) return;
+    const rest = this.offset < this.buffer.length ? [this.buffer.subarray(this.offset)] : [];
+    this.buffer = rest.length === 0 && this.pending.length === 1 ? this.pending[0] : Buffer.concat([...rest, ...this.pending]);
+    this.offset = 0;
+    this.pending = [];
+    this.pendingLength = 0;
+  }
+
+  reset(): void {
+    this.buffer = Buffer.alloc(0);
+    this.offset = 0;
+    this.pending = [];
+    this.pendingLength = 0;
+    this.needed = 0;
+  }
+
+  /** The next complete reply or null. Throws MALFORMED_RESPONSE on bytes that are not RESP. */
+  next(): FramedReply | null {
+    if (this.pendingLength > 0 || this.buffer.length - this.offset < this.needed) {
+      if (this.buffer.length - this.offset + this.pendingLength < this.needed) return null;
+      this.feed(Buffer.alloc(0));
+    }
+    this.needed = 0;
+    const start = this.offset;
+    const end = this.scan(start);
+    if (end < 0) return null;
+    this.offset = end;
+    return { raw: this.buffer.subarray(start, end), type: this.buffer[start] };
+  }
+
+  /** End offset of the reply starting at `start`, or -1 when incomplete. */
+  private scan(start: number): number {
+    const buf = this.buffer;
+    let pos = start;
+    let remaining = 1; // replies still to skip at the current nesting, flattened into one counter
+    while (remaining > 0) {
+      if (pos >= buf.length) return -1;
+      const type = buf[pos];
+      const cr = buf.indexOf(CR, pos + 1);
+      if (cr === -1 || cr + 1 >= buf.length) return -1;
+      remaining--;
+      if (LINE.has(type)) {
+        pos = cr + 2;
+      } else if (BLOB.has(type)) {
+        const len = parseInt(buf.toString('latin1', pos + 1, cr), 10);
+        if (Number.isNaN(len)) throw malformed(buf, pos);
+        if (len < 0) {
+          pos = cr + 2;
+        } else {
+          const end = cr + 2 + len + 2;
+          if (end > buf.length) {
+            this.needed = end - start;
+            return -1;
+          }
+          pos = end;
+        }
+      } else if (AGGREGATE.has(type)) {
+        const count = parseInt(buf.toString('latin1', pos + 1, cr), 10);
+        if (Number.isNaN(count)) throw malformed(buf, pos);
+        pos = cr + 2;
+        // maps and attributes hold key/value pairs
+        if (count > 0) remaining += type === 37 || type === 124 ? count * 2 : count;
+      } else {
+        throw malformed(buf, pos);
+      }
+    }
+    return pos;
+  }
+}
+
+function malformed(buf: Buffer, pos: number): SyncProxyError {
+  return new SyncProxyError('MALFORMED_RESPONSE', `unexpected byte 0x${buf[pos].toString(16)} in a reply from the node`);
+}

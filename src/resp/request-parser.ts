@@ -1,0 +1,209 @@
+/**
+ * Incremental parser for client requests (pure: no I/O). It yields each command's arguments and
+ * its exact bytes, so the data path forwards what the client sent without re-encoding.
+ *
+ * Why not redis-parser here: redis-parser decodes *replies*; requests need limits checked from
+ * the headers before any payload is buffered (bulk <= 512 MB, bounded multibulk counts, as
+ * Redis's processMultibulkBuffer does), inline commands (`PING\r\n` from telnet), and the raw byte
+ * span of each command. redis-parser is used for replies (./decode.ts).
+ */
+import { SyncProxyError } from '../errors';
+
+export interface RequestLimits {
+  maxBulkLength: number;
+  maxMultibulkLength: number;
+  maxInlineLength: number;
+}
+
+export const REDIS_LIMITS: Readonly<RequestLimits> = Object.freeze({
+  maxBulkLength: 512 * 1024 * 1024,
+  maxMultibulkLength: 1024 * 1024,
+  maxInlineLength: 64 * 1024,
+});
+
+export interface ParsedRequest {
+  args: Buffer[];
+  /** The request's bytes as received (multibulk), or re-encoded for an inline command. */
+  raw: Buffer;
+}
+
+const CR = 13;
+const STAR = 42;
+const DOLLAR = 36;
+
+function protocolError(message: string): SyncProxyError {
+  return new SyncProxyError('PROTOCOL_ERROR', `Protocol error: ${message}`);
+}
+
+export class RequestParser {
+  private buffer: Buffer = Buffer.alloc(0);
+  private offset = 0;
+  /** Chunks received while waiting for `needed` bytes, concatenated once (no quadratic copies). */
+  private pending: Buffer[] = [];
+  private pendingLength = 0;
+  private needed = 0;
+
+  constructor(private readonly limits: RequestLimits = REDIS_LIMITS) {}
+
+  /** Bytes received but not yet returned as a request. */
+  get bufferedBytes(): number {
+    return this.buffer.length - this.offset + this.pendingLength;
+  }
+
+  feed(chunk: Buffer): void {
+    this.pending.push(chunk);
+    this.pendingLength += chunk.length;
+    if (this.buffer.length - this.offset + this.pendingLength < this.needed) return;
+    this.absorbPending();
+  }
+
+  private absorbPending(): void {
+    if (this.pending.length === 0) return;
+    const rest = this.offset < this.buffer.length ? [this.buffer.subarray(this.offset)] : [];
+    this.buffer = rest.length === 0 && this.pending.length === 1 ? this.pending[0] : Buffer.concat([...rest, ...this.pending]);
+    this.offset = 0;
+    this.pending = [];
+    this.pendingLength = 0;
+  }
+
+  /** The next complete request, or null when more bytes are needed. Throws PROTOCOL_ERROR. */
+  next(): ParsedRequest | null {
+    if (this.buffer.length - this.offset + this.pendingLength < this.needed) return null;
+    this.absorbPending();
+    this.needed = 0;
+    // Redis skips empty lines between commands.
+    while (this.offset < this.buffer.length && (this.buffer[this.offset] === CR || this.buffer[this.offset] === 10)) this.offset++;
+    if (this.offset >= this.buffer.length) return null;
+    return this.buffer[this.offset] === STAR ? this.parseMultibulk() : this.parseInline();
+  }
+
+  private parseInline(): ParsedRequest | null {
+    const end = this.buffer.indexOf('\n', this.offset);
+    if (end === -1) {
+      if (this.buffer.length - this.offset > this.limits.maxInlineLength) throw protocolError('too big inline request');
+      return null;
+    }
+    const line = this.buffer.toString('latin1', this.offset, end).replace(/\r$/, '');
+    this.offset = end + 1;
+    const args = splitInline(line).map((a) => Buffer.from(a, 'latin1'));
+    if (args.length === 0) return this.next();
+    return { args, raw: encodeArgs(args) };
+  }
+
+  private parseMultibulk(): ParsedRequest | null {
+    const buf = this.buffer;
+    const start = this.offset;
+    let pos = start;
+    const header = readLine(buf, pos + 1);
+    if (!header) return this.incomplete(start, pos);
+    const count = parseLength(buf, pos + 1, header.lineEnd, 'invalid multibulk length');
+    if (count > this.limits.maxMultibulkLength) throw protocolError('invalid multibulk length');
+    pos = header.next;
+    const args: Buffer[] = new Array(Math.max(0, count));
+    for (let i = 0; i < count; i++) {
+      if (pos >= buf.length) return this.incomplete(start, pos);
+      if (buf[pos] !== DOLLAR) throw protocolError(`expected '$', got '${String.fromCharCode(buf[pos])}'`);
+      const line = readLine(buf, pos + 1);
+      if (!line) return this.incomplete(start, pos);
+      const len = parseLength(buf, pos + 1, line.lineEnd, 'invalid bulk length');
+      if (len < 0 || len > this.limits.maxBulkLength) throw protocolError('invalid bulk length');
+      const dataEnd = line.next + len;
+      if (dataEnd + 2 > buf.length) {
+        this.needed = dataEnd + 2 - start;
+        return this.incomplete(start, dataEnd);
+      }
+      args[i] = buf.subarray(line.next, dataEnd);
+      pos = dataEnd + 2;
+    }
+    this.offset = pos;
+    if (count <= 0) return this.next();
+    return { args, raw: buf.subarray(start, pos) };
+  }
+
+  /** Rewinds to the request's start; `lineStart` is where the unfinished header line begins. */
+  private incomplete(start: number, lineStart: number): null {
+    this.offset = start;
+    // A header line that never ends is refused instead of buffered without bound.
+    if (this.needed === 0 && this.buffer.length - lineStart > this.limits.maxInlineLength) {
+      throw protocolError(lineStart === start ? 'too big mbulk count string' : 'too big bulk count string');
+    }
+    return null;
+  }
+}
+
+function readLine(buf: Buffer, from: number): { lineEnd: number; next: number } | null {
+  const cr = buf.indexOf(CR, from);
+  if (cr === -1 || cr + 1 >= buf.length) return null;
+  if (buf[cr + 1] !== 10) throw protocolError('expected \\r\\n');
+  return { lineEnd: cr, next: cr + 2 };
+}
+
+function parseLength(buf: Buffer, from: number, to: number, what: string): number {
+  if (to === from || to - from > 12) throw protocolError(what);
+  let n = 0;
+  let negative = false;
+  for (let i = from; i < to; i++) {
+    const c = buf[i];
+    if (i === from && c === 45) {
+      negative = true;
+      continue;
+    }
+    if (c < 48 || c > 57) throw protocolError(what);
+    n = n * 10 + (c - 48);
+  }
+  return negative ? -n : n;
+}
+
+/** Splits an inline command line like Redis's sdssplitargs (quotes and escapes). */
+export function splitInline(line: string): string[] {
+  const args: string[] = [];
+  let i = 0;
+  while (i < line.length) {
+    while (i < line.length && /\s/.test(line[i])) i++;
+    if (i >= line.length) break;
+    let current = '';
+    if (line[i] === '"' || line[i] === "'") {
+      const quote = line[i++];
+      let closed = false;
+      while (i < line.length) {
+        const c = line[i];
+        if (quote === '"' && c === '\\' && i + 1 < line.length) {
+          const n = line[i + 1];
+          const hex = /^x([0-9a-fA-F]{2})/.exec(line.slice(i + 1));
+          if (hex) {
+            current += String.fromCharCode(parseInt(hex[1], 16));
+            i += 4;
+            continue;
+          }
+          current += ({ n: '\n', r: '\r', t: '\t', b: '\b', a: '\x07' } as Record<string, string>)[n] ?? n;
+          i += 2;
+          continue;
+        }
+        if (c === quote) {
+          closed = true;
+          i++;
+          break;
+        }
+        current += c;
+        i++;
+      }
+      if (!closed || (i < line.length && !/\s/.test(line[i]))) throw protocolError('unbalanced quotes in request');
+    } else {
+      while (i < line.length && !/\s/.test(line[i])) current += line[i++];
+    }
+    args.push(current);
+  }
+  return args;
+}
+
+/** RESP multibulk encoding of a command. */
+export function encodeArgs(args: readonly (Buffer | string)[]): Buffer {
+  const parts: Buffer[] = [Buffer.from(`*${args.length}\r\n`)];
+  for (const a of args) {
+    const b = typeof a === 'string' ? Buffer.from(a) : a;
+    parts.push(Buffer.from(`$${b.length}\r\n`), b, CRLF);
+  }
+  return Buffer.concat(parts);
+}
+
+const CRLF = Buffer.from('\r\n');
