@@ -1,0 +1,155 @@
+/**
+ * Turns an executed write into the commands a replica must replay to reach the same state
+ * (pure). Replay happens later and on another node, so anything that depends on the clock or on
+ * randomness is rewritten with the outcome the master's node reported:
+ *
+ * - relative expirations (EXPIRE, PEXPIRE, EXPIREAT in seconds, SETEX, PSETEX, SET EX/PX/EXAT,
+ *   GETEX) become an absolute PEXPIREAT computed from `nowMs`;
+ * - SPOP becomes SREM of the members the node returned; XADD with `*` gets the id it produced;
+ * - a conditional write whose reply shows it did nothing is not logged (`null`): replaying a
+ *   rewritten form could otherwise change the replica (e.g. a PEXPIREAT after a refused SET NX).
+ *
+ * INCRBYFLOAT/HINCRBYFLOAT are logged unchanged: the increment is applied to the same value on
+ * the replica, and the alternative (SET ... KEEPTTL) does not exist on Pika.
+ */
+import { Decoded, decodeReply } from '../resp/decode';
+
+type Reply = () => Decoded;
+
+const upper = (b: Buffer | undefined): string => (b ? b.toString('latin1').toUpperCase() : '');
+const B = (s: string): Buffer => Buffer.from(s);
+
+/** Replay commands for one executed write, or null when nothing must be replayed. */
+export function toLogCommands(args: Buffer[], replyRaw: Buffer, nowMs: number): Buffer[][] | null {
+  let decoded: { v: Decoded } | undefined;
+  return rewrite(args, () => (decoded ??= { v: decodeReply(replyRaw) }).v, nowMs);
+}
+
+/**
+ * MULTI/EXEC: `queued` holds every command queued between MULTI and EXEC, aligned with the EXEC
+ * reply's elements. Commands answered with an error are dropped, the rest rewritten; `isWrite`
+ * (default: every command) leaves out reads. SELECT inside the transaction is kept so the replay
+ * writes to the same databases. Null when EXEC was aborted (nil) or nothing remains.
+ */
+export function execToLogCommands(
+  queued: Buffer[][],
+  execReplyRaw: Buffer,
+  nowMs: number,
+  isWrite: (args: Buffer[]) => boolean = () => true,
+): Buffer[][] | null {
+  const reply = decodeReply(execReplyRaw);
+  if (!Array.isArray(reply)) return null;
+  const out: Buffer[][] = [];
+  queued.forEach((args, i) => {
+    const sub = reply[i];
+    if (sub === undefined || sub instanceof Error) return;
+    if (upper(args[0]) === 'SELECT') return void out.push(args);
+    if (!isWrite(args)) return;
+    const cmds = rewrite(args, () => sub, nowMs);
+    if (cmds) out.push(...cmds);
+  });
+  return out.length > 0 ? out : null;
+}
+
+function rewrite(args: Buffer[], reply: Reply, nowMs: number): Buffer[][] | null {
+  const name = upper(args[0]);
+  switch (name) {
+    case 'EXPIRE':
+    case 'PEXPIRE':
+    case 'EXPIREAT':
+    case 'PEXPIREAT': {
+      if (args.length < 3) return [args];
+      if (reply() !== 1) return null; // not set (missing key or NX/XX/GT/LT refused)
+      const n = Number(args[2].toString('latin1'));
+      const abs = name === 'EXPIRE' ? nowMs + n * 1000 : name === 'PEXPIRE' ? nowMs + n : name === 'EXPIREAT' ? n * 1000 : n;
+      return [pexpireat(args[1], abs)];
+    }
+    case 'SETEX':
+    case 'PSETEX': {
+      if (args.length !== 4) return [args];
+      const n = Number(args[2].toString('latin1'));
+      return [[B('SET'), args[1], args[3]], pexpireat(args[1], nowMs + (name === 'SETEX' ? n * 1000 : n))];
+    }
+    case 'SET':
+      return rewriteSet(args, reply, nowMs);
+    case 'GETEX':
+      return rewriteGetex(args, reply, nowMs);
+    case 'SPOP': {
+      const r = reply();
+      const members = Array.isArray(r) ? r : r === null || r instanceof Error ? [] : [r];
+      const bufs = members.filter((m): m is Buffer => Buffer.isBuffer(m));
+      return bufs.length > 0 ? [[B('SREM'), args[1], ...bufs]] : null;
+    }
+    case 'XADD':
+      return rewriteXadd(args, reply);
+    default:
+      return [args];
+  }
+}
+
+function pexpireat(key: Buffer, absMs: number): Buffer[] {
+  return [B('PEXPIREAT'), key, B(String(Math.round(absMs)))];
+}
+
+function rewriteSet(args: Buffer[], reply: Reply, nowMs: number): Buffer[][] | null {
+  if (args.length < 3) return [args];
+  const kept: Buffer[] = [B('SET'), args[1], args[2]];
+  let nx = false;
+  let xx = false;
+  let get = false;
+  let expireAt: number | undefined;
+  for (let i = 3; i < args.length; i++) {
+    const opt = upper(args[i]);
+    const num = (): number => Number(args[++i]?.toString('latin1'));
+    if (opt === 'NX') nx = true;
+    else if (opt === 'XX') xx = true;
+    else if (opt === 'GET') get = true;
+    else if (opt === 'EX') expireAt = nowMs + num() * 1000;
+    else if (opt === 'PX') expireAt = nowMs + num();
+    else if (opt === 'EXAT') expireAt = num() * 1000;
+    else if (opt === 'PXAT') expireAt = num();
+    else kept.push(args[i]); // KEEPTTL and anything unknown stay as they were
+  }
+  const r = reply();
+  // Whether the node performed the SET: with GET the reply is the old value, otherwise OK/nil.
+  const performed = !nx && !xx ? true : get ? (nx ? r === null : r !== null) : r !== null && !(r instanceof Error);
+  if (!performed) return null;
+  // NX/XX are dropped: the condition held on the master, and GET only shaped the reply.
+  return expireAt === undefined ? [kept] : [kept, pexpireat(args[1], expireAt)];
+}
+
+function rewriteGetex(args: Buffer[], reply: Reply, nowMs: number): Buffer[][] | null {
+  if (reply() === null) return null; // missing key: nothing changed
+  for (let i = 2; i < args.length; i++) {
+    const opt = upper(args[i]);
+    const n = Number(args[i + 1]?.toString('latin1'));
+    if (opt === 'PERSIST') return [[B('PERSIST'), args[1]]];
+    if (opt === 'EX') return [pexpireat(args[1], nowMs + n * 1000)];
+    if (opt === 'PX') return [pexpireat(args[1], nowMs + n)];
+    if (opt === 'EXAT') return [pexpireat(args[1], n * 1000)];
+    if (opt === 'PXAT') return [pexpireat(args[1], n)];
+  }
+  return null; // plain GETEX is a read
+}
+
+/** XADD key [NOMKSTREAM] [MAXLEN|MINID [=|~] threshold [LIMIT count]] id field value ... */
+function rewriteXadd(args: Buffer[], reply: Reply): Buffer[][] | null {
+  let i = 2;
+  for (;;) {
+    const opt = upper(args[i]);
+    if (opt === 'NOMKSTREAM') i++;
+    else if (opt === 'MAXLEN' || opt === 'MINID') {
+      i++;
+      if (args[i] && (args[i].equals(B('=')) || args[i].equals(B('~')))) i++;
+      i++;
+    } else if (opt === 'LIMIT') i += 2;
+    else break;
+  }
+  if (i >= args.length) return [args];
+  const r = reply();
+  if (r === null) return null; // NOMKSTREAM on a missing stream
+  if (!args[i].equals(B('*')) || !Buffer.isBuffer(r)) return [args];
+  const out = args.slice();
+  out[i] = r;
+  return [out];
+}

@@ -1,0 +1,159 @@
+import { expect } from 'chai';
+import net from 'node:net';
+import Redis from 'ioredis';
+import { array, bulk, integer, NULL_ARRAY, NULL_BULK, OK, error } from '../src/resp/encode';
+import { encodeArgs } from '../src/resp/request-parser';
+import { ReplyFramer } from '../src/resp/reply-framer';
+import { execToLogCommands, toLogCommands } from '../src/source/log-rewrite';
+import { PIKA_MISSING_COMMANDS, RedisServer } from './helpers/redis-server';
+
+/**
+ * Pika-profile node. The shared helper's `pikaProfile` passes the literal `""` to spawn (no shell),
+ * which redis-server 7 refuses; an empty argument removes the command as intended.
+ */
+function startNode(pikaProfile: boolean): Promise<RedisServer> {
+  return RedisServer.start(pikaProfile ? { extraArgs: PIKA_MISSING_COMMANDS.flatMap((c) => ['--rename-command', c, '']) } : {});
+}
+
+const NOW = 1_700_000_000_000;
+const cmd = (...a: string[]): Buffer[] => a.map((s) => Buffer.from(s));
+const text = (cmds: Buffer[][] | null): string[][] | null => (cmds ? cmds.map((c) => c.map((a) => a.toString())) : null);
+
+describe('toLogCommands', () => {
+  it('rewrites relative expirations to absolute PEXPIREAT', () => {
+    expect(text(toLogCommands(cmd('EXPIRE', 'k', '10'), integer(1), NOW))).to.deep.equal([['PEXPIREAT', 'k', String(NOW + 10_000)]]);
+    expect(text(toLogCommands(cmd('pexpire', 'k', '1500', 'NX'), integer(1), NOW))).to.deep.equal([['PEXPIREAT', 'k', String(NOW + 1500)]]);
+    expect(text(toLogCommands(cmd('EXPIREAT', 'k', '1800000000'), integer(1), NOW))).to.deep.equal([['PEXPIREAT', 'k', '1800000000000']]);
+    expect(text(toLogCommands(cmd('PEXPIREAT', 'k', '1800000000123', 'GT'), integer(1), NOW))).to.deep.equal([['PEXPIREAT', 'k', '1800000000123']]);
+    expect(toLogCommands(cmd('EXPIRE', 'k', '10', 'XX'), integer(0), NOW)).to.equal(null);
+  });
+
+  it('splits SETEX/PSETEX and SET EX/PX/EXAT/PXAT into SET + PEXPIREAT', () => {
+    expect(text(toLogCommands(cmd('SETEX', 'k', '5', 'v'), OK, NOW))).to.deep.equal([['SET', 'k', 'v'], ['PEXPIREAT', 'k', String(NOW + 5000)]]);
+    expect(text(toLogCommands(cmd('PSETEX', 'k', '5', 'v'), OK, NOW))).to.deep.equal([['SET', 'k', 'v'], ['PEXPIREAT', 'k', String(NOW + 5)]]);
+    expect(text(toLogCommands(cmd('SET', 'k', 'v', 'ex', '7'), OK, NOW))).to.deep.equal([['SET', 'k', 'v'], ['PEXPIREAT', 'k', String(NOW + 7000)]]);
+    expect(text(toLogCommands(cmd('SET', 'k', 'v', 'NX', 'PX', '70'), OK, NOW))).to.deep.equal([['SET', 'k', 'v'], ['PEXPIREAT', 'k', String(NOW + 70)]]);
+    expect(text(toLogCommands(cmd('SET', 'k', 'v', 'EXAT', '1800000000'), OK, NOW))).to.deep.equal([['SET', 'k', 'v'], ['PEXPIREAT', 'k', '1800000000000']]);
+    expect(text(toLogCommands(cmd('SET', 'k', 'v', 'KEEPTTL'), OK, NOW))).to.deep.equal([['SET', 'k', 'v', 'KEEPTTL']]);
+    expect(text(toLogCommands(cmd('SET', 'k', 'v'), OK, NOW))).to.deep.equal([['SET', 'k', 'v']]);
+  });
+
+  it('does not log a SET whose condition refused it, and reads GET replies right', () => {
+    expect(toLogCommands(cmd('SET', 'k', 'v', 'NX', 'EX', '5'), NULL_BULK, NOW)).to.equal(null);
+    expect(toLogCommands(cmd('SET', 'k', 'v', 'XX'), NULL_BULK, NOW)).to.equal(null);
+    // NX GET: performed when the old value was nil
+    expect(text(toLogCommands(cmd('SET', 'k', 'v', 'NX', 'GET'), NULL_BULK, NOW))).to.deep.equal([['SET', 'k', 'v']]);
+    expect(toLogCommands(cmd('SET', 'k', 'v', 'NX', 'GET'), bulk('old'), NOW)).to.equal(null);
+    // XX GET: performed when there was an old value
+    expect(text(toLogCommands(cmd('SET', 'k', 'v', 'XX', 'GET', 'EX', '1'), bulk('old'), NOW))).to.deep.equal([['SET', 'k', 'v'], ['PEXPIREAT', 'k', String(NOW + 1000)]]);
+    expect(text(toLogCommands(cmd('SET', 'k', 'v', 'GET'), NULL_BULK, NOW))).to.deep.equal([['SET', 'k', 'v']]);
+  });
+
+  it('GETEX, SPOP, XADD and unchanged commands', () => {
+    expect(text(toLogCommands(cmd('GETEX', 'k', 'EX', '3'), bulk('v'), NOW))).to.deep.equal([['PEXPIREAT', 'k', String(NOW + 3000)]]);
+    expect(text(toLogCommands(cmd('GETEX', 'k', 'PERSIST'), bulk('v'), NOW))).to.deep.equal([['PERSIST', 'k']]);
+    expect(toLogCommands(cmd('GETEX', 'k', 'EX', '3'), NULL_BULK, NOW)).to.equal(null);
+    expect(toLogCommands(cmd('GETEX', 'k'), bulk('v'), NOW)).to.equal(null);
+    expect(text(toLogCommands(cmd('SPOP', 's'), bulk('m1'), NOW))).to.deep.equal([['SREM', 's', 'm1']]);
+    expect(text(toLogCommands(cmd('SPOP', 's', '3'), array(['a', 'b']), NOW))).to.deep.equal([['SREM', 's', 'a', 'b']]);
+    expect(toLogCommands(cmd('SPOP', 's'), NULL_BULK, NOW)).to.equal(null);
+    expect(toLogCommands(cmd('SPOP', 's', '2'), array([]), NOW)).to.equal(null);
+    expect(text(toLogCommands(cmd('XADD', 'x', 'MAXLEN', '=', '10', '*', 'f', 'v'), bulk('5-0'), NOW))).to.deep.equal([['XADD', 'x', 'MAXLEN', '=', '10', '5-0', 'f', 'v']]);
+    expect(text(toLogCommands(cmd('XADD', 'x', '7-1', 'f', 'v'), bulk('7-1'), NOW))).to.deep.equal([['XADD', 'x', '7-1', 'f', 'v']]);
+    expect(toLogCommands(cmd('XADD', 'x', 'NOMKSTREAM', '*', 'f', 'v'), NULL_BULK, NOW)).to.equal(null);
+    expect(text(toLogCommands(cmd('INCRBYFLOAT', 'f', '1.5'), bulk('3.5'), NOW))).to.deep.equal([['INCRBYFLOAT', 'f', '1.5']]);
+    expect(text(toLogCommands(cmd('HSET', 'h', 'a', '1'), integer(1), NOW))).to.deep.equal([['HSET', 'h', 'a', '1']]);
+  });
+
+  it('execToLogCommands drops errored commands, keeps SELECT and rewrites the rest', () => {
+    const queued = [cmd('SET', 'a', '1', 'EX', '10'), cmd('INCR', 'str'), cmd('SELECT', '2'), cmd('SPOP', 's'), cmd('GET', 'a')];
+    const raw = Buffer.concat([Buffer.from('*5\r\n'), OK, error('ERR value is not an integer'), OK, bulk('m'), bulk('1')]);
+    const isWrite = (a: Buffer[]): boolean => a[0].toString().toUpperCase() !== 'GET';
+    expect(text(execToLogCommands(queued, raw, NOW, isWrite))).to.deep.equal([
+      ['SET', 'a', '1'],
+      ['PEXPIREAT', 'a', String(NOW + 10_000)],
+      ['SELECT', '2'],
+      ['SREM', 's', 'm'],
+    ]);
+    expect(execToLogCommands(queued, NULL_ARRAY, NOW)).to.equal(null);
+  });
+});
+
+/** Sends commands on one raw socket and returns each reply's exact bytes. */
+class RawClient {
+  private framer = new ReplyFramer();
+  private waiting: ((b: Buffer) => void)[] = [];
+  private constructor(private sock: net.Socket) {
+    sock.on('data', (d) => {
+      this.framer.feed(d);
+      for (let r = this.framer.next(); r; r = this.framer.next()) this.waiting.shift()?.(Buffer.from(r.raw));
+    });
+  }
+  static async connect(port: number): Promise<RawClient> {
+    const sock = net.connect(port, '127.0.0.1');
+    await new Promise((r) => sock.once('connect', r));
+    return new RawClient(sock);
+  }
+  send(args: Buffer[]): Promise<Buffer> {
+    return new Promise((resolve) => {
+      this.waiting.push(resolve);
+      this.sock.write(encodeArgs(args));
+    });
+  }
+  close(): void {
+    this.sock.destroy();
+  }
+}
+
+for (const pikaProfile of [false, true]) {
+  describe(`log rewrite replayed on a second node (pikaProfile: ${pikaProfile})`, () => {
+    let source: RedisServer;
+    let target: RedisServer;
+    let raw: RawClient;
+    let src: Redis;
+    let dst: Redis;
+    before(async () => {
+      [source, target] = await Promise.all([startNode(pikaProfile), startNode(pikaProfile)]);
+      raw = await RawClient.connect(source.port);
+      src = source.client();
+      dst = target.client();
+    });
+    after(async () => {
+      raw?.close();
+      src?.disconnect();
+      dst?.disconnect();
+      await Promise.all([source?.stop(), target?.stop()]);
+    });
+
+    it('reproduces values and absolute expirations', async () => {
+      const writes = [
+        cmd('SADD', 's', 'a', 'b', 'c', 'd', 'e'),
+        cmd('SPOP', 's', '2'),
+        cmd('SPOP', 's'),
+        cmd('SET', 'k', 'v', 'EX', '100'),
+        cmd('SET', 'k', 'w', 'NX', 'EX', '5'),
+        cmd('SETEX', 'e', '200', 'x'),
+        cmd('SET', 'p', '1'),
+        cmd('EXPIRE', 'p', '300'),
+        cmd('INCRBYFLOAT', 'f', '1.1'),
+        cmd('INCRBYFLOAT', 'f', '2.25'),
+        cmd('XADD', 'x', '*', 'f', 'v'),
+        cmd('XADD', 'x', '*', 'g', 'w'),
+      ];
+      for (const w of writes) {
+        const reply = await raw.send(w);
+        const cmds = toLogCommands(w, reply, Date.now());
+        for (const c of cmds ?? []) await dst.callBuffer(c[0].toString(), ...c.slice(1));
+      }
+      expect((await dst.smembers('s')).sort()).to.deep.equal((await src.smembers('s')).sort());
+      expect(await dst.scard('s')).to.equal(2);
+      expect(await dst.get('k')).to.equal('v');
+      for (const key of ['k', 'e', 'p']) {
+        const [a, b] = [await src.pexpiretime(key), await dst.pexpiretime(key)];
+        expect(Math.abs(a - b)).to.be.lessThan(1000);
+      }
+      expect(await dst.get('f')).to.equal(await src.get('f'));
+      expect(await dst.xrange('x', '-', '+')).to.deep.equal(await src.xrange('x', '-', '+'));
+    });
+  });
+}
