@@ -1,0 +1,212 @@
+/**
+ * Replaces the replica node's dataset with a copied snapshot: FLUSHALL, then every file in
+ * manifest order through RequestParser, markers interpreted (src/source/types.ts format doc),
+ * everything else forwarded as raw bytes, every reply checked. Then counts are proven: records per
+ * db against the manifest, and the node's live key count per db against the distinct keys loaded
+ * (DBSIZE on Redis; SCAN on Pika, whose DBSIZE is not live).
+ */
+import { createReadStream } from 'node:fs';
+import type { Logger } from 'pino';
+import { SyncProxyError, toSyncProxyError } from '../errors';
+import { redactCommand } from '../logger';
+import { decodeReply } from '../resp/decode';
+import { FramedReply } from '../resp/reply-framer';
+import { RequestParser } from '../resp/request-parser';
+import { encodeArgs } from '../resp/request-parser';
+import { SNAPSHOT_FORMAT_VERSION, type Manifest } from '../source/types';
+import { NodeAddress, NodePipeline, errorText, integerOf } from './node-pipeline';
+
+export interface LoaderOptions {
+  node: NodeAddress;
+  manifest: Manifest;
+  /** Final file paths in manifest order (from the copier). */
+  files: Array<{ name: string; path: string }>;
+  logger: Logger;
+  signal: AbortSignal;
+  /** Called with the file bytes read so far (for progress). */
+  onProgress?: (bytesRead: number) => void;
+  maxInFlight?: number;
+}
+
+export interface DbLoadResult {
+  db: number;
+  records: number;
+  distinctKeys: number;
+  /** Distinct keys loaded with a TTL: they may have expired since. */
+  volatileKeys: number;
+  nodeKeys: number;
+}
+
+export interface LoadResult {
+  dbs: DbLoadResult[];
+  commands: number;
+  nodeKind: 'redis' | 'pika-like';
+}
+
+interface DbTally {
+  records: number;
+  distinct: number;
+  volatile: number;
+}
+
+export async function loadSnapshot(options: LoaderOptions): Promise<LoadResult> {
+  const logger = options.logger.child({ component: 'loader', snapshotId: options.manifest.snapshotId });
+  const node = await NodePipeline.connect(options.node, options.signal, options.maxInFlight);
+  try {
+    const nodeKind = await detectNodeKind(node);
+    expectOk(await node.call(['FLUSHALL']), 'FLUSHALL');
+    const tallies = new Map<number, DbTally>();
+    const state = { db: -1, commands: 0, bytes: 0 };
+    for (const file of options.files) {
+      await loadFile(node, file, options, tallies, state);
+      logger.debug({ file: file.name }, 'file loaded');
+    }
+    await node.flush();
+
+    const manifestDbs = new Map(options.manifest.dbs.map((d) => [d.db, d.records]));
+    for (const [db, tally] of tallies) {
+      if (!manifestDbs.has(db) && tally.records > 0) throw new SyncProxyError('COUNT_MISMATCH', `db ${db}: ${tally.records} records loaded, the manifest lists none`);
+    }
+    const results: DbLoadResult[] = [];
+    for (const [db, expected] of manifestDbs) {
+      const tally = tallies.get(db) ?? { records: 0, distinct: 0, volatile: 0 };
+      if (tally.records !== expected) throw new SyncProxyError('COUNT_MISMATCH', `db ${db}: ${tally.records} key records loaded, the manifest says ${expected}`);
+      const nodeKeys = await countKeys(node, db, nodeKind);
+      const low = tally.distinct - tally.volatile;
+      if (nodeKeys < low || nodeKeys > tally.distinct) {
+        throw new SyncProxyError('COUNT_MISMATCH', `db ${db}: the node holds ${nodeKeys} keys after the load, expected ${low === tally.distinct ? low : `${low}..${tally.distinct}`} (${tally.distinct} distinct keys loaded, ${tally.volatile} with a TTL)`);
+      }
+      results.push({ db, records: tally.records, distinctKeys: tally.distinct, volatileKeys: tally.volatile, nodeKeys });
+    }
+    logger.info({ dbs: results, commands: state.commands }, 'snapshot loaded and counts verified');
+    return { dbs: results, commands: state.commands, nodeKind };
+  } catch (err) {
+    throw toSyncProxyError(err, 'LOAD_FAILED', 'loading the snapshot');
+  } finally {
+    node.close();
+  }
+}
+
+async function loadFile(node: NodePipeline, file: { name: string; path: string }, options: LoaderOptions, tallies: Map<number, DbTally>, state: { db: number; commands: number; bytes: number }): Promise<void> {
+  const parser = new RequestParser();
+  const failLoad = (why: string): SyncProxyError => new SyncProxyError('LOAD_FAILED', `${file.name}: ${why}`);
+  let sawHeader = false;
+  let sawEof = false;
+  let recordsInFile = 0;
+  let inRecord = false;
+
+  const select = async (db: number): Promise<void> => {
+    if (db === state.db) return;
+    await node.sendArgs(['SELECT', String(db)], (reply) => {
+      if (reply.type !== 43) throw new SyncProxyError('LOAD_FAILED', `SELECT ${db} failed on the node: ${errorText(reply)}`);
+    });
+    state.db = db;
+  };
+  const parseDb = (arg: Buffer, marker: string): number => {
+    const db = Number(arg.toString('latin1'));
+    if (!Number.isInteger(db) || db < 0) throw failLoad(`${marker} names db ${arg.toString('latin1')}`);
+    return db;
+  };
+
+  const stream = createReadStream(file.path, { highWaterMark: 256 * 1024, signal: options.signal });
+  try {
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      state.bytes += chunk.length;
+      options.onProgress?.(state.bytes);
+      parser.feed(chunk);
+      for (let request = parser.next(); request; request = parser.next()) {
+        const { args, raw } = request;
+        const name = args[0].toString('latin1').toUpperCase();
+        if (sawEof) throw failLoad('commands after PSP.EOF');
+        if (!sawHeader) {
+          if (name !== 'PSP.FILE' || args.length !== 4) throw failLoad('does not begin with PSP.FILE');
+          const [version, snapshotId, fileName] = args.slice(1).map((a) => a.toString('utf8'));
+          if (Number(version) !== SNAPSHOT_FORMAT_VERSION) throw failLoad(`format version ${version}, this proxy reads ${SNAPSHOT_FORMAT_VERSION}`);
+          if (snapshotId !== options.manifest.snapshotId) throw failLoad(`PSP.FILE names snapshot ${snapshotId}, loading ${options.manifest.snapshotId}`);
+          if (fileName !== file.name) throw failLoad(`PSP.FILE names file ${fileName}`);
+          sawHeader = true;
+          continue;
+        }
+        if (name === 'PSP.KEY') {
+          if (args.length !== 5) throw failLoad(`PSP.KEY with ${args.length - 1} arguments`);
+          const db = parseDb(args[1], 'PSP.KEY');
+          const volatile = args[4].toString('latin1') !== '-1';
+          const tally = tallies.get(db) ?? { records: 0, distinct: 0, volatile: 0 };
+          tallies.set(db, tally);
+          tally.records++;
+          recordsInFile++;
+          inRecord = true;
+          await select(db);
+          const key = args[2];
+          await node.send(encodeArgs(['DEL', key]), (reply) => {
+            const n = integerOf(reply);
+            if (n === undefined) throw new SyncProxyError('LOAD_FAILED', `DEL failed on the node: ${errorText(reply)}`);
+            // 0: the key did not exist before this record, so it is a distinct key.
+            if (n === 0) {
+              tally.distinct++;
+              if (volatile) tally.volatile++;
+            }
+          });
+        } else if (name === 'PSP.PART') {
+          if (args.length !== 3) throw failLoad(`PSP.PART with ${args.length - 1} arguments`);
+          await select(parseDb(args[1], 'PSP.PART'));
+          inRecord = true;
+        } else if (name === 'PSP.EOF') {
+          const n = args.length === 2 ? Number(args[1].toString('latin1')) : NaN;
+          if (n !== recordsInFile) throw failLoad(`PSP.EOF says ${args[1]?.toString('latin1')} key records, the file held ${recordsInFile}`);
+          sawEof = true;
+        } else if (name.startsWith('PSP.')) {
+          throw failLoad(`unknown marker ${name}`);
+        } else {
+          if (!inRecord) throw failLoad(`${name} outside a key record`);
+          const described = redactCommand(args);
+          state.commands++;
+          await node.send(Buffer.from(raw), (reply) => {
+            if (reply.type === 45) throw new SyncProxyError('LOAD_FAILED', `the node refused "${described}" from ${file.name}: ${errorText(reply)}`);
+          });
+        }
+      }
+    }
+  } catch (err) {
+    if (err instanceof SyncProxyError) throw err;
+    if (options.signal.aborted) throw options.signal.reason;
+    throw toSyncProxyError(err, 'IO_ERROR', `reading ${file.name}`);
+  }
+  if (parser.bufferedBytes > 0) throw failLoad('ends inside a command');
+  if (!sawHeader) throw failLoad('is empty');
+  if (!sawEof) throw failLoad('has no PSP.EOF (truncated)');
+}
+
+function expectOk(reply: FramedReply, what: string): void {
+  if (reply.type !== 43) throw new SyncProxyError('LOAD_FAILED', `${what} failed on the node: ${errorText(reply)}`);
+}
+
+/** Redis when INFO server has redis_version and no pika_version; anything else is treated like Pika. */
+export async function detectNodeKind(node: NodePipeline): Promise<'redis' | 'pika-like'> {
+  const reply = await node.call(['INFO', 'server']);
+  if (reply.type === 45) return 'pika-like';
+  const text = reply.raw.toString('utf8');
+  return /\r?\nredis_version:/.test(`\n${text}`) && !/pika_version:/.test(text) ? 'redis' : 'pika-like';
+}
+
+/** Live key count of one db: DBSIZE on Redis, a full SCAN on Pika (its DBSIZE is not live). */
+export async function countKeys(node: NodePipeline, db: number, kind: 'redis' | 'pika-like'): Promise<number> {
+  expectOk(await node.call(['SELECT', String(db)]), `SELECT ${db}`);
+  if (kind === 'redis') {
+    const reply = await node.call(['DBSIZE']);
+    const n = integerOf(reply);
+    if (n === undefined) throw new SyncProxyError('LOAD_FAILED', `DBSIZE failed on the node: ${errorText(reply)}`);
+    return n;
+  }
+  let cursor = '0';
+  let count = 0;
+  do {
+    const reply = await node.call(['SCAN', cursor, 'COUNT', '1000']);
+    if (reply.type === 45) throw new SyncProxyError('LOAD_FAILED', `SCAN failed on the node: ${errorText(reply)}`);
+    const decoded = decodeReply(reply.raw);
+    if (!Array.isArray(decoded) || decoded.length !== 2 || !Buffer.isBuffer(decoded[0]) || !Array.isArray(decoded[1])) throw new SyncProxyError('MALFORMED_RESPONSE', 'SCAN answered an unexpected shape');
+    cursor = decoded[0].toString('latin1');
+    count += decoded[1].length;
+  } while (cursor !== '0');
+  return count;
+}

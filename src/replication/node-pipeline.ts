@@ -1,0 +1,169 @@
+/**
+ * A pipelined connection from the replica to its own node, for the loader and the applier:
+ * commands go out as raw bytes in large batched writes, replies are framed (not decoded) and
+ * handed to per-command checks in order. Bounded: at most `maxInFlight` commands await replies
+ * and the socket's own backpressure ('drain') is respected, so a slow node slows the sender
+ * instead of growing buffers (DESIGN.md invariant 6).
+ */
+import net from 'node:net';
+import { SyncProxyError, classifySystemError } from '../errors';
+import { FramedReply, ReplyFramer } from '../resp/reply-framer';
+import { encodeArgs } from '../resp/request-parser';
+import { raceAbort } from './util';
+
+export interface NodeAddress {
+  host: string;
+  port: number;
+  password?: string;
+}
+
+/** Checks one reply; throwing fails the pipeline with that error. */
+export type ReplyCheck = (reply: FramedReply) => void;
+
+const BATCH_BYTES = 256 * 1024;
+export const DEFAULT_MAX_IN_FLIGHT = 20_000;
+
+export class NodePipeline {
+  private readonly framer = new ReplyFramer();
+  private checks: ReplyCheck[] = [];
+  private checkHead = 0;
+  private out: Buffer[] = [];
+  private outBytes = 0;
+  private failure?: SyncProxyError;
+  private waiters: Array<() => void> = [];
+  private closed = false;
+
+  private constructor(private readonly socket: net.Socket, private readonly what: string, private readonly maxInFlight: number) {
+    socket.on('data', (chunk) => this.onData(chunk));
+    socket.on('error', (err) => this.fail(new SyncProxyError('BACKEND_CONNECTION_LOST', `${what}: ${err.message}`, { cause: err })));
+    socket.on('close', () => this.fail(new SyncProxyError('BACKEND_CONNECTION_LOST', `${what}: connection closed`)));
+    socket.on('drain', () => this.wake());
+  }
+
+  static async connect(address: NodeAddress, signal: AbortSignal, maxInFlight = DEFAULT_MAX_IN_FLIGHT): Promise<NodePipeline> {
+    const what = `replica node ${address.host}:${address.port}`;
+    const socket = net.connect({ host: address.host, port: address.port });
+    const connected = new Promise<void>((resolve, reject) => {
+      socket.once('connect', () => resolve());
+      socket.once('error', (err) => reject(new SyncProxyError(classifySystemError(err) === 'MASTER_UNREACHABLE' ? 'BACKEND_UNAVAILABLE' : 'BACKEND_CONNECTION_LOST', `${what}: ${err.message}`, { cause: err })));
+    });
+    try {
+      await raceAbort(connected, signal);
+    } catch (err) {
+      socket.destroy();
+      throw err;
+    }
+    socket.removeAllListeners('error');
+    socket.setNoDelay(true);
+    const pipeline = new NodePipeline(socket, what, maxInFlight);
+    signal.addEventListener('abort', () => pipeline.close(), { once: true });
+    if (address.password !== undefined) {
+      const reply = await pipeline.call(['AUTH', address.password]);
+      if (reply.type === 45) {
+        pipeline.close();
+        throw new SyncProxyError('BACKEND_ERROR_REPLY', `${what} refused AUTH: ${errorText(reply)}`);
+      }
+    }
+    return pipeline;
+  }
+
+  get inFlight(): number {
+    return this.checks.length - this.checkHead;
+  }
+
+  /** Queues `raw` (one complete command) with the check of its reply; waits when the pipe is full. */
+  async send(raw: Buffer, check: ReplyCheck): Promise<void> {
+    if (this.failure) throw this.failure;
+    this.checks.push(check);
+    this.out.push(raw);
+    this.outBytes += raw.length;
+    if (this.outBytes >= BATCH_BYTES) this.writeOut();
+    while (!this.failure && (this.inFlight >= this.maxInFlight || this.socket.writableNeedDrain)) {
+      this.writeOut();
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
+    if (this.failure) throw this.failure;
+  }
+
+  sendArgs(args: ReadonlyArray<Buffer | string>, check: ReplyCheck): Promise<void> {
+    return this.send(encodeArgs(args), check);
+  }
+
+  /** Resolves when every command sent so far has its reply checked. */
+  async flush(): Promise<void> {
+    this.writeOut();
+    while (!this.failure && this.inFlight > 0) await new Promise<void>((resolve) => this.waiters.push(resolve));
+    if (this.failure) throw this.failure;
+  }
+
+  /** One command and its raw reply (after everything queued before it). */
+  async call(args: ReadonlyArray<Buffer | string>): Promise<FramedReply> {
+    let result: FramedReply | undefined;
+    await this.sendArgs(args, (reply) => {
+      result = { raw: Buffer.from(reply.raw), type: reply.type };
+    });
+    await this.flush();
+    return result!;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.fail(new SyncProxyError('BACKEND_CONNECTION_LOST', `${this.what}: closed by the replica`));
+  }
+
+  get error(): SyncProxyError | undefined {
+    return this.closed ? undefined : this.failure;
+  }
+
+  private writeOut(): void {
+    if (this.outBytes === 0 || this.failure) return;
+    const batch = this.out.length === 1 ? this.out[0] : Buffer.concat(this.out, this.outBytes);
+    this.out = [];
+    this.outBytes = 0;
+    this.socket.write(batch);
+  }
+
+  private onData(chunk: Buffer): void {
+    this.framer.feed(chunk);
+    try {
+      for (let reply = this.framer.next(); reply; reply = this.framer.next()) {
+        if (this.checkHead >= this.checks.length) throw new SyncProxyError('MALFORMED_RESPONSE', `${this.what}: a reply without a command`);
+        const check = this.checks[this.checkHead];
+        this.checks[this.checkHead++] = undefined as unknown as ReplyCheck;
+        check(reply);
+      }
+    } catch (err) {
+      this.fail(err instanceof SyncProxyError ? err : new SyncProxyError('INTERNAL', String(err), { cause: err }));
+      return;
+    }
+    if (this.checkHead > 4096 && this.checkHead * 2 > this.checks.length) {
+      this.checks = this.checks.slice(this.checkHead);
+      this.checkHead = 0;
+    }
+    this.wake();
+  }
+
+  private wake(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w();
+  }
+
+  private fail(err: SyncProxyError): void {
+    if (this.failure) return;
+    this.failure = err;
+    this.socket.destroy();
+    this.wake();
+  }
+}
+
+/** The text of an error reply without '-' and CRLF. */
+export function errorText(reply: FramedReply): string {
+  return reply.raw.toString('utf8', 1, Math.max(1, reply.raw.length - 2)).slice(0, 500);
+}
+
+/** The integer of a ':' reply, or undefined. */
+export function integerOf(reply: FramedReply): number | undefined {
+  if (reply.type !== 58) return undefined;
+  return Number(reply.raw.toString('latin1', 1, reply.raw.length - 2));
+}

@@ -1,0 +1,47 @@
+/**
+ * What the replica needs from the gRPC sync client (src/sync/sync-client.ts). The replication
+ * code depends on this shape only, so tests can also drive it with a real SyncServer or a
+ * hand-built source, and the manager gets the client from an injectable factory.
+ */
+import type { Logger } from 'pino';
+import type { LogEntry, Manifest } from '../source/types';
+
+export interface ReplicaIdentity {
+  runId: string;
+  host: string;
+  port: number;
+}
+
+export type MetaAnswer = Manifest & { masterOffset: number; protocolVersion: number };
+
+export interface ChunkAnswer {
+  snapshotId: string;
+  file: string;
+  offset: number;
+  data: Buffer;
+  crc32c: number;
+  eof: boolean;
+}
+
+export interface LogMessage {
+  entry?: LogEntry;
+  heartbeat?: { masterOffset: number; timeMs: number };
+}
+
+export interface SyncClientLike {
+  getMeta(request: { waitMs: number; replica: ReplicaIdentity }): Promise<MetaAnswer>;
+  getChunk(request: { snapshotId: string; file: string; offset: number; length: number; replica: ReplicaIdentity }): Promise<ChunkAnswer>;
+  streamLog(request: { logId: string; fromOffset: number; replica: ReplicaIdentity }, signal: AbortSignal): AsyncIterable<LogMessage>;
+  close(): void | Promise<void>;
+}
+
+export interface SyncClientFactoryOptions {
+  host: string;
+  port: number;
+  password?: string;
+  tls?: { cert?: string; key?: string; ca?: string };
+  rpcTimeoutMs: number;
+  logger: Logger;
+}
+
+export type SyncClientFactory = (options: SyncClientFactoryOptions) => SyncClientLike;
