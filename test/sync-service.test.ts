@@ -380,6 +380,23 @@ describe('sync service', function () {
       expect(got.map((m) => m.entry?.offset)).to.deep.equal([3]);
     });
 
+    it('the idle timeout counts only the master\'s silence, not a slow consumer', async () => {
+      const port = await fakeMaster({
+        StreamLog: (call: grpc.ServerWritableStream<unknown, LogMessageMsg>) => {
+          for (let offset = 1; offset <= 3; offset++) call.write({ entry: { offset, db: 0, commands: [{ args: [b('DEL'), b(`k${offset}`)] }] } });
+        },
+      });
+      const got: number[] = [];
+      const run = (async () => {
+        for await (const m of client(port, { streamIdleTimeoutMs: 200 }).streamLog({ logId: 'l', fromOffset: 1, replica: REPLICA }, new AbortController().signal)) {
+          got.push(m.entry!.offset);
+          await new Promise((r) => setTimeout(r, 400)); // slower than the idle timeout
+        }
+      })();
+      await expectCode(run, 'MASTER_TIMEOUT');
+      expect(got).to.deep.equal([1, 2, 3]);
+    });
+
     it('a master that ends the log stream normally is MASTER_CONNECTION_LOST, not the end of replication', async () => {
       const port = await fakeMaster({ StreamLog: (call: grpc.ServerWritableStream<unknown, LogMessageMsg>) => call.end() });
       const run = (async () => {

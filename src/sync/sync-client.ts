@@ -131,11 +131,13 @@ export class SyncClient {
     let expected = req.fromOffset;
     try {
       for await (const raw of call as AsyncIterable<LogMessageMsg>) {
-        armIdle();
         if (ended) break;
         const message = validateLogMessage(raw, expected, what);
         if (message.entry) expected = message.entry.offset + 1;
+        // Only the master's silence counts: no idle clock while the consumer works on a message.
+        clearTimeout(idle);
         yield message;
+        armIdle();
       }
       if (ended) throw ended;
       throw new SyncProxyError('MASTER_CONNECTION_LOST', `${what}: the master ended the log stream`);
