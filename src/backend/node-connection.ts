@@ -1,0 +1,217 @@
+/**
+ * One RESP connection to the node behind the proxy. Requests are written as raw bytes (batched
+ * per tick with cork/uncork), replies are framed without decoding and matched FIFO to their
+ * callbacks. When the link drops, every request in flight fails with BACKEND_CONNECTION_LOST;
+ * while it is down, new requests fail at once with BACKEND_UNAVAILABLE naming the node; a
+ * reconnecting connection retries with the retry policy's backoff.
+ */
+import { EventEmitter } from 'node:events';
+import net from 'node:net';
+import type { Logger } from 'pino';
+import { SyncProxyError, describeError } from '../errors';
+import { encodeArgs } from '../resp/request-parser';
+import { FramedReply, ReplyFramer } from '../resp/reply-framer';
+import { RetryPolicy } from '../retry';
+import { Fifo } from './fifo';
+
+export type ReplyCallback = (reply: FramedReply | null, error?: SyncProxyError) => void;
+
+export interface NodeConnectionOptions {
+  host: string;
+  port: number;
+  password?: string;
+  logger: Logger;
+  /** Reconnect after a drop (the shared ordered connection); dedicated connections do not. */
+  reconnect: boolean;
+  retry?: RetryPolicy;
+  connectTimeoutMs?: number;
+}
+
+const DEFAULT_CONNECT_TIMEOUT_MS = 3000;
+/** Reconnection never gives up (the node may come back at any time); only the delay is bounded. */
+const RECONNECT_POLICY = new RetryPolicy({ maxAttempts: Number.MAX_SAFE_INTEGER, baseDelayMs: 100, maxDelayMs: 2000, maxTotalMs: Number.MAX_SAFE_INTEGER });
+
+export class NodeConnection extends EventEmitter {
+  private socket?: net.Socket;
+  private framer = new ReplyFramer();
+  private readonly pending = new Fifo<ReplyCallback>();
+  private up = false;
+  private closing = false;
+  private corked = false;
+  private reconnectAttempt = 0;
+  private reconnectTimer?: NodeJS.Timeout;
+  private lastError?: SyncProxyError;
+  /** The db the node connection has selected (tracked by the data path). */
+  db = 0;
+  /** Frames that arrive with no request waiting (pub/sub pushes) go here. */
+  pushSink?: (reply: FramedReply) => void;
+
+  constructor(private readonly options: NodeConnectionOptions) {
+    super();
+  }
+
+  get address(): string {
+    return `${this.options.host}:${this.options.port}`;
+  }
+
+  get isUp(): boolean {
+    return this.up;
+  }
+
+  get inFlight(): number {
+    return this.pending.length;
+  }
+
+  /** Connects; resolves on the first successful handshake or rejects when reconnect is off. */
+  connect(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onUp = (): void => {
+        this.off('connect-failed', onFail);
+        resolve();
+      };
+      const onFail = (err: SyncProxyError): void => {
+        if (this.options.reconnect) return;
+        this.off('up', onUp);
+        reject(err);
+      };
+      this.once('up', onUp);
+      this.on('connect-failed', onFail);
+      this.open();
+    });
+  }
+
+  private open(): void {
+    if (this.closing) return;
+    const socket = net.connect({ host: this.options.host, port: this.options.port });
+    this.socket = socket;
+    this.framer = new ReplyFramer();
+    this.db = 0;
+    socket.setNoDelay(true);
+    socket.setTimeout(this.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS);
+    socket.once('connect', () => {
+      socket.setTimeout(0);
+      socket.setKeepAlive(true, 10_000);
+      if (!this.options.password) return this.markUp();
+      this.write(encodeArgs(['AUTH', this.options.password]), (reply, err) => {
+        if (err || !reply || reply.type === 45) {
+          const text = err ? describeError(err) : reply!.raw.toString().trim();
+          this.lastError = new SyncProxyError('BACKEND_UNAVAILABLE', `backend ${this.address} refused the proxy's AUTH: ${text}`);
+          this.options.logger.error({ err: this.lastError.message }, 'backend authentication failed');
+          socket.destroy();
+          return;
+        }
+        this.markUp();
+      }, true);
+    });
+    socket.on('timeout', () => socket.destroy(new Error(`connect timeout after ${this.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS} ms`)));
+    socket.on('data', (chunk) => this.onData(chunk));
+    socket.on('error', (err) => {
+      this.lastError = new SyncProxyError('BACKEND_UNAVAILABLE', `backend ${this.address} unavailable: ${err.message}`, { cause: err });
+    });
+    socket.on('close', () => this.onClose(socket));
+  }
+
+  private markUp(): void {
+    this.up = true;
+    this.reconnectAttempt = 0;
+    this.lastError = undefined;
+    this.options.logger.info({ backend: this.address }, 'backend link up');
+    this.emit('up');
+  }
+
+  private onData(chunk: Buffer): void {
+    this.framer.feed(chunk);
+    for (;;) {
+      let reply: FramedReply | null;
+      try {
+        reply = this.framer.next();
+      } catch (err) {
+        this.options.logger.error({ err: (err as Error).message }, 'malformed reply from backend; dropping the link');
+        this.socket?.destroy();
+        return;
+      }
+      if (!reply) return;
+      const cb = this.pending.shift();
+      if (cb) cb(reply);
+      else if (this.pushSink) this.pushSink(reply);
+      else this.options.logger.warn('reply from backend with no request waiting; ignored');
+    }
+  }
+
+  private onClose(socket: net.Socket): void {
+    if (socket !== this.socket) return;
+    const wasUp = this.up;
+    this.up = false;
+    this.socket = undefined;
+    const lost = this.pending.drain();
+    const error = wasUp
+      ? new SyncProxyError('BACKEND_CONNECTION_LOST', `backend ${this.address} connection lost`, { cause: this.lastError })
+      : this.lastError ?? new SyncProxyError('BACKEND_UNAVAILABLE', `backend ${this.address} unavailable`);
+    if (!wasUp) this.lastError = error;
+    for (const cb of lost) cb(null, error);
+    if (wasUp) {
+      this.options.logger.warn({ backend: this.address, inFlight: lost.length }, 'backend link down');
+      this.emit('down', { hadInFlight: lost.length > 0 });
+    } else {
+      this.emit('connect-failed', error);
+    }
+    if (this.options.reconnect && !this.closing) {
+      const delay = (this.options.retry ?? RECONNECT_POLICY).delayFor(++this.reconnectAttempt + 1);
+      this.reconnectTimer = setTimeout(() => this.open(), delay);
+    }
+  }
+
+  /**
+   * Sends one request (raw RESP bytes). The callback gets the framed reply, or an error when the
+   * link is down or drops before the reply.
+   */
+  send(raw: Buffer, cb: ReplyCallback): void {
+    if (!this.up || !this.socket) {
+      const err = this.lastError ?? new SyncProxyError('BACKEND_UNAVAILABLE', `backend ${this.address} unavailable`);
+      queueMicrotask(() => cb(null, err));
+      return;
+    }
+    this.write(raw, cb, false);
+  }
+
+  private write(raw: Buffer, cb: ReplyCallback, handshake: boolean): void {
+    const socket = this.socket!;
+    this.pending.push(cb);
+    if (!this.corked && !handshake) {
+      this.corked = true;
+      socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        socket.uncork();
+      });
+    }
+    socket.write(raw);
+  }
+
+  /** Bytes queued in the socket and not yet sent (backpressure signal). */
+  get writableLength(): number {
+    return this.socket?.writableLength ?? 0;
+  }
+
+  /** Stops reconnecting; waits up to `drainMs` for replies in flight, then closes. */
+  async close(drainMs = 2000): Promise<void> {
+    this.closing = true;
+    clearTimeout(this.reconnectTimer);
+    const deadline = Date.now() + drainMs;
+    while (this.pending.length > 0 && this.up && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    const socket = this.socket;
+    if (!socket) return;
+    await new Promise<void>((resolve) => {
+      socket.once('close', () => resolve());
+      socket.end();
+      setTimeout(() => socket.destroy(), 500).unref();
+    });
+  }
+
+  /** Immediate close (dedicated connections whose client went away). */
+  destroy(): void {
+    this.closing = true;
+    clearTimeout(this.reconnectTimer);
+    this.socket?.destroy();
+  }
+}

@@ -1,0 +1,144 @@
+/**
+ * Blocking pops (BLPOP, BRPOP, BLMOVE, BZPOPMIN, BLMPOP, XREADGROUP BLOCK, ...) on the ordered
+ * path. A blocked command would stall the shared node connection, and a pop served on another
+ * connection could not be placed in the write log's order. So the proxy runs the non-blocking
+ * form (LPOP, LMOVE, ZPOPMIN, ...) on the ordered path and, when nothing is there, parks the
+ * client until a write to one of its keys was applied or the timeout passes (pure planning here;
+ * the session runs the plan).
+ */
+import * as encode from '../resp/encode';
+import type { WriteScope } from '../source/types';
+
+export interface BlockingAttempt {
+  args: Buffer[];
+  keys: Buffer[];
+  /** Turns the non-blocking reply into the blocking command's reply; null = nothing popped. */
+  convert(raw: Buffer): Buffer | null;
+}
+
+export interface BlockingPlan {
+  keys: Buffer[];
+  attempts: BlockingAttempt[];
+  /** 0 = wait forever. */
+  timeoutMs: number;
+  timeoutReply: Buffer;
+}
+
+const b = (s: string): Buffer => Buffer.from(s);
+const NIL_REPLIES = new Set(['$-1\r\n', '*-1\r\n', '*0\r\n', '_\r\n']);
+const isNil = (raw: Buffer): boolean => raw.length <= 5 && NIL_REPLIES.has(raw.toString('latin1'));
+const asIs = (raw: Buffer): Buffer | null => (isNil(raw) ? null : raw);
+
+function parseTimeout(arg: Buffer, unit: 'seconds' | 'ms'): number | string {
+  const n = Number(arg.toString());
+  if (!Number.isFinite(n) || arg.length === 0) return 'ERR timeout is not a float or out of range';
+  if (n < 0) return 'ERR timeout is negative';
+  return unit === 'seconds' ? Math.round(n * 1000) : Math.round(n);
+}
+
+/** Prefixes a popped reply with the key it came from: `*2 key value` / `*3 key member score`. */
+function withKey(key: Buffer): (raw: Buffer) => Buffer | null {
+  return (raw) => {
+    if (isNil(raw)) return null;
+    if (raw[0] === 42) {
+      // ZPOPMIN's array: replace its header "*2" with "*3" and put the key first.
+      const headerEnd = raw.indexOf('\r\n') + 2;
+      const count = Number(raw.toString('latin1', 1, headerEnd - 2));
+      return Buffer.concat([b(`*${count + 1}\r\n`), encode.bulk(key), raw.subarray(headerEnd)]);
+    }
+    return Buffer.concat([b('*2\r\n'), encode.bulk(key), raw]);
+  };
+}
+
+/** The plan for a blocking command, or an error text for bad arguments. */
+export function planBlocking(name: string, args: Buffer[]): BlockingPlan | string {
+  const last = args[args.length - 1];
+  switch (name) {
+    case 'blpop':
+    case 'brpop':
+    case 'bzpopmin':
+    case 'bzpopmax': {
+      const timeoutMs = parseTimeout(last, 'seconds');
+      if (typeof timeoutMs === 'string') return timeoutMs;
+      const keys = args.slice(1, -1);
+      const op = { blpop: 'LPOP', brpop: 'RPOP', bzpopmin: 'ZPOPMIN', bzpopmax: 'ZPOPMAX' }[name];
+      return { keys, timeoutMs, timeoutReply: encode.NULL_ARRAY, attempts: keys.map((k) => ({ args: [b(op), k], keys: [k], convert: withKey(k) })) };
+    }
+    case 'brpoplpush':
+    case 'blmove': {
+      const timeoutMs = parseTimeout(last, 'seconds');
+      if (typeof timeoutMs === 'string') return timeoutMs;
+      const rest = args.slice(1, -1);
+      const op = name === 'brpoplpush' ? 'RPOPLPUSH' : 'LMOVE';
+      return { keys: [rest[0]], timeoutMs, timeoutReply: encode.NULL_ARRAY, attempts: [{ args: [b(op), ...rest], keys: rest.slice(0, 2), convert: asIs }] };
+    }
+    case 'blmpop':
+    case 'bzmpop': {
+      const timeoutMs = parseTimeout(args[1], 'seconds');
+      if (typeof timeoutMs === 'string') return timeoutMs;
+      const n = Number(args[2].toString());
+      if (!Number.isInteger(n) || n <= 0 || 3 + n > args.length) return 'ERR numkeys should be greater than 0';
+      const keys = args.slice(3, 3 + n);
+      const op = name === 'blmpop' ? 'LMPOP' : 'ZMPOP';
+      return { keys, timeoutMs, timeoutReply: encode.NULL_ARRAY, attempts: [{ args: [b(op), ...args.slice(2)], keys, convert: asIs }] };
+    }
+    case 'xreadgroup': {
+      const at = args.findIndex((a, i) => i > 0 && a.toString().toLowerCase() === 'block');
+      const timeoutMs = parseTimeout(args[at + 1] ?? b(''), 'ms');
+      if (typeof timeoutMs === 'string') return 'ERR timeout is not an integer or out of range';
+      const plain = [...args.slice(0, at), ...args.slice(at + 2)];
+      const s = plain.findIndex((a, i) => i > 0 && a.toString().toLowerCase() === 'streams');
+      const streams = s < 0 ? [] : plain.slice(s + 1, s + 1 + (plain.length - s - 1) / 2);
+      return { keys: streams, timeoutMs, timeoutReply: encode.NULL_ARRAY, attempts: [{ args: plain, keys: streams, convert: asIs }] };
+    }
+    default:
+      return `ERR blocking command '${name}' is not supported through pika-sync-proxy`;
+  }
+}
+
+/** Clients parked on keys, woken when a write to one of them was applied. */
+export class BlockedClients {
+  private readonly waiters = new Set<Waiter>();
+
+  register(db: number, keys: Buffer[]): Waiter {
+    const w = new Waiter(db, new Set(keys.map((k) => k.toString('latin1'))));
+    this.waiters.add(w);
+    return w;
+  }
+
+  unregister(w: Waiter): void {
+    this.waiters.delete(w);
+    w.wake();
+  }
+
+  applied(scope: WriteScope): void {
+    for (const w of this.waiters) {
+      if (scope.kind === 'all' || (scope.kind === 'db' && scope.db === w.db)) w.wake();
+      else if (scope.kind === 'keys' && scope.db === w.db && scope.keys.some((k) => w.keys.has(k.toString('latin1')))) w.wake();
+    }
+  }
+}
+
+export class Waiter {
+  touched = false;
+  private resolve?: () => void;
+
+  constructor(readonly db: number, readonly keys: Set<string>) {}
+
+  wake(): void {
+    this.touched = true;
+    this.resolve?.();
+  }
+
+  /** Resolves true when woken, false after `ms` (Infinity = never times out). */
+  wait(ms: number): Promise<boolean> {
+    if (this.touched) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = Number.isFinite(ms) ? setTimeout(() => resolve(false), Math.max(0, ms)) : undefined;
+      this.resolve = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+    });
+  }
+}

@@ -1,0 +1,323 @@
+/**
+ * One client connection: parses its requests, classifies each through the command table, and
+ * answers in order. Replies are slots in a FIFO filled as answers arrive (from the node, or made
+ * by the proxy) and written in request order, so a pipelined client sees Redis's ordering and its
+ * reads never overtake its own writes (everything of one client goes through the ordered path, and
+ * a switch to another connection waits for the client's earlier replies).
+ *
+ * Flow control: reading pauses while too many requests are queued or unanswered; a client whose
+ * unsent replies exceed --client-output-limit is disconnected (bounded proxy memory).
+ */
+import net from 'node:net';
+import { Fifo } from '../backend/fifo';
+import type { NodeConnection, ReplyCallback } from '../backend/node-connection';
+import { SyncProxyError, describeError } from '../errors';
+import * as encode from '../resp/encode';
+import { ParsedRequest, RequestParser } from '../resp/request-parser';
+import type { WriteScope } from '../source/types';
+import { CommandSpec, arityOk, commandKeys, hasBlockOption, lookupCommand } from './command-table';
+import { handleConnectionCommand } from './connection-commands';
+import type { ProxyContext } from './context';
+import { PubSubMode } from './pubsub-mode';
+import { handleReplicationCommand } from './replication-commands';
+import { Transaction } from './transaction';
+import { runBlocking } from './blocking-runner';
+
+interface Slot {
+  data?: Buffer;
+  ready: boolean;
+}
+
+/** Pause reading when this many requests are queued or unanswered; resume below half. */
+const MAX_OUTSTANDING = 4096;
+const ALWAYS_ALLOWED_BEFORE_AUTH = new Set(['auth', 'hello', 'quit']);
+export const READONLY_ERROR = encode.error("READONLY You can't write against a read only replica.");
+
+let nextId = 1;
+
+export class ClientSession {
+  readonly id = nextId++;
+  readonly createdAt = Date.now();
+  db = 0;
+  name = '';
+  authenticated: boolean;
+  watchDirty = false;
+  lastCommand = '';
+  transaction: Transaction | null = null;
+  pubsub: PubSubMode | null = null;
+  private blockingConnection?: NodeConnection;
+  private readonly parser = new RequestParser();
+  private readonly requests = new Fifo<ParsedRequest>();
+  private readonly replies = new Fifo<Slot>();
+  private busy = false;
+  private paused = false;
+  private flushScheduled = false;
+  private closing = false;
+  closed = false;
+  private readonly closeListeners: (() => void)[] = [];
+
+  constructor(readonly socket: net.Socket, readonly ctx: ProxyContext) {
+    this.authenticated = !ctx.config.requirepass;
+    socket.setNoDelay(true);
+    socket.on('data', (chunk) => this.onData(chunk));
+    socket.on('error', () => socket.destroy());
+    socket.on('close', () => this.onClose());
+  }
+
+  describe(): string {
+    const addr = `${this.socket.remoteAddress}:${this.socket.remotePort}`;
+    const age = Math.floor((Date.now() - this.createdAt) / 1000);
+    return `id=${this.id} addr=${addr} name=${this.name} age=${age} db=${this.db} multi=${this.transaction ? this.transaction.size : -1} sub=${this.pubsub ? 1 : 0} cmd=${this.lastCommand}`;
+  }
+
+  onClosed(listener: () => void): void {
+    this.closeListeners.push(listener);
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.closing) return;
+    try {
+      this.parser.feed(chunk);
+      for (let req = this.parser.next(); req; req = this.parser.next()) this.requests.push(req);
+    } catch (err) {
+      this.ctx.stats.protocolErrors++;
+      // As Redis: answer the requests already parsed, then the protocol error, then close.
+      this.requests.push({ args: [], raw: Buffer.from(`-ERR ${(err as Error).message}`) });
+    }
+    this.pump();
+  }
+
+  private pump(): void {
+    while (!this.busy && !this.closed && !this.closing && this.requests.length > 0) {
+      const req = this.requests.shift()!;
+      if (req.args.length === 0) {
+        this.reply(encode.error(req.raw.toString().slice(1)));
+        this.closing = true;
+        this.socket.pause();
+        break;
+      }
+      this.ctx.stats.commandsProcessed++;
+      let pending: Promise<void> | void;
+      try {
+        pending = this.execute(req);
+      } catch (err) {
+        this.reply(errorReply(err));
+        continue;
+      }
+      if (pending) {
+        this.busy = true;
+        pending
+          .catch((err) => this.reply(errorReply(err)))
+          .finally(() => {
+            this.busy = false;
+            this.pump();
+          });
+      }
+    }
+    this.applyFlowControl();
+  }
+
+  private applyFlowControl(): void {
+    const outstanding = this.requests.length + this.replies.length;
+    if (!this.paused && outstanding >= MAX_OUTSTANDING) {
+      this.paused = true;
+      this.socket.pause();
+    } else if (this.paused && !this.closing && outstanding < MAX_OUTSTANDING / 2) {
+      this.paused = false;
+      this.socket.resume();
+    }
+  }
+
+  /** Runs one command; a returned promise holds this client's later commands until it settles. */
+  private execute(req: ParsedRequest): Promise<void> | void {
+    const { args, raw } = req;
+    const name = args[0].toString('latin1').toLowerCase();
+    this.lastCommand = name;
+    const spec = lookupCommand(name);
+    if (!this.authenticated && !ALWAYS_ALLOWED_BEFORE_AUTH.has(name)) return this.reply(encode.error('NOAUTH Authentication required.'));
+    if (this.pubsub) return this.pubsub.handle(name, args, raw);
+    if (spec && !arityOk(spec, args.length)) {
+      this.transaction?.abort();
+      return this.reply(encode.error(`ERR wrong number of arguments for '${name}' command`));
+    }
+    if (this.transaction && !['exec', 'discard', 'multi', 'watch', 'quit', 'reset'].includes(name)) {
+      return this.reply(this.transaction.queue(name, spec, args, raw));
+    }
+    if (!spec) return this.forwardRead(raw);
+    switch (spec.category) {
+      case 'connection':
+        return this.replyMaybeAsync(handleConnectionCommand(this, name, args));
+      case 'replication':
+        return this.replyMaybeAsync(handleReplicationCommand(this, name, args, raw));
+      case 'transaction':
+        return Transaction.handle(this, name, args);
+      case 'pubsub':
+        return PubSubMode.enter(this, name, raw);
+      case 'refused':
+        return this.reply(encode.error(`ERR '${name}' is not supported through pika-sync-proxy: ${refusalReason(name)}`));
+      case 'admin':
+        return this.forward(raw);
+      case 'read':
+        if (name === 'xread' && hasBlockOption(args)) return this.blockingRead(raw);
+        return this.forwardRead(raw);
+      case 'write':
+        if (name === 'xreadgroup' && hasBlockOption(args)) return runBlocking(this, name, args);
+        return this.write(spec, args, raw);
+      case 'blocking':
+        if (this.ctx.replication.role === 'replica') return this.reply(READONLY_ERROR);
+        return runBlocking(this, name, args);
+      case 'blocking-read':
+        return this.blockingRead(raw);
+    }
+  }
+
+  private replyMaybeAsync(result: Buffer | Promise<Buffer>): Promise<void> | void {
+    if (Buffer.isBuffer(result)) return this.reply(result);
+    const slot = this.slot();
+    return result.then((data) => this.fill(slot, data), (err) => this.fill(slot, errorReply(err)));
+  }
+
+  /** Reads are refused on a replica until its sync is confirmed. */
+  readRefusal(): Buffer | null {
+    if (this.ctx.replication.role !== 'replica') return null;
+    const gate = this.ctx.replication.readGate();
+    return gate ? encode.error(gate) : null;
+  }
+
+  forwardRead(raw: Buffer): void {
+    const refusal = this.readRefusal();
+    if (refusal) return this.reply(refusal);
+    this.forward(raw);
+  }
+
+  forward(raw: Buffer): void {
+    this.ctx.path.send(this.db, raw, this.callbackFor(this.slot()));
+  }
+
+  scopeOf(spec: CommandSpec | undefined, args: Buffer[]): WriteScope {
+    if (spec?.scope === 'all' || (spec?.scope === 'db' && spec.name === 'flushall')) return { kind: 'all' };
+    if (spec?.scope === 'db') return { kind: 'db', db: this.db };
+    const keys = spec ? commandKeys(spec, args) : null;
+    return keys ? { kind: 'keys', db: this.db, keys } : { kind: 'all' };
+  }
+
+  /** Waits for the snapshot build's copy-on-write of the keys, if one runs. */
+  gate(scope: WriteScope): Promise<void> | null {
+    return this.ctx.writeGate()?.beforeWrite(scope) ?? null;
+  }
+
+  write(spec: CommandSpec, args: Buffer[], raw: Buffer): Promise<void> | void {
+    if (this.ctx.replication.role === 'replica') return this.reply(READONLY_ERROR);
+    const scope = this.scopeOf(spec, args);
+    const dispatch = (): void => this.ctx.path.sendWrite(this.db, args, raw, scope, this.callbackFor(this.slot()));
+    const wait = this.gate(scope);
+    if (!wait) return dispatch();
+    return wait.then(dispatch);
+  }
+
+  /** XREAD BLOCK: a read that may block, on this client's own connection to the node. */
+  private async blockingRead(raw: Buffer): Promise<void> {
+    const refusal = this.readRefusal();
+    if (refusal) return this.reply(refusal);
+    await this.repliesSettled();
+    if (!this.blockingConnection) {
+      this.blockingConnection = this.ctx.dedicatedConnection();
+      await this.blockingConnection.connect();
+    }
+    const conn = this.blockingConnection;
+    const slot = this.slot();
+    await new Promise<void>((resolve) => {
+      conn.send(encode.encodeCommand(['SELECT', String(this.db)]), () => undefined);
+      conn.send(raw, (reply, err) => {
+        this.fill(slot, reply ? reply.raw : errorReply(err));
+        resolve();
+      });
+    });
+  }
+
+  /** Resolves once every reply queued so far is ready (before switching connections). */
+  async repliesSettled(): Promise<void> {
+    while (this.replies.length > 0 && !this.closed) {
+      this.flush();
+      if (this.replies.length === 0) return;
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  }
+
+  callbackFor(slot: Slot): ReplyCallback {
+    return (reply, err) => this.fill(slot, reply ? reply.raw : errorReply(err));
+  }
+
+  slot(): Slot {
+    const s: Slot = { ready: false };
+    this.replies.push(s);
+    return s;
+  }
+
+  fill(slot: Slot, data: Buffer): void {
+    slot.data = data;
+    slot.ready = true;
+    this.scheduleFlush();
+  }
+
+  reply(data: Buffer): void {
+    this.fill(this.slot(), data);
+  }
+
+  /** Pushes that do not answer a request (pub/sub messages) go straight to the client's queue. */
+  push(data: Buffer): void {
+    this.reply(data);
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    process.nextTick(() => {
+      this.flushScheduled = false;
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    if (this.closed) return;
+    const out: Buffer[] = [];
+    while (this.replies.peek()?.ready) out.push(this.replies.shift()!.data!);
+    if (out.length > 0) this.socket.write(out.length === 1 ? out[0] : Buffer.concat(out));
+    if (this.socket.writableLength > this.ctx.config.clientOutputLimit) {
+      this.ctx.stats.outputLimitDisconnects++;
+      this.ctx.logger.warn({ client: this.id, pendingBytes: this.socket.writableLength }, 'client output limit exceeded; disconnecting');
+      this.socket.destroy();
+      return;
+    }
+    if (this.closing && this.replies.length === 0) this.socket.end();
+    this.applyFlowControl();
+    if (!this.busy && this.requests.length > 0) this.pump();
+  }
+
+  /** QUIT: answer, then close once every earlier reply is written. */
+  closeAfterReplies(): void {
+    this.closing = true;
+  }
+
+  private onClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.ctx.watches.unwatch(this);
+    this.pubsub?.close();
+    this.blockingConnection?.destroy();
+    for (const l of this.closeListeners) l();
+  }
+}
+
+export function errorReply(err: unknown): Buffer {
+  if (err instanceof SyncProxyError) return encode.error(`ERR ${describeError(err)}`);
+  return encode.error(`ERR ${err instanceof Error ? err.message : String(err)}`);
+}
+
+function refusalReason(name: string): string {
+  if (['eval', 'evalsha', 'eval_ro', 'evalsha_ro', 'fcall', 'fcall_ro', 'function', 'script'].includes(name)) {
+    return 'scripts cannot be replicated through the write log';
+  }
+  if (name === 'monitor') return 'it would take over the shared node connection';
+  return 'it acts on the node behind the proxy';
+}

@@ -1,0 +1,76 @@
+/**
+ * What a client session needs from the rest of the proxy: the ordered path, the replication
+ * manager (as a narrow port, so src/server does not depend on src/replication's internals), the
+ * write gate of a running snapshot build, shared registries and counters.
+ */
+import type { Logger } from 'pino';
+import type { NodeConnection } from '../backend/node-connection';
+import type { Config } from '../config';
+import type { ReplyValue } from '../resp/encode';
+import type { WriteGate } from '../source/types';
+import type { BlockedClients } from './blocking';
+import type { OrderedPath } from './ordered-path';
+import type { WatchRegistry } from './watch-registry';
+
+export interface ReplicaInfo {
+  runId: string;
+  host: string;
+  port: number;
+  state: string;
+  offset: number;
+  lastSeenMs: number;
+}
+
+/** The master-side facts INFO replication and ROLE show. */
+export interface MasterView {
+  logId: string;
+  firstOffset: number;
+  lastOffset: number;
+  replicas: ReplicaInfo[];
+}
+
+/** The replication manager as the server sees it (src/replication implements it). */
+export interface ReplicationPort {
+  readonly role: 'master' | 'replica';
+  /** null: reads allowed; otherwise the RESP error text without the leading '-'. */
+  readGate(): string | null;
+  slaveof(host: string, port: number, force: boolean): Promise<'started' | 'already'>;
+  noOne(): Promise<void>;
+  infoReplication(master: MasterView): string;
+  roleReply(master: MasterView): ReplyValue;
+  statusText(): string;
+  status(): object;
+}
+
+export interface ProxyStats {
+  startedAt: number;
+  connectionsReceived: number;
+  commandsProcessed: number;
+  rejectedConnections: number;
+  protocolErrors: number;
+  outputLimitDisconnects: number;
+}
+
+export interface ProxyContext {
+  readonly config: Readonly<Config>;
+  readonly logger: Logger;
+  readonly runId: string;
+  readonly version: string;
+  readonly path: OrderedPath;
+  readonly replication: ReplicationPort;
+  readonly watches: WatchRegistry;
+  readonly blocked: BlockedClients;
+  readonly stats: ProxyStats;
+  /** Sessions currently connected (CLIENT LIST, INFO clients). */
+  readonly sessions: Set<{ describe(): string }>;
+  /** Databases the node has (SELECT is validated against it). */
+  dbCount(): number;
+  syncPort(): number;
+  /** The running snapshot build's copy-on-write gate, if any. */
+  writeGate(): WriteGate | null;
+  masterView(): MasterView;
+  /** A new connection to the node for one client (pub/sub, blocking reads). */
+  dedicatedConnection(): NodeConnection;
+  /** INFO's `# Proxy` section. */
+  proxyInfo(): string;
+}

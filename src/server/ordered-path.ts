@@ -1,0 +1,137 @@
+/**
+ * The one ordered path to the node. Every client command of the proxy (except dedicated pub/sub
+ * and blocking-read connections) goes through one shared NodeConnection, so the order in which
+ * the node answers is the order in which it executed, and the write log appended from replies is
+ * in the node's execution order (DESIGN.md §4).
+ *
+ * It also keeps the connection's selected db in step with each client's db, offers the
+ * `barrier()` a snapshot build starts from, and tells WATCH and blocked-pop emulation which keys
+ * writes touch.
+ */
+import type { Logger } from 'pino';
+import { NodeConnection, ReplyCallback } from '../backend/node-connection';
+import { encodeArgs } from '../resp/request-parser';
+import type { FramedReply } from '../resp/reply-framer';
+import { execToLogCommands, toLogCommands } from '../source/log-rewrite';
+import type { OrderedPath as OrderedPathContract, WriteScope } from '../source/types';
+
+/** The parts of the write log the data path uses. */
+export interface LogSink {
+  append(db: number, commands: Buffer[][]): number;
+  reset(reason: string): void;
+  readonly lastOffset: number;
+}
+
+export type KeysListener = (scope: WriteScope) => void;
+
+const PING = encodeArgs(['PING']);
+const selectCache = new Map<number, Buffer>();
+function selectCommand(db: number): Buffer {
+  let raw = selectCache.get(db);
+  if (!raw) selectCache.set(db, (raw = encodeArgs(['SELECT', String(db)])));
+  return raw;
+}
+
+export class OrderedPath implements OrderedPathContract {
+  /** Called at dispatch of every write (WATCH dirtiness is conservative: a failed write counts). */
+  private readonly dispatchListeners: KeysListener[] = [];
+  /** Called after the node accepted a write (wakes emulated blocking pops). */
+  private readonly appliedListeners: KeysListener[] = [];
+  /** When false (replica role) nothing is appended; client writes are refused there anyway. */
+  logging = true;
+
+  constructor(
+    readonly connection: NodeConnection,
+    private readonly log: LogSink,
+    private readonly logger: Logger,
+  ) {
+    connection.on('up', () => (connection.db = 0));
+  }
+
+  onDispatch(listener: KeysListener): void {
+    this.dispatchListeners.push(listener);
+  }
+
+  onApplied(listener: KeysListener): void {
+    this.appliedListeners.push(listener);
+  }
+
+  private selectDb(db: number): void {
+    if (this.connection.db === db) return;
+    this.connection.db = db;
+    this.connection.send(selectCommand(db), (reply, err) => {
+      if (err || reply?.type !== 45) return;
+      // The proxy validated the index against the node's db count, so this is a real fault.
+      this.logger.error({ db, reply: reply.raw.toString().trim() }, 'node refused SELECT on the ordered connection');
+      this.connection.db = -1;
+    });
+  }
+
+  /** Forwards a non-write command in `db`. */
+  send(db: number, raw: Buffer, cb: ReplyCallback): void {
+    if (this.connection.isUp) this.selectDb(db);
+    this.connection.send(raw, cb);
+  }
+
+  /**
+   * Forwards a write (the caller has already waited for the snapshot gate) and appends it to the
+   * log once the node accepted it.
+   */
+  sendWrite(db: number, args: Buffer[], raw: Buffer, scope: WriteScope, cb: ReplyCallback): void {
+    if (this.connection.isUp) this.selectDb(db);
+    for (const l of this.dispatchListeners) l(scope);
+    this.connection.send(raw, (reply, err) => {
+      if (reply && reply.type !== 45) {
+        this.appendToLog(db, () => toLogCommands(args, reply.raw, Date.now()));
+        for (const l of this.appliedListeners) l(scope);
+      }
+      cb(reply, err);
+    });
+  }
+
+  /**
+   * Sends MULTI, the queued commands and EXEC as one contiguous batch on the ordered connection,
+   * so no other client's command lands inside the transaction. The callback gets EXEC's reply;
+   * the intermediate +OK/+QUEUED replies are checked and dropped.
+   */
+  sendTransaction(db: number, queued: { args: Buffer[]; raw: Buffer; write: boolean }[], scopes: WriteScope[], cb: ReplyCallback): void {
+    if (this.connection.isUp) this.selectDb(db);
+    for (const scope of scopes) for (const l of this.dispatchListeners) l(scope);
+    let failure: FramedReply | undefined;
+    const intermediate: ReplyCallback = (reply) => {
+      if (reply && reply.type === 45 && !failure) failure = reply;
+    };
+    this.connection.send(encodeArgs(['MULTI']), intermediate);
+    for (const q of queued) this.connection.send(q.raw, intermediate);
+    this.connection.send(encodeArgs(['EXEC']), (reply, err) => {
+      if (reply && reply.type === 42) {
+        const writes = new Set(queued.filter((q) => q.write).map((q) => q.args));
+        this.appendToLog(db, () => execToLogCommands(queued.map((q) => q.args), reply.raw, Date.now(), (args) => writes.has(args)));
+        for (const scope of scopes) for (const l of this.appliedListeners) l(scope);
+      }
+      // A SELECT inside the transaction moved the connection to another db; re-select next time.
+      if (queued.some((q) => q.args[0].length === 6 && q.args[0].toString().toLowerCase() === 'select')) this.connection.db = -1;
+      cb(reply, err);
+    });
+  }
+
+  private appendToLog(db: number, build: () => Buffer[][] | null): void {
+    if (!this.logging) return;
+    try {
+      const commands = build();
+      if (commands && commands.length > 0) this.log.append(db, commands);
+    } catch (err) {
+      // A write the node executed but the log cannot hold breaks every replica's exactness:
+      // start a new log generation so replicas resync instead of silently diverging.
+      this.logger.error({ err: (err as Error).message }, 'could not log an executed write; resetting the write log');
+      this.log.reset(`append failed: ${(err as Error).message}`);
+    }
+  }
+
+  /** Resolves after every command dispatched before it was answered (and logged). */
+  barrier(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.connection.send(PING, (_reply, err) => (err ? reject(err) : resolve(this.log.lastOffset)));
+    });
+  }
+}

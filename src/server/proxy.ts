@@ -1,0 +1,175 @@
+/**
+ * Assembles one proxy: the RESP listener, the ordered node connection, the write log, the
+ * snapshot store, the gRPC sync service and the replication manager; and stops them gracefully
+ * (stop accepting, drain replies in flight, close the node connection).
+ */
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { NodeConnection } from '../backend/node-connection';
+import type { Config } from '../config';
+import { SyncProxyError } from '../errors';
+import { ReplicationManager } from '../replication/replication-manager';
+import { decodeReply } from '../resp/decode';
+import * as encode from '../resp/encode';
+import { encodeArgs } from '../resp/request-parser';
+import { SnapshotStore } from '../source/snapshot-store';
+import { WriteLog } from '../source/write-log';
+import { SyncServer } from '../sync/sync-server';
+import { BlockedClients } from './blocking';
+import { ClientSession } from './client-session';
+import type { MasterView, ProxyContext, ProxyStats, ReplicationPort } from './context';
+import { OrderedPath } from './ordered-path';
+import { WatchRegistry } from './watch-registry';
+
+export const VERSION: string = (require('../../../package.json') as { version: string }).version;
+
+export interface ProxyHandle {
+  readonly port: number;
+  readonly syncPort: number;
+  readonly runId: string;
+  stop(): Promise<void>;
+}
+
+export async function startProxy(config: Readonly<Config>, rootLogger: Logger): Promise<ProxyHandle> {
+  const runId = randomBytes(20).toString('hex');
+  const logger = rootLogger.child({ component: 'proxy' });
+  const log = new WriteLog({ dir: path.join(config.dataDir, 'log'), maxBytes: config.writeLog.maxBytes, segmentBytes: config.writeLog.segmentBytes, logger: rootLogger.child({ component: 'write-log' }) });
+  await log.open();
+
+  const nodeOptions = { host: config.backend.host, port: config.backend.port, password: config.backendPassword };
+  const connection = new NodeConnection({ ...nodeOptions, reconnect: true, logger: rootLogger.child({ component: 'backend' }) });
+  const orderedPath = new OrderedPath(connection, log, rootLogger.child({ component: 'ordered-path' }));
+  const store = new SnapshotStore({
+    dir: path.join(config.dataDir, 'snapshots'), node: nodeOptions, fileSize: config.snapshot.fileSize, maxAgeMs: config.snapshot.maxAgeMs,
+    maxTrackedKeys: config.snapshot.maxTrackedKeys, log, ordered: orderedPath, logger: rootLogger.child({ component: 'snapshot' }),
+  });
+  await store.init();
+
+  const watches = new WatchRegistry();
+  const blocked = new BlockedClients();
+  orderedPath.onDispatch((scope) => watches.touched(scope));
+  orderedPath.onApplied((scope) => blocked.applied(scope));
+
+  const node = new NodeFacts(connection, log, logger);
+  const sessions = new Set<ClientSession>();
+  const stats: ProxyStats = { startedAt: Date.now(), connectionsReceived: 0, commandsProcessed: 0, rejectedConnections: 0, protocolErrors: 0, outputLimitDisconnects: 0 };
+
+  const listener = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    listener.once('error', reject);
+    listener.listen(config.port, config.bind, () => resolve());
+  });
+  const port = (listener.address() as net.AddressInfo).port;
+
+  let syncPort = 0;
+  const replication = new ReplicationManager({ config, logger: rootLogger.child({ component: 'replication' }), runId, self: { host: config.bind, port } });
+  const replicationPort: ReplicationPort = replication;
+  const syncServer = new SyncServer({
+    bind: config.bind, port: config.syncPort, password: config.requirepass,
+    tls: config.tls.cert && config.tls.key ? { cert: config.tls.cert, key: config.tls.key, ca: config.tls.ca } : undefined,
+    store, log, runId, isMaster: () => replication.role === 'master', logger: rootLogger,
+  });
+  try {
+    syncPort = await syncServer.start();
+  } catch (err) {
+    listener.close();
+    throw new SyncProxyError('CONFIG_INVALID', `cannot listen on --sync-port ${config.syncPort}: ${(err as Error).message}`, { cause: err });
+  }
+  replication.onRoleChange((role) => {
+    orderedPath.logging = role === 'master';
+    // A promoted replica's node was written by the applier, not through this log: start a new
+    // log generation so nobody continues from offsets that do not describe this node.
+    if (role === 'master') log.reset('promoted to master');
+  });
+
+  const masterView = (): MasterView => ({ logId: log.logId, firstOffset: log.firstOffset, lastOffset: log.lastOffset, replicas: syncServer.replicas() });
+  const ctx: ProxyContext = {
+    config, logger, runId, version: VERSION, path: orderedPath, replication: replicationPort, watches, blocked, stats, sessions,
+    dbCount: () => node.dbCount,
+    syncPort: () => syncPort,
+    writeGate: () => (replication.role === 'master' ? store : null),
+    masterView,
+    dedicatedConnection: () => new NodeConnection({ ...nodeOptions, reconnect: false, logger: rootLogger.child({ component: 'backend-dedicated' }) }),
+    proxyInfo: () =>
+      [
+        '# Proxy', `proxy_version:${VERSION}`, `proxy_run_id:${runId}`, `uptime_in_seconds:${Math.floor((Date.now() - stats.startedAt) / 1000)}`,
+        `tcp_port:${port}`, `sync_port:${syncPort}`, `backend:${connection.address}`, `backend_link_status:${connection.isUp ? 'up' : 'down'}`,
+        `connected_clients:${sessions.size}`, `total_connections_received:${stats.connectionsReceived}`, `total_commands_processed:${stats.commandsProcessed}`,
+        `rejected_connections:${stats.rejectedConnections}`, `protocol_errors:${stats.protocolErrors}`, `client_output_limit_disconnections:${stats.outputLimitDisconnects}`,
+        `write_log_id:${log.logId}`, `write_log_first_offset:${log.firstOffset}`, `write_log_last_offset:${log.lastOffset}`, `write_log_bytes:${log.bytes}`,
+        `snapshot_build:${JSON.stringify(store.buildStatus()).replace(/[\r\n]/g, ' ')}`, `used_memory_rss_proxy:${process.memoryUsage().rss}`, '',
+      ].join('\r\n'),
+  };
+
+  listener.on('connection', (socket) => {
+    stats.connectionsReceived++;
+    if (sessions.size >= config.maxClients) {
+      stats.rejectedConnections++;
+      socket.end(encode.error('ERR max number of clients reached'));
+      return;
+    }
+    const session = new ClientSession(socket, ctx);
+    sessions.add(session);
+    session.onClosed(() => sessions.delete(session));
+  });
+
+  connection.connect().catch(() => undefined); // reconnects by itself; clients get prompt errors meanwhile
+  await replication.start();
+  logger.info({ port, syncPort, backend: connection.address, runId, dataDir: config.dataDir }, 'pika-sync-proxy listening');
+
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> =>
+    (stopping ??= (async () => {
+      logger.info('stopping: no new connections, draining replies in flight');
+      listener.close();
+      const deadline = Date.now() + 3000;
+      while ([...sessions].some((s) => !s.closed) && connection.inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      for (const s of sessions) s.socket.end();
+      await replication.stop();
+      await syncServer.stop();
+      await store.close();
+      await connection.close();
+      await log.close();
+      for (const s of sessions) s.socket.destroy();
+      logger.info('stopped');
+    })());
+  return { port, syncPort, runId, stop };
+}
+
+/**
+ * Facts about the node learned on every (re)connect: how many databases it has (SELECT is
+ * validated against it) and its run id. A node that restarted may have lost data the log
+ * describes, so a changed run id (or a link drop with commands in flight) starts a new log
+ * generation: replicas then run a full sync instead of silently diverging.
+ */
+class NodeFacts {
+  dbCount = 16;
+  private nodeRunId?: string;
+
+  constructor(private readonly connection: NodeConnection, private readonly log: WriteLog, private readonly logger: Logger) {
+    connection.on('up', () => this.refresh());
+    connection.on('down', ({ hadInFlight }: { hadInFlight: boolean }) => {
+      if (hadInFlight) log.reset('backend link lost with commands in flight');
+    });
+  }
+
+  private refresh(): void {
+    this.connection.send(encodeArgs(['CONFIG', 'GET', 'databases']), (reply) => {
+      const value = reply && reply.type === 42 ? decodeReply(reply.raw) : null;
+      const n = Array.isArray(value) && Buffer.isBuffer(value[1]) ? Number(value[1].toString()) : NaN;
+      // Pika may refuse CONFIG GET through restricted setups; its default is one database.
+      this.dbCount = Number.isInteger(n) && n > 0 ? n : 1;
+    });
+    this.connection.send(encodeArgs(['INFO', 'server']), (reply) => {
+      const text = reply && reply.type === 36 ? reply.raw.toString() : '';
+      const runId = /run_id:(\w+)/.exec(text)?.[1];
+      if (this.nodeRunId !== undefined && runId !== this.nodeRunId) {
+        this.logger.warn({ previous: this.nodeRunId, now: runId }, 'backend node restarted');
+        this.log.reset('backend node restarted');
+      }
+      this.nodeRunId = runId ?? `unknown-${Date.now()}`;
+    });
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * MULTI/EXEC/DISCARD/WATCH/UNWATCH. The proxy queues the transaction itself and, at EXEC, sends
+ * MULTI + the commands + EXEC as one contiguous batch on the ordered connection, so no other
+ * client's command can land inside it and the whole transaction is logged as one entry.
+ * Queue-time errors (wrong arity, a read refused on a replica, a write on a replica) abort it with
+ * EXECABORT, as Redis does; WATCH is emulated (watch-registry.ts).
+ */
+import * as encode from '../resp/encode';
+import type { WriteScope } from '../source/types';
+import type { ClientSession } from './client-session';
+import { READONLY_ERROR, errorReply } from './client-session';
+import type { CommandSpec } from './command-table';
+
+interface Queued {
+  args: Buffer[];
+  raw: Buffer;
+  write: boolean;
+  scope?: WriteScope;
+}
+
+const NOT_IN_TRANSACTION = new Set(['replication', 'pubsub', 'refused', 'blocking-read']);
+
+export class Transaction {
+  private readonly queued: Queued[] = [];
+  private aborted = false;
+
+  get size(): number {
+    return this.queued.length;
+  }
+
+  abort(): void {
+    this.aborted = true;
+  }
+
+  constructor(private readonly session: ClientSession) {}
+
+  /** Queues one command; returns the reply for it (+QUEUED or the queue-time error). */
+  queue(name: string, spec: CommandSpec | undefined, args: Buffer[], raw: Buffer): Buffer {
+    const s = this.session;
+    if (spec && NOT_IN_TRANSACTION.has(spec.category)) {
+      this.aborted = true;
+      return encode.error(`ERR Command '${name}' is not allowed inside a transaction through pika-sync-proxy`);
+    }
+    if (spec?.category === 'connection' && name !== 'select' && name !== 'ping' && name !== 'echo') {
+      this.aborted = true;
+      return encode.error(`ERR Command '${name}' is not allowed inside a transaction`);
+    }
+    const write = spec?.category === 'write' || spec?.category === 'blocking';
+    if (write && s.ctx.replication.role === 'replica') {
+      this.aborted = true;
+      return READONLY_ERROR;
+    }
+    if (!write) {
+      const refusal = s.readRefusal();
+      if (refusal) {
+        this.aborted = true;
+        return refusal;
+      }
+    }
+    this.queued.push({ args, raw, write, scope: write ? s.scopeOf(spec, args) : undefined });
+    return encode.QUEUED;
+  }
+
+  static handle(s: ClientSession, name: string, args: Buffer[]): Promise<void> | void {
+    switch (name) {
+      case 'multi':
+        if (s.transaction) return s.reply(encode.error('ERR MULTI calls can not be nested'));
+        s.transaction = new Transaction(s);
+        return s.reply(encode.OK);
+      case 'discard':
+        if (!s.transaction) return s.reply(encode.error('ERR DISCARD without MULTI'));
+        s.transaction = null;
+        s.ctx.watches.unwatch(s);
+        return s.reply(encode.OK);
+      case 'watch':
+        if (s.transaction) return s.reply(encode.error('ERR WATCH inside MULTI is not allowed'));
+        s.ctx.watches.watch(s, s.db, args.slice(1));
+        return s.reply(encode.OK);
+      case 'unwatch':
+        s.ctx.watches.unwatch(s);
+        return s.reply(encode.OK);
+      case 'exec':
+        if (!s.transaction) return s.reply(encode.error('ERR EXEC without MULTI'));
+        return s.transaction.exec();
+    }
+  }
+
+  private exec(): Promise<void> | void {
+    const s = this.session;
+    s.transaction = null;
+    if (this.aborted) {
+      s.ctx.watches.unwatch(s);
+      return s.reply(encode.error('EXECABORT Transaction discarded because of previous errors.'));
+    }
+    const scopes = this.queued.filter((q) => q.scope).map((q) => q.scope!);
+    const waits = scopes.map((scope) => s.gate(scope)).filter((w): w is Promise<void> => w !== null);
+    const dispatch = (): void => {
+      const dirty = s.watchDirty;
+      s.ctx.watches.unwatch(s);
+      if (dirty) return s.reply(encode.NULL_ARRAY);
+      if (this.queued.length === 0) return s.reply(Buffer.from('*0\r\n'));
+      const db = s.db;
+      // A SELECT inside the transaction leaves the client in that db afterwards, as on Redis.
+      for (const q of this.queued) if (q.args[0].toString().toLowerCase() === 'select') s.db = Number(q.args[1].toString());
+      const slot = s.slot();
+      s.ctx.path.sendTransaction(db, this.queued, scopes, (reply, err) => s.fill(slot, reply ? reply.raw : errorReply(err)));
+    };
+    if (waits.length === 0) return dispatch();
+    return Promise.all(waits).then(dispatch);
+  }
+}
