@@ -1,0 +1,241 @@
+/**
+ * One replication run against one master: attempts of the full sync (handshake, meta, copy,
+ * verify, load, catch-up) with backoff between them, then streaming; after a confirmed sync a
+ * lost link resumes the log from the applied offset. Ends only when aborted (resolves) or when the
+ * retry policy gives up (state `failed`, resolves). Never marks a sync confirmed it did not prove.
+ */
+import { promises as fsp } from 'node:fs';
+import type { Logger } from 'pino';
+import type { Config } from '../config';
+import { SyncProxyError, describeError } from '../errors';
+import { AttemptHistory, RetryPolicy, sleep } from '../retry';
+import { SNAPSHOT_FORMAT_VERSION } from '../source/types';
+import { followLog } from './applier';
+import { CopiedSnapshot, copySnapshot } from './copier';
+import { handshake } from './handshake';
+import { loadSnapshot } from './loader';
+import { NodePipeline } from './node-pipeline';
+import { ReplicaStatus, resetForFullSync } from './replica-status';
+import { ProgressStore, progressPath, stagingRoot, validateManifest } from './staging';
+import type { SyncStateMachine } from './states';
+import type { MetaAnswer, ReplicaIdentity, SyncClientFactory, SyncClientLike } from './sync-api';
+import { Throttle } from './throttle';
+import { raceAbort } from './util';
+
+/** Refetches of one chunk before the attempt fails. */
+const CHUNK_FETCH_ATTEMPTS = 4;
+/** Pause between GetMeta calls while the master builds its snapshot. */
+const META_POLL_PAUSE_MS = 500;
+
+export interface SyncRunDeps {
+  config: Readonly<Config>;
+  logger: Logger;
+  machine: SyncStateMachine;
+  status: ReplicaStatus;
+  replica: ReplicaIdentity;
+  ownRunId: string;
+  createClient: SyncClientFactory;
+  signal: AbortSignal;
+}
+
+export class SyncRun {
+  private readonly policy: RetryPolicy;
+  private readonly chunkRetry: RetryPolicy;
+  private readonly throttle: Throttle;
+
+  constructor(private readonly deps: SyncRunDeps) {
+    const s = deps.config.sync;
+    this.policy = new RetryPolicy({ maxAttempts: s.maxAttempts, baseDelayMs: s.retryBaseMs, maxDelayMs: s.retryMaxDelayMs, maxTotalMs: s.maxTotalMs });
+    this.chunkRetry = new RetryPolicy({ maxAttempts: CHUNK_FETCH_ATTEMPTS, baseDelayMs: Math.min(200, s.retryBaseMs), maxDelayMs: s.retryMaxDelayMs, maxTotalMs: s.maxTotalMs });
+    this.throttle = new Throttle(s.throttle);
+  }
+
+  async run(): Promise<void> {
+    const { machine, status, signal, logger } = this.deps;
+    for (;;) {
+      if (signal.aborted) return;
+      const wasConfirmed = status.confirmed;
+      try {
+        await this.attempt(status.history.attempts + 1);
+      } catch (error) {
+        if (signal.aborted) return;
+        if (wasConfirmed && !status.confirmed) {
+          // The confirmed dataset is no longer in step (log trimmed, node failure): a new full
+          // sync with a fresh attempt budget, reads gated again.
+          status.history = new AttemptHistory();
+        }
+        // status.history is replaced by the applier once caught up, so read it after the attempt.
+        const history = status.history;
+        const err = history.record(error);
+        status.lastError = err;
+        status.linkDownSinceMs ??= Date.now();
+        logger.warn({ code: err.code, attempt: history.attempts, confirmed: status.confirmed }, `replication attempt failed: ${describeError(err)}`);
+        if (!this.policy.shouldRetry(history)) {
+          status.finalError = history.finalError(status.confirmed ? 'replication link' : 'full sync');
+          machine.transition('failed', describeError(status.finalError));
+          return;
+        }
+        const delay = this.policy.delayFor(history.attempts + 1);
+        status.retryAtMs = Date.now() + delay;
+        machine.transition('backoff', `${err.code}; attempt ${history.attempts + 1}/${this.policy.options.maxAttempts} in ${delay} ms`);
+        try {
+          await sleep(delay, signal);
+        } catch {
+          return;
+        }
+      }
+    }
+  }
+
+  /** One attempt; only ever throws (a streaming replica stays inside until the link fails). */
+  private async attempt(attempt: number): Promise<never> {
+    const { machine, status, config, signal, logger } = this.deps;
+    status.attempt = attempt;
+    machine.transition('connecting', `attempt ${attempt}/${config.sync.maxAttempts} to ${status.master.host}:${status.master.port}`);
+    const hello = await handshake({ host: status.master.host, port: status.master.port, password: config.masterauth, ownRunId: this.deps.ownRunId, timeoutMs: config.sync.rpcTimeoutMs, signal });
+    status.masterRunId = hello.runId;
+    status.syncEndpoint = `${hello.syncHost}:${hello.syncPort}`;
+    status.lastIoMs = Date.now();
+    const client = this.deps.createClient({
+      host: hello.syncHost,
+      port: hello.syncPort,
+      password: config.masterauth,
+      tls: config.tls.ca || config.tls.cert ? { ...config.tls } : undefined,
+      rpcTimeoutMs: config.sync.rpcTimeoutMs,
+      logger,
+    });
+    try {
+      if (status.confirmed && status.apply) {
+        machine.transition('catching_up', `link restored: resuming the write log at offset ${status.apply.appliedOffset + 1}`);
+        return await this.follow(client);
+      }
+      return await this.fullSync(client);
+    } finally {
+      await Promise.resolve(client.close()).catch(() => undefined);
+    }
+  }
+
+  private async fullSync(client: SyncClientLike): Promise<never> {
+    const { machine, status, config, signal, logger } = this.deps;
+    resetForFullSync(status);
+    let changes = 0;
+    let meta: MetaAnswer;
+    let copied: CopiedSnapshot;
+    for (;;) {
+      machine.transition('fetching_meta', changes === 0 ? 'handshake done' : `snapshot changed (${changes} in this attempt)`);
+      meta = await this.fetchMeta(client);
+      if (meta.formatVersion !== SNAPSHOT_FORMAT_VERSION) throw new SyncProxyError('PROTOCOL_VERSION_MISMATCH', `master snapshot format ${meta.formatVersion}, this proxy loads ${SNAPSHOT_FORMAT_VERSION}`);
+      validateManifest(meta, stagingRoot(config.dataDir));
+      status.snapshotId = meta.snapshotId;
+      status.masterOffset = Math.max(status.masterOffset, meta.masterOffset);
+      machine.transition('copying', `snapshot ${meta.snapshotId}: ${meta.files.length} files, ${meta.totalBytes} bytes, log offset ${meta.logOffset}`);
+      try {
+        copied = await copySnapshot({
+          client, manifest: meta, masterRunId: status.masterRunId ?? '', dataDir: config.dataDir, workers: config.sync.workers,
+          chunkSize: config.sync.chunkSize, throttle: this.throttle, chunkRetry: this.chunkRetry, replica: this.deps.replica,
+          logger, signal, stats: status.copy,
+        });
+        machine.transition('verifying', `${copied.files.length} files copied`);
+        await verifyCopied(copied);
+        break;
+      } catch (err) {
+        if (!(err instanceof SyncProxyError) || err.code !== 'SNAPSHOT_CHANGED' || signal.aborted) throw err;
+        changes++;
+        status.snapshotChanges++;
+        logger.warn({ snapshotId: meta.snapshotId, changes }, `snapshot changed during the copy: ${err.message}`);
+        if (changes > config.sync.maxAttempts) throw new SyncProxyError('SNAPSHOT_CHANGED', `the snapshot changed ${changes} times in one attempt`, { cause: err });
+      }
+    }
+    // Every file of the snapshot about to be loaded came from that one snapshot id.
+    status.proof.filesVerified = copied.files.length === meta.files.length && copied.snapshotId === meta.snapshotId;
+    status.proof.snapshotUnchanged = copied.snapshotId === meta.snapshotId;
+
+    machine.transition('loading', `loading snapshot ${meta.snapshotId} into the node`);
+    status.loadBegun = true;
+    status.loadBytesTotal = meta.totalBytes;
+    const load = await loadSnapshot({
+      node: this.nodeAddress(), manifest: meta, files: copied.files, logger, signal,
+      onProgress: (bytes) => (status.loadBytesDone = bytes),
+    });
+    status.load = load;
+    status.proof.recordsApplied = true;
+    status.proof.countsMatched = load.dbs.length === meta.dbs.length;
+    status.apply = { logId: meta.logId, appliedOffset: meta.logOffset, sentOffset: meta.logOffset, masterOffset: meta.masterOffset, lastIoMs: Date.now(), entriesApplied: 0 };
+    machine.transition('catching_up', `loaded ${load.commands} commands; applying the write log from offset ${meta.logOffset + 1}`);
+    return this.follow(client);
+  }
+
+  /** GetMeta, waiting (within sync-snapshot-wait-ms) while the master builds the snapshot. */
+  private async fetchMeta(client: SyncClientLike): Promise<MetaAnswer> {
+    const { config, signal, logger, status } = this.deps;
+    const deadline = Date.now() + config.sync.snapshotWaitMs;
+    for (;;) {
+      try {
+        const meta = await raceAbort(client.getMeta({ waitMs: Math.max(0, deadline - Date.now()), replica: this.deps.replica }), signal);
+        status.lastIoMs = Date.now();
+        return meta;
+      } catch (err) {
+        if (signal.aborted || !(err instanceof SyncProxyError) || err.code !== 'SNAPSHOT_BUILDING' || Date.now() >= deadline) throw err;
+        status.lastIoMs = Date.now();
+        logger.info({ details: err.details }, 'master is still building the snapshot; waiting');
+        await sleep(META_POLL_PAUSE_MS, signal);
+      }
+    }
+  }
+
+  private async follow(client: SyncClientLike): Promise<never> {
+    const { status, signal, logger, machine } = this.deps;
+    const apply = status.apply!;
+    const node = await NodePipeline.connect(this.nodeAddress(), signal);
+    try {
+      return await followLog({
+        client, node, replica: this.deps.replica, progress: apply, logger, signal,
+        onCaughtUp: () => {
+          status.lastIoMs = apply.lastIoMs;
+          const firstConfirmation = !status.confirmed;
+          if (firstConfirmation) {
+            const missing = Object.entries(status.proof).filter(([, ok]) => !ok).map(([name]) => name);
+            if (missing.length > 0) throw new SyncProxyError('INTERNAL', `caught up without proof of: ${missing.join(', ')}`);
+            status.confirmed = true;
+            status.confirmedAtMs = Date.now();
+            void this.cleanStaging();
+          }
+          status.linkDownSinceMs = undefined;
+          status.history = new AttemptHistory();
+          machine.transition('streaming', `${firstConfirmation ? 'full sync confirmed' : 'link restored'}: applied offset ${apply.appliedOffset} >= master offset ${apply.targetOffset} reported after the snapshot`);
+        },
+      });
+    } catch (err) {
+      // A node failure while applying leaves the node's state unknown: only a full sync fixes it.
+      if (err instanceof SyncProxyError && ['APPLY_FAILED', 'BACKEND_CONNECTION_LOST', 'BACKEND_UNAVAILABLE', 'LOG_OFFSET_GONE'].includes(err.code)) status.confirmed = false;
+      throw err;
+    } finally {
+      node.close();
+    }
+  }
+
+  private nodeAddress(): { host: string; port: number; password?: string } {
+    const { config } = this.deps;
+    return { host: config.backend.host, port: config.backend.port, password: config.backendPassword };
+  }
+
+  /** After confirmation the staging copy is not needed any more. */
+  private async cleanStaging(): Promise<void> {
+    const { config, logger } = this.deps;
+    try {
+      await new ProgressStore(progressPath(config.dataDir)).remove();
+      await fsp.rm(stagingRoot(config.dataDir), { recursive: true, force: true });
+    } catch (err) {
+      logger.warn({ err: String(err) }, 'could not remove the staging directory after the confirmed sync');
+    }
+  }
+}
+
+/** The verifying phase: every manifest file is in place with its size (its CRC was checked from disk by the copier). */
+async function verifyCopied(copied: CopiedSnapshot): Promise<void> {
+  for (const file of copied.files) {
+    const stat = await fsp.stat(file.path).catch(() => undefined);
+    if (!stat) throw new SyncProxyError('SIZE_MISMATCH', `${file.name} is missing after the copy`);
+    if (stat.size !== file.size) throw new SyncProxyError('SIZE_MISMATCH', `${file.name} is ${stat.size} bytes, the manifest says ${file.size}`);
+  }
+}
