@@ -1,0 +1,313 @@
+/**
+ * One snapshot build and its copy-on-write gate.
+ *
+ * Exactness: the build starts at `logOffset = await ordered.barrier()` (the gate is installed
+ * before, and writes arriving before the barrier resolves are held until it has). From then on
+ * every write calls `beforeWrite` before it is dispatched. W is the set of keys written since the
+ * start. A key's first write waits until its pre-write state is in the snapshot: either the
+ * scanner is reading it right now (wait for that read), or it is read at once on a priority
+ * connection. The scanner skips keys already in W. FLUSHDB waits for the scanner to finish that
+ * db, FLUSHALL/SWAPDB for every db. So every record holds the key's state at `logOffset`, and
+ * replaying the log from `logOffset + 1` on top of the snapshot reproduces the node.
+ *
+ * A failed build never blocks writes: every waiting write is released (the snapshot is dropped).
+ */
+import type { Logger } from 'pino';
+import { SyncProxyError, describeError, toSyncProxyError } from '../errors';
+import { KeyReader, NodeAddress, WithSink } from './key-reader';
+import { SnapshotWriter } from './snapshot-writer';
+import type { Manifest, OrderedPath, WriteGate, WriteLogView, WriteScope } from './types';
+
+export interface SnapshotBuilderOptions {
+  /** `<dataDir>/snapshots` */
+  dir: string;
+  snapshotId: string;
+  node: NodeAddress;
+  fileSize: number;
+  maxTrackedKeys: number;
+  log: WriteLogView;
+  ordered: OrderedPath;
+  logger: Logger;
+}
+
+export type BuildState = 'starting' | 'scanning' | 'finishing' | 'done' | 'failed';
+
+export interface BuildStatus {
+  snapshotId: string;
+  state: BuildState;
+  keysRead: number;
+  bytes: number;
+  elapsedMs: number;
+  /** The db the scanner is in. */
+  db?: number;
+  logOffset?: number;
+  error?: string;
+}
+
+const SCAN_COUNT = 1000;
+const BATCH = 500;
+
+interface Deferred {
+  promise: Promise<void>;
+  resolve: () => void;
+}
+function deferred(): Deferred {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+interface Reading extends Deferred {
+  db: number;
+}
+
+const keyId = (db: number, key: Buffer): string => `${db}:${key.toString('latin1')}`;
+
+export class SnapshotBuilder implements WriteGate {
+  private state: BuildState = 'starting';
+  private readonly startedAt = Date.now();
+  private readonly writer: SnapshotWriter;
+  private readonly scanner: KeyReader;
+  private readonly priority: KeyReader;
+  private readonly logger: Logger;
+  private readonly started = deferred();
+  private readonly allScanned = deferred();
+  private readonly dbScanned = new Map<number, Deferred>();
+  private readonly tracked = new Set<string>();
+  private readonly reading = new Map<string, Reading>();
+  private readingFinished = false;
+  private dbCount = Infinity;
+  private currentDb: number | undefined;
+  private logOffset: number | undefined;
+  private failure: SyncProxyError | undefined;
+  private lock: Promise<void> = Promise.resolve();
+
+  constructor(private readonly options: SnapshotBuilderOptions) {
+    this.logger = options.logger.child({ component: 'snapshot-builder', snapshotId: options.snapshotId });
+    this.writer = new SnapshotWriter({ dir: options.dir, snapshotId: options.snapshotId, fileSize: options.fileSize, logger: this.logger });
+    this.scanner = new KeyReader(options.node, this.logger);
+    this.priority = new KeyReader(options.node, this.logger);
+  }
+
+  status(): BuildStatus {
+    return {
+      snapshotId: this.options.snapshotId,
+      state: this.state,
+      keysRead: this.scanner.keysRead + this.priority.keysRead,
+      bytes: this.writer.bytes,
+      elapsedMs: Date.now() - this.startedAt,
+      db: this.currentDb,
+      logOffset: this.logOffset,
+      error: this.failure ? describeError(this.failure) : undefined,
+    };
+  }
+
+  /** Builds the snapshot; the gate must already be installed in the data path. */
+  async run(): Promise<Manifest> {
+    try {
+      await this.writer.open();
+      const logOffset = await this.options.ordered.barrier();
+      const logId = this.options.log.logId;
+      const createdAtMs = Date.now();
+      this.logOffset = logOffset;
+      this.state = 'scanning';
+      this.started.resolve();
+      this.logger.info({ logOffset, logId }, 'snapshot build started');
+      for (const db of await this.discoverDbs()) {
+        this.currentDb = db;
+        await this.scanDb(db);
+        this.dbDeferred(db).resolve();
+      }
+      this.readingFinished = true;
+      this.allScanned.resolve();
+      await Promise.all([...this.reading.values()].map((r) => r.promise));
+      await this.lock;
+      if (this.failure) throw this.failure;
+      if (this.options.log.logId !== logId) throw new SyncProxyError('SNAPSHOT_BUILD_FAILED', 'the write log was reset during the build');
+      this.state = 'finishing';
+      const manifest = await this.writer.finish({ logId, logOffset, createdAtMs });
+      this.state = 'done';
+      this.logger.info({ files: manifest.files.length, bytes: manifest.totalBytes, dbs: manifest.dbs, elapsedMs: Date.now() - this.startedAt }, 'snapshot build complete');
+      return manifest;
+    } catch (err) {
+      this.fail(err);
+      await this.scanner.close();
+      await this.priority.close();
+      await this.lock;
+      await this.writer.abort().catch((e) => this.logger.error({ err: describeError(e) }, 'removing the failed build failed'));
+      this.logger.error({ err: describeError(this.failure) }, 'snapshot build failed');
+      throw this.failure;
+    } finally {
+      await this.scanner.close();
+      await this.priority.close();
+      this.releaseAll();
+    }
+  }
+
+  /** Stops the build (e.g. the proxy shuts down); `run` rejects with SNAPSHOT_BUILD_FAILED. */
+  abort(reason: string): void {
+    this.fail(new SyncProxyError('SNAPSHOT_BUILD_FAILED', reason));
+    void this.scanner.close();
+    void this.priority.close();
+  }
+
+  beforeWrite(scope: WriteScope): Promise<void> | null {
+    if (this.state === 'starting') return this.started.promise.then(() => this.gate(scope) ?? undefined);
+    return this.gate(scope);
+  }
+
+  private gate(scope: WriteScope): Promise<void> | null {
+    if (this.failure || this.state !== 'scanning') return null;
+    if (scope.kind !== 'all' && scope.db >= this.dbCount) {
+      // The node refused CONFIG GET databases and the scanner covers fewer dbs than are in use.
+      this.fail(new SyncProxyError('SNAPSHOT_BUILD_FAILED', `a write to db ${scope.db} but the snapshot covers ${this.dbCount} db(s)`));
+      return null;
+    }
+    if (scope.kind === 'all') return this.allScanned.promise.then(() => this.readsSettled());
+    if (scope.kind === 'db') return this.dbDeferred(scope.db).promise.then(() => this.readsSettled(scope.db));
+    const waits: Promise<void>[] = [];
+    for (const key of scope.keys) {
+      const id = keyId(scope.db, key);
+      const inFlight = this.reading.get(id);
+      if (inFlight) {
+        if (!this.track(id)) return null;
+        waits.push(inFlight.promise);
+      } else if (!this.readingFinished && !this.dbDeferredDone(scope.db) && !this.tracked.has(id)) {
+        if (!this.track(id)) return null;
+        waits.push(this.priorityRead(scope.db, key, id));
+      }
+    }
+    return waits.length === 0 ? null : Promise.all(waits).then(() => undefined);
+  }
+
+  private track(id: string): boolean {
+    if (this.tracked.has(id)) return true;
+    if (this.tracked.size >= this.options.maxTrackedKeys) {
+      this.fail(new SyncProxyError('SNAPSHOT_BUILD_FAILED', `more than ${this.options.maxTrackedKeys} distinct keys were written during the snapshot build (snapshot.maxTrackedKeys)`));
+      return false;
+    }
+    this.tracked.add(id);
+    return true;
+  }
+
+  private priorityRead(db: number, key: Buffer, id: string): Promise<void> {
+    const entry = this.markReading(db, id);
+    this.priority
+      .readKeys(db, [key], this.withSink, () => undefined)
+      .catch((err) => this.fail(err))
+      .finally(() => this.unmark(id, entry));
+    return entry.promise;
+  }
+
+  private async scanDb(db: number): Promise<void> {
+    const conn = await this.scanner.connection(db);
+    let cursor = '0';
+    do {
+      if (this.failure) throw this.failure;
+      const [next, keys] = (await conn.callBuffer('SCAN', cursor, 'COUNT', SCAN_COUNT)) as [Buffer, Buffer[]];
+      cursor = next.toString();
+      for (let i = 0; i < keys.length; i += BATCH) await this.scanBatch(db, keys.slice(i, i + BATCH));
+    } while (cursor !== '0');
+    if (this.failure) throw this.failure;
+  }
+
+  private async scanBatch(db: number, keys: Buffer[]): Promise<void> {
+    // Check W and mark in the same tick: a write either sees the mark (and waits) or was first.
+    const todo: { key: Buffer; id: string; entry: Reading }[] = [];
+    for (const key of keys) {
+      const id = keyId(db, key);
+      if (this.tracked.has(id) || this.reading.has(id)) continue;
+      todo.push({ key, id, entry: this.markReading(db, id) });
+    }
+    try {
+      let i = 0;
+      await this.scanner.readKeys(db, todo.map((t) => t.key), this.withSink, () => {
+        const t = todo[i++];
+        this.unmark(t.id, t.entry);
+      });
+    } finally {
+      for (const t of todo) this.unmark(t.id, t.entry);
+    }
+  }
+
+  /** Exclusive use of the writer: one key record at a time. */
+  private withSink: WithSink = (fn) => {
+    const run = this.lock.then(() => {
+      if (this.failure) throw this.failure;
+      return fn(this.writer);
+    });
+    this.lock = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  };
+
+  private markReading(db: number, id: string): Reading {
+    const entry = { ...deferred(), db };
+    this.reading.set(id, entry);
+    return entry;
+  }
+
+  private unmark(id: string, entry: Reading): void {
+    if (this.reading.get(id) === entry) this.reading.delete(id);
+    entry.resolve();
+  }
+
+  private readsSettled(db?: number): Promise<void> {
+    const pending = [...this.reading.values()].filter((r) => db === undefined || r.db === db).map((r) => r.promise);
+    return Promise.all(pending).then(() => undefined);
+  }
+
+  private dbDeferred(db: number): Deferred & { done?: boolean } {
+    let d = this.dbScanned.get(db) as (Deferred & { done?: boolean }) | undefined;
+    if (!d) {
+      const inner = deferred();
+      const created: Deferred & { done?: boolean } = {
+        promise: inner.promise,
+        resolve: () => {
+          created.done = true;
+          inner.resolve();
+        },
+      };
+      d = created;
+      this.dbScanned.set(db, d);
+    }
+    return d;
+  }
+
+  private dbDeferredDone(db: number): boolean {
+    return (this.dbScanned.get(db) as { done?: boolean } | undefined)?.done === true;
+  }
+
+  private async discoverDbs(): Promise<number[]> {
+    const conn = await this.scanner.connection(0);
+    let count = 1;
+    try {
+      const reply = (await conn.callBuffer('CONFIG', 'GET', 'databases')) as Buffer[];
+      const n = Number(reply?.[1]?.toString());
+      if (Number.isInteger(n) && n >= 1) count = n;
+    } catch (err) {
+      this.logger.info({ err: (err as Error).message }, 'CONFIG GET databases refused; assuming one database');
+    }
+    this.dbCount = count;
+    return Array.from({ length: count }, (_, i) => i);
+  }
+
+  private fail(err: unknown): void {
+    if (!this.failure) {
+      const e = toSyncProxyError(err, 'SNAPSHOT_BUILD_FAILED', 'snapshot build');
+      this.failure = e.code === 'SNAPSHOT_BUILD_FAILED' ? e : new SyncProxyError('SNAPSHOT_BUILD_FAILED', `snapshot build failed: ${e.message}`, { cause: e });
+    }
+    this.state = 'failed';
+    this.releaseAll();
+  }
+
+  /** Lets every waiting write go: after a failure or at the end, nothing is left to protect. */
+  private releaseAll(): void {
+    this.started.resolve();
+    this.allScanned.resolve();
+    for (const d of this.dbScanned.values()) d.resolve();
+    for (const r of this.reading.values()) r.resolve();
+  }
+}

@@ -1,0 +1,194 @@
+/**
+ * The snapshots of this proxy: one shared build at a time, the current snapshot while it is
+ * fresh, validated chunk reads for the sync service, and the write gate the data path calls.
+ *
+ * At start every snapshot on disk is removed: the write log got a new id, so none of them can be
+ * continued by a replica; `*.tmp` directories are unfinished builds and are never served.
+ */
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { SyncProxyError, describeError, toSyncProxyError } from '../errors';
+import type { NodeAddress } from './key-reader';
+import { BuildStatus, SnapshotBuilder } from './snapshot-builder';
+import type { Manifest, OrderedPath, SnapshotStoreView, WriteGate, WriteLogView, WriteScope } from './types';
+
+export interface SnapshotStoreOptions {
+  /** `<dataDir>/snapshots` */
+  dir: string;
+  node: NodeAddress;
+  fileSize: number;
+  maxAgeMs: number;
+  maxTrackedKeys: number;
+  log: WriteLogView;
+  ordered: OrderedPath;
+  logger: Logger;
+}
+
+export const MAX_CHUNK_LENGTH = 64 * 1024 * 1024;
+/** A snapshot that is not current and was not read for this long is removed. */
+export const UNUSED_SNAPSHOT_TTL_MS = 60_000;
+const SWEEP_INTERVAL_MS = 10_000;
+
+interface Held {
+  manifest: Manifest;
+  dir: string;
+  lastReadAt: number;
+}
+
+export type StoreBuildStatus = BuildStatus | { state: 'idle'; lastError?: string };
+
+export class SnapshotStore implements SnapshotStoreView, WriteGate {
+  private readonly held = new Map<string, Held>();
+  private current: Held | undefined;
+  private builder: SnapshotBuilder | undefined;
+  private building: Promise<Manifest> | undefined;
+  private lastError: string | undefined;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private readonly logger: Logger;
+
+  constructor(private readonly options: SnapshotStoreOptions) {
+    this.logger = options.logger.child({ component: 'snapshot-store' });
+  }
+
+  async init(): Promise<void> {
+    await fsp.mkdir(this.options.dir, { recursive: true });
+    for (const name of await fsp.readdir(this.options.dir)) {
+      await fsp.rm(path.join(this.options.dir, name), { recursive: true, force: true });
+      this.logger.info({ name }, 'removed a snapshot of a previous run');
+    }
+    this.sweepTimer = setInterval(() => void this.sweep(), SWEEP_INTERVAL_MS);
+    this.sweepTimer.unref();
+  }
+
+  currentSnapshotId(): string | undefined {
+    return this.current?.manifest.snapshotId;
+  }
+
+  beforeWrite(scope: WriteScope): Promise<void> | null {
+    return this.builder ? this.builder.beforeWrite(scope) : null;
+  }
+
+  buildStatus(): StoreBuildStatus {
+    return this.builder ? this.builder.status() : { state: 'idle', lastError: this.lastError };
+  }
+
+  async ensureSnapshot(waitMs: number): Promise<Manifest> {
+    if (this.closed) throw new SyncProxyError('SNAPSHOT_BUILD_FAILED', 'snapshot store closed');
+    if (this.current && this.isFresh(this.current.manifest)) {
+      this.current.lastReadAt = Date.now();
+      return this.current.manifest;
+    }
+    const build = this.building ?? this.startBuild();
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), Math.max(0, waitMs))));
+    try {
+      const result = await Promise.race([build, timeout]);
+      if (result === 'timeout') {
+        const status = this.buildStatus();
+        throw new SyncProxyError('SNAPSHOT_BUILDING', `snapshot build still running: ${JSON.stringify(status)}`, { details: { ...status } });
+      }
+      return result;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async readChunk(snapshotId: string, file: string, offset: number, length: number): Promise<{ data: Buffer; eof: boolean }> {
+    const held = typeof snapshotId === 'string' ? this.held.get(snapshotId) : undefined;
+    if (!held) throw new SyncProxyError('SNAPSHOT_NOT_FOUND', `snapshot '${String(snapshotId).slice(0, 80)}' is not held (current: ${this.currentSnapshotId() ?? 'none'})`, { details: { current: this.currentSnapshotId() } });
+    if (typeof file !== 'string' || file === '' || /[/\\\0]/.test(file) || file.includes('..')) {
+      throw new SyncProxyError('HOSTILE_FILE_NAME', `refused file name ${JSON.stringify(String(file).slice(0, 200))}`);
+    }
+    const entry = held.manifest.files.find((f) => f.name === file);
+    if (!entry) throw new SyncProxyError('FILE_NOT_IN_MANIFEST', `${file} is not a file of snapshot ${snapshotId}`);
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset > entry.size) {
+      throw new SyncProxyError('INVALID_REQUEST', `offset ${offset} outside 0..${entry.size} of ${file}`);
+    }
+    if (!Number.isSafeInteger(length) || length <= 0 || length > MAX_CHUNK_LENGTH) {
+      throw new SyncProxyError('INVALID_REQUEST', `length ${length} outside 1..${MAX_CHUNK_LENGTH}`);
+    }
+    const full = path.join(held.dir, file);
+    if (path.dirname(full) !== held.dir) throw new SyncProxyError('HOSTILE_FILE_NAME', `refused file name ${JSON.stringify(file)}`);
+    held.lastReadAt = Date.now();
+    const want = Math.min(length, entry.size - offset);
+    const data = Buffer.alloc(want);
+    let fh: fsp.FileHandle | undefined;
+    try {
+      fh = await fsp.open(full, 'r');
+      let got = 0;
+      while (got < want) {
+        const { bytesRead } = await fh.read(data, got, want - got, offset + got);
+        if (bytesRead === 0) throw new SyncProxyError('SIZE_MISMATCH', `${file} is shorter than its manifest size ${entry.size}`);
+        got += bytesRead;
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw new SyncProxyError('SNAPSHOT_NOT_FOUND', `snapshot ${snapshotId} was removed`, { cause: err });
+      }
+      throw toSyncProxyError(err, 'IO_ERROR', `reading ${file}`);
+    } finally {
+      await fh?.close();
+    }
+    return { data, eof: offset + want >= entry.size };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.builder?.abort('snapshot store closed');
+    await this.building?.catch(() => undefined);
+  }
+
+  private isFresh(m: Manifest): boolean {
+    const log = this.options.log;
+    return m.logId === log.logId && m.logOffset >= log.firstOffset - 1 && Date.now() - m.createdAtMs < this.options.maxAgeMs;
+  }
+
+  private startBuild(): Promise<Manifest> {
+    const snapshotId = `${Date.now()}-${randomBytes(6).toString('hex')}`;
+    const builder = new SnapshotBuilder({
+      dir: this.options.dir,
+      snapshotId,
+      node: this.options.node,
+      fileSize: this.options.fileSize,
+      maxTrackedKeys: this.options.maxTrackedKeys,
+      log: this.options.log,
+      ordered: this.options.ordered,
+      logger: this.logger,
+    });
+    // The gate is live from here on: builder.run() takes its barrier after this assignment.
+    this.builder = builder;
+    const build = builder.run().then(
+      (manifest) => {
+        const held: Held = { manifest, dir: path.join(this.options.dir, snapshotId), lastReadAt: Date.now() };
+        this.held.set(snapshotId, held);
+        this.current = held;
+        this.lastError = undefined;
+        return manifest;
+      },
+      (err: unknown) => {
+        this.lastError = describeError(err);
+        throw err;
+      },
+    );
+    this.building = build.finally(() => {
+      if (this.builder === builder) this.builder = undefined;
+      this.building = undefined;
+    });
+    this.building.catch(() => undefined); // callers observe the failure through ensureSnapshot
+    return this.building;
+  }
+
+  /** Removes snapshots that are not current and were not read for UNUSED_SNAPSHOT_TTL_MS. */
+  async sweep(now = Date.now()): Promise<void> {
+    for (const [id, held] of [...this.held]) {
+      if (held === this.current || now - held.lastReadAt < UNUSED_SNAPSHOT_TTL_MS) continue;
+      this.held.delete(id);
+      await fsp.rm(held.dir, { recursive: true, force: true }).catch((err) => this.logger.error({ err: describeError(err), id }, 'removing an old snapshot failed'));
+      this.logger.info({ snapshotId: id }, 'removed an unused snapshot');
+    }
+  }
+}
