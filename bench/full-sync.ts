@@ -1,0 +1,195 @@
+/**
+ * Full sync, end to end, next to Redis's own replication on the same data in the same run.
+ *
+ *  1. redis A (master node) behind proxy A; redis B behind proxy B; redis C a plain replica.
+ *  2. N mixed keys (bench/lib/mixed-data.ts, ~150 B of value per key) are written into A through
+ *     proxy A with ioredis pipelines of 1000.
+ *  3. Redis: `REPLICAOF A` on C, timed until INFO replication on C shows master_link_status:up and
+ *     master_sync_in_progress:0; then C detaches and stops (its memory is not needed any more).
+ *  4. Proxy: `SLAVEOF <proxy A>` on proxy B, timed until its INFO replication shows
+ *     sync_confirmed:1 (snapshot build on A + meta + copy + verify + load + catch-up). sync_state is
+ *     polled every 100 ms; phase durations are those observed transitions (±100 ms), and copy-phase
+ *     throughput is master_sync_total_bytes over the observed copying time.
+ *  5. Peak RSS of both proxies, sampled every 200 ms during step 4.
+ *
+ * Reproduce:  npm run build && node dist/bench/full-sync.js [--keys 1000000] [--timeout-s 3600]
+ * Writes bench/results/full-sync.md.
+ */
+import Redis from 'ioredis';
+import { ProxyProcess } from '../test/helpers/proxy-process';
+import { RedisServer } from '../test/helpers/redis-server';
+import { loadMixedKeys } from './lib/mixed-data';
+import { Cleanup, RssSampler, environmentLine, formatMiB, formatOps, markdownTable, numericFlag, parseInfo, ratio, requireCommands, sleep, writeResult } from './lib/tools';
+
+const POLL_MS = 100;
+
+interface Transition {
+  state: string;
+  atMs: number;
+}
+
+async function timeRedisReplication(master: RedisServer, replica: RedisServer, timeoutMs: number): Promise<number> {
+  const client = replica.client();
+  try {
+    const started = Date.now();
+    await client.replicaof(master.host, master.port);
+    for (;;) {
+      const info = parseInfo(await client.info('replication'));
+      if (info.master_link_status === 'up' && info.master_sync_in_progress === '0') return Date.now() - started;
+      if (Date.now() - started > timeoutMs) throw new Error(`redis replication not up after ${timeoutMs} ms: ${JSON.stringify(info)}`);
+      await sleep(POLL_MS);
+    }
+  } finally {
+    await client.replicaof('NO', 'ONE').catch(() => undefined);
+    client.disconnect();
+  }
+}
+
+/** Sends SLAVEOF and polls until sync_confirmed:1; records every distinct sync_state. */
+async function timeProxySync(replica: Redis, master: ProxyProcess, timeoutMs: number) {
+  const transitions: Transition[] = [];
+  let totalBytes = 0;
+  let last: Record<string, string> = {};
+  const started = Date.now();
+  const reply = await replica.call('SLAVEOF', '127.0.0.1', String(master.port));
+  if (reply !== 'OK') throw new Error(`SLAVEOF answered ${String(reply)}`);
+  for (;;) {
+    last = parseInfo((await replica.call('INFO', 'replication')) as string);
+    const now = Date.now() - started;
+    const state = last.sync_state ?? '?';
+    if (transitions.length === 0 || transitions[transitions.length - 1].state !== state) {
+      transitions.push({ state, atMs: now });
+      console.error(`${(now / 1000).toFixed(1).padStart(7)} s  ${state}  ${last.master_sync_read_bytes ?? ''}/${last.master_sync_total_bytes ?? ''} bytes`);
+    }
+    totalBytes = Math.max(totalBytes, Number(last.master_sync_total_bytes ?? 0));
+    if (last.sync_confirmed === '1') return { ms: now, transitions, totalBytes, info: last };
+    if (state === 'failed') throw new Error(`sync failed: ${last.last_sync_error ?? '(no last_sync_error)'}`);
+    if (now > timeoutMs) throw new Error(`sync not confirmed after ${timeoutMs} ms; last INFO: ${JSON.stringify(last)}`);
+    await sleep(POLL_MS);
+  }
+}
+
+/** Observed duration of each state: from its first sighting to the next state's. */
+function phaseDurations(transitions: Transition[], endMs: number): Array<{ state: string; ms: number }> {
+  return transitions.map((t, i) => ({ state: t.state, ms: (transitions[i + 1]?.atMs ?? endMs) - t.atMs }));
+}
+
+/**
+ * Phase timings as the replica reports them in SYNCPROXY STATUS (`phase: <state> start=… end=…
+ * duration_ms=N reason=…` lines); summed per state, the pre-SLAVEOF 'none' phase left out.
+ */
+function reportedPhases(status: string): Map<string, number> {
+  const phases = new Map<string, number>();
+  for (const m of status.matchAll(/^phase: (\S+) .*?duration_ms=(\d+) reason=(.*)$/gm)) {
+    if (m[1] === 'none' && m[3] === 'initial') continue;
+    phases.set(m[1], (phases.get(m[1]) ?? 0) + Number(m[2]));
+  }
+  return phases;
+}
+
+async function main(): Promise<void> {
+  requireCommands([{ command: 'redis-server', aptPackage: 'redis-server' }]);
+  const keys = numericFlag('keys', 1_000_000);
+  const timeoutMs = numericFlag('timeout-s', 3600) * 1000;
+  const cleanup = new Cleanup();
+  try {
+    // Diskless sync without the default 5 s wait for more replicas: Redis at its fastest.
+    const redisA = await RedisServer.start({ extraArgs: ['--repl-diskless-sync', 'yes', '--repl-diskless-sync-delay', '0'] });
+    cleanup.add('redis A', () => redisA.stop());
+    const redisB = await RedisServer.start();
+    cleanup.add('redis B', () => redisB.stop());
+    const proxyA = await ProxyProcess.start({ backend: redisA, extraArgs: ['--log-level', 'warn'] });
+    cleanup.add('proxy A', () => proxyA.stop());
+    const proxyB = await ProxyProcess.start({ backend: redisB, extraArgs: ['--log-level', 'warn'] });
+    cleanup.add('proxy B', () => proxyB.stop());
+
+    const writer = proxyA.client();
+    cleanup.add('writer', () => writer.disconnect());
+    console.error(`loading ${formatOps(keys)} mixed keys into redis A through proxy A`);
+    const load = await loadMixedKeys(writer, keys, { onProgress: (n) => n % 100_000 === 0 && console.error(`  ${formatOps(n)} keys`) });
+    const directA = redisA.client();
+    cleanup.add('client A', () => directA.disconnect());
+    const dbsizeA = await directA.dbsize();
+    const usedMemoryA = Number(parseInfo(await directA.info('memory')).used_memory ?? 0);
+    console.error(`loaded ${formatOps(load.keys)} keys in ${(load.ms / 1000).toFixed(1)} s (${formatOps((load.keys / load.ms) * 1000)} keys/s); DBSIZE ${dbsizeA}`);
+
+    console.error('redis REPLICAOF: redis C replicates redis A');
+    const redisC = await RedisServer.start();
+    cleanup.add('redis C', () => redisC.stop());
+    const redisMs = await timeRedisReplication(redisA, redisC, timeoutMs);
+    const clientC = redisC.client();
+    const dbsizeC = await clientC.dbsize();
+    clientC.disconnect();
+    await redisC.stop();
+    console.error(`redis replication: ${(redisMs / 1000).toFixed(2)} s, DBSIZE ${dbsizeC}`);
+
+    console.error('proxy SLAVEOF: proxy B replicates proxy A');
+    const samplerA = new RssSampler(proxyA.pid!, 200).start();
+    const samplerB = new RssSampler(proxyB.pid!, 200).start();
+    const replica = proxyB.client();
+    cleanup.add('replica client', () => replica.disconnect());
+    const sync = await timeProxySync(replica, proxyA, timeoutMs);
+    const peakA = samplerA.stop();
+    const peakB = samplerB.stop();
+    const status = await replica.call('SYNCPROXY', 'STATUS').catch((err: Error) => `(SYNCPROXY STATUS failed: ${err.message})`);
+    const directB = redisB.client();
+    const dbsizeB = await directB.dbsize();
+    directB.disconnect();
+    await replica.call('SLAVEOF', 'NO', 'ONE');
+
+    const phases = phaseDurations(sync.transitions, sync.ms);
+    const statusText = typeof status === 'string' ? status : Array.isArray(status) ? status.map(String).join('\n') : JSON.stringify(status);
+    const reported = reportedPhases(statusText);
+    const observedCopyMs = phases.filter((p) => p.state === 'copying').reduce((sum, p) => sum + p.ms, 0);
+    const copyMs = reported.get('copying') ?? observedCopyMs;
+    const copySource = reported.has('copying') ? 'as reported by SYNCPROXY STATUS' : 'as observed by polling (±100 ms)';
+    const copyRate = copyMs > 0 ? sync.totalBytes / (copyMs / 1000) : 0;
+    const states = [...new Set([...reported.keys(), ...phases.map((p) => p.state)])];
+    const phaseRows = states.map((state) => {
+      const observed = phases.filter((p) => p.state === state).reduce((sum, p) => sum + p.ms, 0);
+      const fromStatus = reported.get(state);
+      return [state, `${(observed / 1000).toFixed(2)} s`, fromStatus === undefined ? 'n/a' : `${(fromStatus / 1000).toFixed(3)} s`];
+    });
+    const markdown = [
+      '# full-sync',
+      '',
+      `${formatOps(load.keys)} mixed keys (40% strings, 15% each hash/list/set/zset of 4 elements; ${formatMiB(load.valueBytes)} of values, redis used_memory ${formatMiB(usedMemoryA)}), loaded through the master proxy in ${(load.ms / 1000).toFixed(1)} s (${formatOps((load.keys / load.ms) * 1000)} keys/s, pipelines of 1000).`,
+      '',
+      `Environment: ${environmentLine()}. All processes share this machine.`,
+      '',
+      markdownTable(
+        ['replication', 'time to in-sync', 'vs Redis', 'replica keys', 'peak RSS master side', 'peak RSS replica side'],
+        [
+          ['Redis REPLICAOF (diskless, delay 0) until link up, sync done', `${(redisMs / 1000).toFixed(2)} s`, '1.00', dbsizeC, 'n/a', 'n/a'],
+          ['pika-sync-proxy SLAVEOF until sync_confirmed:1', `${(sync.ms / 1000).toFixed(2)} s`, ratio(sync.ms, redisMs), dbsizeB, formatMiB(peakA), formatMiB(peakB)],
+        ],
+      ),
+      '',
+      `Master DBSIZE ${dbsizeA}. Snapshot bytes copied (master_sync_total_bytes): ${formatMiB(sync.totalBytes)}; copy phase ${(copyMs / 1000).toFixed(2)} s ${copySource} → ${formatMiB(copyRate)}/s.`,
+      '',
+      'Phases: observed by polling sync_state every 100 ms (±100 ms), and as SYNCPROXY STATUS reports them:',
+      '',
+      markdownTable(['sync_state', 'observed', 'reported'], phaseRows),
+      '',
+      'SYNCPROXY STATUS at confirmation:',
+      '',
+      '```',
+      statusText,
+      '```',
+      '',
+      'Reproduce: `npm run build && node dist/bench/full-sync.js --keys ' + keys + '`',
+      '',
+    ].join('\n');
+    const file = writeResult('full-sync', markdown);
+    console.log(markdown);
+    console.log(`written to ${file}`);
+    if (dbsizeB !== dbsizeA) throw new Error(`replica has ${dbsizeB} keys, master ${dbsizeA}`);
+  } finally {
+    await cleanup.run();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err instanceof Error ? err.stack ?? err.message : err);
+  process.exit(1);
+});
