@@ -1,0 +1,189 @@
+import { expect } from 'chai';
+import { promises as fsp } from 'node:fs';
+import type Redis from 'ioredis';
+import { SyncProxyError } from '../src/errors';
+import { silentLogger } from '../src/logger';
+import { countKeys, loadSnapshot } from '../src/replication/loader';
+import { NodePipeline } from '../src/replication/node-pipeline';
+import type { Manifest } from '../src/source/types';
+import { PIKA_MISSING_COMMANDS, RedisServer } from './helpers/redis-server';
+import { DirSnapshotStore, tempDir, writeRawFile } from './replication-fixture';
+
+const SNAP = 'snap-loader-1';
+
+function manifestFor(files: Array<{ name: string; size: number }>, dbs: Array<{ db: number; records: number }>): Manifest {
+  return { formatVersion: 1, snapshotId: SNAP, logId: 'log-1', logOffset: 0, createdAtMs: Date.now(), files: files.map((f) => ({ ...f, crc32c: 0 })), dbs, totalBytes: files.reduce((s, f) => s + f.size, 0) };
+}
+
+async function expectRejects(p: Promise<unknown>, code: string, text?: RegExp): Promise<SyncProxyError> {
+  try {
+    await p;
+  } catch (err) {
+    expect(err).to.be.instanceOf(SyncProxyError);
+    expect((err as SyncProxyError).code, (err as Error).message).to.equal(code);
+    if (text) expect((err as Error).message).to.match(text);
+    return err as SyncProxyError;
+  }
+  throw new Error(`expected ${code}, but it succeeded`);
+}
+
+describe('replication loader (real redis-server)', function () {
+  let server: RedisServer;
+  let client: Redis;
+  let dir: string;
+  const node = (): { host: string; port: number } => ({ host: server.host, port: server.port });
+
+  beforeEach(async () => {
+    // The Pika-missing commands are disabled here directly: the helper's pikaProfile passes '""'
+    // as the new name, which redis-server 7 rejects for the second command.
+    server = await RedisServer.start({ extraArgs: PIKA_MISSING_COMMANDS.flatMap((c) => ['--rename-command', c, '']) });
+    client = server.client();
+    dir = await tempDir('psp-loader-');
+  });
+  afterEach(async () => {
+    client?.disconnect();
+    await server.stop();
+    await fsp.rm(dir, { recursive: true, force: true });
+  });
+
+  it('loads a snapshot written by the real SnapshotWriter (several files, dbs, big key split with PSP.PART, TTL) and replaces old data', async () => {
+    await client.set('stale', 'old data');
+    const store = new DirSnapshotStore(dir);
+    const members: string[] = [];
+    for (let i = 0; i < 3000; i++) members.push(`member-${i}`);
+    const future = Date.now() + 3_600_000;
+    const manifest = await store.publish(
+      [
+        { db: 0, key: 'str', type: 'string', commands: [['SET', 'str', 'v1']] },
+        { db: 0, key: 'ttl', type: 'string', expireAtMs: future, commands: [['SET', 'ttl', 'x'], ['PEXPIREAT', 'ttl', String(future)]] },
+        { db: 0, key: 'big', type: 'set', commands: [['SADD', 'big', ...members.slice(0, 1500)], ['SADD', 'big', ...members.slice(1500)]] },
+        { db: 3, key: 'h', type: 'hash', commands: [['HMSET', 'h', 'a', '1', 'b', '2']] },
+        { db: 3, key: 'l', type: 'list', commands: [['RPUSH', 'l', 'x', 'y', 'z']] },
+      ],
+      { logId: 'log-1', logOffset: 7, fileSize: 8 * 1024, snapshotId: SNAP },
+    );
+    expect(manifest.files.length).to.be.greaterThan(1);
+    const files = manifest.files.map((f) => ({ name: f.name, path: `${dir}/${SNAP}/${f.name}` }));
+    const result = await loadSnapshot({ node: node(), manifest, files, logger: silentLogger(), signal: new AbortController().signal, maxInFlight: 50 });
+
+    expect(result.dbs.find((d) => d.db === 0)).to.include({ records: 3, distinctKeys: 3, volatileKeys: 1, nodeKeys: 3 });
+    expect(result.dbs.find((d) => d.db === 3)).to.include({ records: 2, distinctKeys: 2, nodeKeys: 2 });
+    expect(await client.exists('stale')).to.equal(0);
+    expect(await client.get('str')).to.equal('v1');
+    expect(await client.scard('big')).to.equal(3000);
+    expect(await client.pttl('ttl')).to.be.greaterThan(3_000_000);
+    const db3 = server.client(3);
+    expect(await db3.hgetall('h')).to.deep.equal({ a: '1', b: '2' });
+    expect(await db3.lrange('l', 0, -1)).to.deep.equal(['x', 'y', 'z']);
+    db3.disconnect();
+  });
+
+  it('a record loaded twice counts one distinct key (DEL answers 1) and the node count still matches', async () => {
+    const f = await writeRawFile(dir, 'part-000001.resp', [
+      ['PSP.FILE', '1', SNAP, 'part-000001.resp'],
+      ['PSP.KEY', '0', 'k', 'string', '-1'], ['SET', 'k', 'first'],
+      ['PSP.KEY', '0', 'k', 'string', '-1'], ['SET', 'k', 'second'],
+      ['PSP.EOF', '2'],
+    ]);
+    const result = await loadSnapshot({ node: node(), manifest: manifestFor([f], [{ db: 0, records: 2 }]), files: [f], logger: silentLogger(), signal: new AbortController().signal });
+    expect(result.dbs[0]).to.include({ records: 2, distinctKeys: 1, nodeKeys: 1 });
+    expect(await client.get('k')).to.equal('second');
+  });
+
+  it('an error reply from the node is LOAD_FAILED naming the command and the node error', async () => {
+    const f = await writeRawFile(dir, 'part-000001.resp', [
+      ['PSP.FILE', '1', SNAP, 'part-000001.resp'],
+      ['PSP.KEY', '0', 'k', 'string', '-1'], ['SET', 'k', 'v'], ['HMSET', 'k', 'f', 'v'],
+      ['PSP.EOF', '1'],
+    ]);
+    const err = await expectRejects(
+      loadSnapshot({ node: node(), manifest: manifestFor([f], [{ db: 0, records: 1 }]), files: [f], logger: silentLogger(), signal: new AbortController().signal }),
+      'LOAD_FAILED',
+      /hmset k.*WRONGTYPE/,
+    );
+    expect(err.message).to.not.include(' v '); // values are not echoed
+  });
+
+  it('a command the node lacks (Pika profile: RESTORE) is LOAD_FAILED, not skipped', async () => {
+    const f = await writeRawFile(dir, 'part-000001.resp', [
+      ['PSP.FILE', '1', SNAP, 'part-000001.resp'],
+      ['PSP.KEY', '0', 'k', 'string', '-1'], ['RESTORE', 'k', '0', 'payload'],
+      ['PSP.EOF', '1'],
+    ]);
+    await expectRejects(loadSnapshot({ node: node(), manifest: manifestFor([f], [{ db: 0, records: 1 }]), files: [f], logger: silentLogger(), signal: new AbortController().signal }), 'LOAD_FAILED', /restore k.*unknown command/i);
+  });
+
+  it('PSP.EOF that disagrees with the records in the file is LOAD_FAILED', async () => {
+    const f = await writeRawFile(dir, 'part-000001.resp', [
+      ['PSP.FILE', '1', SNAP, 'part-000001.resp'],
+      ['PSP.KEY', '0', 'a', 'string', '-1'], ['SET', 'a', '1'],
+      ['PSP.EOF', '2'],
+    ]);
+    await expectRejects(loadSnapshot({ node: node(), manifest: manifestFor([f], [{ db: 0, records: 1 }]), files: [f], logger: silentLogger(), signal: new AbortController().signal }), 'LOAD_FAILED', /PSP\.EOF says 2.*held 1/);
+  });
+
+  it('a file without PSP.EOF (truncated) or with a foreign PSP.FILE header is LOAD_FAILED', async () => {
+    const truncated = await writeRawFile(dir, 'part-000001.resp', [['PSP.FILE', '1', SNAP, 'part-000001.resp'], ['PSP.KEY', '0', 'a', 'string', '-1'], ['SET', 'a', '1']]);
+    await expectRejects(loadSnapshot({ node: node(), manifest: manifestFor([truncated], [{ db: 0, records: 1 }]), files: [truncated], logger: silentLogger(), signal: new AbortController().signal }), 'LOAD_FAILED', /no PSP\.EOF/);
+    const foreign = await writeRawFile(dir, 'part-000002.resp', [['PSP.FILE', '1', 'other-snapshot', 'part-000002.resp'], ['PSP.EOF', '0']]);
+    await expectRejects(loadSnapshot({ node: node(), manifest: manifestFor([foreign], [{ db: 0, records: 0 }]), files: [foreign], logger: silentLogger(), signal: new AbortController().signal }), 'LOAD_FAILED', /other-snapshot/);
+  });
+
+  it('records per db that differ from the manifest are COUNT_MISMATCH', async () => {
+    const f = await writeRawFile(dir, 'part-000001.resp', [
+      ['PSP.FILE', '1', SNAP, 'part-000001.resp'],
+      ['PSP.KEY', '0', 'a', 'string', '-1'], ['SET', 'a', '1'],
+      ['PSP.KEY', '1', 'b', 'string', '-1'], ['SET', 'b', '1'],
+      ['PSP.EOF', '2'],
+    ]);
+    await expectRejects(loadSnapshot({ node: node(), manifest: manifestFor([f], [{ db: 0, records: 2 }, { db: 1, records: 1 }]), files: [f], logger: silentLogger(), signal: new AbortController().signal }), 'COUNT_MISMATCH', /db 0: 1 key records loaded, the manifest says 2/);
+    await expectRejects(loadSnapshot({ node: node(), manifest: manifestFor([f], [{ db: 0, records: 1 }]), files: [f], logger: silentLogger(), signal: new AbortController().signal }), 'COUNT_MISMATCH', /db 1/);
+  });
+
+  it('a key record whose commands leave no key (node count below loaded - volatile) is COUNT_MISMATCH', async () => {
+    const f = await writeRawFile(dir, 'part-000001.resp', [
+      ['PSP.FILE', '1', SNAP, 'part-000001.resp'],
+      ['PSP.KEY', '0', 'a', 'string', '-1'], ['SET', 'a', '1'],
+      ['PSP.KEY', '0', 'gone', 'string', '-1'], ['SET', 'gone', '1'], ['DEL', 'gone'],
+      ['PSP.EOF', '2'],
+    ]);
+    await expectRejects(loadSnapshot({ node: node(), manifest: manifestFor([f], [{ db: 0, records: 2 }]), files: [f], logger: silentLogger(), signal: new AbortController().signal }), 'COUNT_MISMATCH', /holds 1 keys.*expected 2/);
+  });
+
+  it('a volatile key that expired before the count is accepted (loaded - volatile <= count <= loaded)', async () => {
+    const past = Date.now() - 1000;
+    const f = await writeRawFile(dir, 'part-000001.resp', [
+      ['PSP.FILE', '1', SNAP, 'part-000001.resp'],
+      ['PSP.KEY', '0', 'a', 'string', '-1'], ['SET', 'a', '1'],
+      ['PSP.KEY', '0', 'e', 'string', String(past)], ['SET', 'e', '1'], ['PEXPIREAT', 'e', String(past)],
+      ['PSP.EOF', '2'],
+    ]);
+    const result = await loadSnapshot({ node: node(), manifest: manifestFor([f], [{ db: 0, records: 2 }]), files: [f], logger: silentLogger(), signal: new AbortController().signal });
+    expect(result.dbs[0]).to.include({ distinctKeys: 2, volatileKeys: 1, nodeKeys: 1 });
+  });
+
+  it('counts keys by SCAN (the Pika path) exactly like DBSIZE', async () => {
+    const pipeline = client.pipeline();
+    for (let i = 0; i < 2500; i++) pipeline.set(`k${i}`, '1');
+    await pipeline.exec();
+    const conn = await NodePipeline.connect(node(), new AbortController().signal);
+    try {
+      expect(await countKeys(conn, 0, 'pika-like')).to.equal(2500);
+      expect(await countKeys(conn, 0, 'redis')).to.equal(2500);
+      expect(await countKeys(conn, 1, 'pika-like')).to.equal(0);
+    } finally {
+      conn.close();
+    }
+  });
+
+  it('a node that goes away during the load is BACKEND_CONNECTION_LOST (retryable)', async () => {
+    const commands: string[][] = [['PSP.FILE', '1', SNAP, 'part-000001.resp']];
+    for (let i = 0; i < 20000; i++) commands.push(['PSP.KEY', '0', `k${i}`, 'string', '-1'], ['SET', `k${i}`, 'x'.repeat(100)]);
+    commands.push(['PSP.EOF', '20000']);
+    const f = await writeRawFile(dir, 'part-000001.resp', commands);
+    const loading = loadSnapshot({ node: node(), manifest: manifestFor([f], [{ db: 0, records: 20000 }]), files: [f], logger: silentLogger(), signal: new AbortController().signal, maxInFlight: 100 });
+    setTimeout(() => void server.kill(), 20);
+    const err = await expectRejects(loading, 'BACKEND_CONNECTION_LOST');
+    expect(err.retryable).to.equal(true);
+  });
+});
