@@ -49,7 +49,7 @@ export class RedisServer {
       '--loglevel', 'warning',
     ];
     if (this.options.password) args.push('--requirepass', this.options.password);
-    if (this.options.pikaProfile) for (const cmd of PIKA_MISSING_COMMANDS) args.push('--rename-command', cmd, '""');
+    if (this.options.pikaProfile) for (const cmd of PIKA_MISSING_COMMANDS) args.push('--rename-command', cmd, '');
     args.push(...(this.options.extraArgs ?? []));
     this.proc = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'inherit'] });
     await waitForPort(this.port);
