@@ -32,6 +32,7 @@ export class NodePipeline {
   private failure?: SyncProxyError;
   private waiters: Array<() => void> = [];
   private closed = false;
+  private writeScheduled = false;
 
   private constructor(private readonly socket: net.Socket, private readonly what: string, private readonly maxInFlight: number) {
     socket.on('data', (chunk) => this.onData(chunk));
@@ -78,6 +79,14 @@ export class NodePipeline {
     this.out.push(raw);
     this.outBytes += raw.length;
     if (this.outBytes >= BATCH_BYTES) this.writeOut();
+    else if (!this.writeScheduled) {
+      // A sender that stops (the applier between log entries) must not leave commands unsent.
+      this.writeScheduled = true;
+      setImmediate(() => {
+        this.writeScheduled = false;
+        this.writeOut();
+      });
+    }
     while (!this.failure && (this.inFlight >= this.maxInFlight || this.socket.writableNeedDrain)) {
       this.writeOut();
       await new Promise<void>((resolve) => this.waiters.push(resolve));
