@@ -6,7 +6,7 @@ import { silentLogger } from '../src/logger';
 import { countKeys, loadSnapshot } from '../src/replication/loader';
 import { NodePipeline } from '../src/replication/node-pipeline';
 import type { Manifest } from '../src/source/types';
-import { PIKA_MISSING_COMMANDS, RedisServer } from './helpers/redis-server';
+import { RedisServer } from './helpers/redis-server';
 import { DirSnapshotStore, tempDir, writeRawFile } from './replication-fixture';
 
 const SNAP = 'snap-loader-1';
@@ -34,9 +34,7 @@ describe('replication loader (real redis-server)', function () {
   const node = (): { host: string; port: number } => ({ host: server.host, port: server.port });
 
   beforeEach(async () => {
-    // The Pika-missing commands are disabled here directly: the helper's pikaProfile passes '""'
-    // as the new name, which redis-server 7 rejects for the second command.
-    server = await RedisServer.start({ extraArgs: PIKA_MISSING_COMMANDS.flatMap((c) => ['--rename-command', c, '']) });
+    server = await RedisServer.start({ pikaProfile: true });
     client = server.client();
     dir = await tempDir('psp-loader-');
   });
