@@ -18,7 +18,7 @@ export async function runBlocking(s: ClientSession, name: string, args: Buffer[]
   let current: { wake(): void } | undefined;
   s.onClosed(() => current?.wake());
   while (!s.closed) {
-    const waiter = s.ctx.blocked.register(s.db, plan.keys);
+    const waiter = s.ctx.blocked.register(s, s.db, plan.keys);
     current = waiter;
     try {
       for (const attempt of plan.attempts) {
@@ -26,7 +26,7 @@ export async function runBlocking(s: ClientSession, name: string, args: Buffer[]
         const wait = s.gate(scope);
         if (wait) await wait;
         const reply = await new Promise<FramedReply>((resolve, reject) => {
-          s.ctx.path.sendWrite(s.db, attempt.args, encodeArgs(attempt.args), scope, (r, err) => (r ? resolve(r) : reject(err)));
+          s.ctx.path.sendWrite(s.db, attempt.args, encodeArgs(attempt.args), scope, (r, err) => (r ? resolve(r) : reject(err)), s);
         });
         if (reply.type === 45) return s.fill(slot, reply.raw);
         const converted = attempt.convert(reply.raw);

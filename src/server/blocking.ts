@@ -100,8 +100,8 @@ export function planBlocking(name: string, args: Buffer[]): BlockingPlan | strin
 export class BlockedClients {
   private readonly waiters = new Set<Waiter>();
 
-  register(db: number, keys: Buffer[]): Waiter {
-    const w = new Waiter(db, new Set(keys.map((k) => k.toString('latin1'))));
+  register(owner: object, db: number, keys: Buffer[]): Waiter {
+    const w = new Waiter(owner, db, new Set(keys.map((k) => k.toString('latin1'))));
     this.waiters.add(w);
     return w;
   }
@@ -111,8 +111,9 @@ export class BlockedClients {
     w.wake();
   }
 
-  applied(scope: WriteScope): void {
+  applied(scope: WriteScope, origin?: object): void {
     for (const w of this.waiters) {
+      if (w.owner === origin) continue;
       if (scope.kind === 'all' || (scope.kind === 'db' && scope.db === w.db)) w.wake();
       else if (scope.kind === 'keys' && scope.db === w.db && scope.keys.some((k) => w.keys.has(k.toString('latin1')))) w.wake();
     }
@@ -123,7 +124,7 @@ export class Waiter {
   touched = false;
   private resolve?: () => void;
 
-  constructor(readonly db: number, readonly keys: Set<string>) {}
+  constructor(readonly owner: object, readonly db: number, readonly keys: Set<string>) {}
 
   wake(): void {
     this.touched = true;

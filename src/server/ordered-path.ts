@@ -22,7 +22,8 @@ export interface LogSink {
   readonly lastOffset: number;
 }
 
-export type KeysListener = (scope: WriteScope) => void;
+/** `origin` is the session whose command it was (a blocked client is not woken by its own pops). */
+export type KeysListener = (scope: WriteScope, origin?: object) => void;
 
 const PING = encodeArgs(['PING']);
 const selectCache = new Map<number, Buffer>();
@@ -77,13 +78,13 @@ export class OrderedPath implements OrderedPathContract {
    * Forwards a write (the caller has already waited for the snapshot gate) and appends it to the
    * log once the node accepted it.
    */
-  sendWrite(db: number, args: Buffer[], raw: Buffer, scope: WriteScope, cb: ReplyCallback): void {
+  sendWrite(db: number, args: Buffer[], raw: Buffer, scope: WriteScope, cb: ReplyCallback, origin?: object): void {
     if (this.connection.isUp) this.selectDb(db);
-    for (const l of this.dispatchListeners) l(scope);
+    for (const l of this.dispatchListeners) l(scope, origin);
     this.connection.send(raw, (reply, err) => {
       if (reply && reply.type !== 45) {
         this.appendToLog(db, () => toLogCommands(args, reply.raw, Date.now()));
-        for (const l of this.appliedListeners) l(scope);
+        for (const l of this.appliedListeners) l(scope, origin);
       }
       cb(reply, err);
     });

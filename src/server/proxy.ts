@@ -50,7 +50,7 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
   const watches = new WatchRegistry();
   const blocked = new BlockedClients();
   orderedPath.onDispatch((scope) => watches.touched(scope));
-  orderedPath.onApplied((scope) => blocked.applied(scope));
+  orderedPath.onApplied((scope, origin) => blocked.applied(scope, origin));
 
   const node = new NodeFacts(connection, log, logger);
   const sessions = new Set<ClientSession>();

@@ -29,7 +29,8 @@ export class PubSubMode {
     const mode = new PubSubMode(s, conn);
     s.pubsub = mode;
     conn.pushSink = (frame) => mode.onFrame(frame);
-    conn.on('down', () => s.socket.destroy());
+    // The node dropped the subscriber link: close the client so its library resubscribes.
+    conn.on('down', mode.onLinkDown);
     conn.send(raw, (frame) => frame && mode.onFrame(frame));
   }
 
@@ -64,7 +65,12 @@ export class PubSubMode {
     }
   }
 
+  private readonly onLinkDown = (): void => {
+    this.session.socket.destroy();
+  };
+
   close(): void {
+    this.conn.off('down', this.onLinkDown);
     this.conn.pushSink = undefined;
     this.conn.destroy();
   }

@@ -1,0 +1,44 @@
+/** An in-process proxy (real listener, real node connection) in front of a test redis-server. */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { loadConfig } from '../../src/config';
+import { silentLogger } from '../../src/logger';
+import { ProxyHandle, startProxy } from '../../src/server/proxy';
+import type { RedisServer } from './redis-server';
+
+export interface TestProxy {
+  port: number;
+  syncPort: number;
+  dataDir: string;
+  handle: ProxyHandle;
+  stop(): Promise<void>;
+}
+
+export async function startTestProxy(node: RedisServer, flags: string[] = []): Promise<TestProxy> {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'psp-proxy-'));
+  const config = loadConfig(['--port', '0', '--sync-port', '0', '--backend', node.address, '--data-dir', dataDir, '--log-level', 'silent', ...flags], {});
+  const handle = await startProxy(config, silentLogger());
+  // Wait until the ordered connection is up so the first command does not race the connect.
+  const { RespClient } = await import('./resp-client');
+  const probe = await RespClient.connect(handle.port);
+  const pass = flags.indexOf('--requirepass');
+  if (pass >= 0) await probe.call('AUTH', flags[pass + 1]);
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const info = await probe.text('INFO', 'proxy');
+    if (info.includes('backend_link_status:up') || Date.now() > deadline) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  probe.close();
+  return {
+    port: handle.port,
+    syncPort: handle.syncPort,
+    dataDir,
+    handle,
+    stop: async () => {
+      await handle.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
