@@ -93,6 +93,7 @@ describe('replication manager: SLAVEOF through a real SyncServer into a real red
     expect(info).to.include(`master_port:${master.port}\r\n`).and.include('master_link_status:up').and.include('sync_confirmed:1').and.include('sync_state:streaming');
     expect(info).to.include(`master_sync_total_bytes:${master.store.current!.totalBytes}`).and.include('master_sync_perc:100.00');
     await waitFor('slave_repl_offset 4', () => manager!.infoReplication(EMPTY_MASTER_VIEW).includes('slave_repl_offset:4\r\n'));
+    expect(manager.infoReplication(EMPTY_MASTER_VIEW)).to.include('master_repl_offset:4\r\n');
     expect(manager.roleReply(EMPTY_MASTER_VIEW)).to.deep.equal(['slave', '127.0.0.1', master.port, 'connected', 4]);
     const status = manager.status() as Record<string, unknown>;
     expect(status).to.include({ state: 'streaming', confirmed: true, attempts: 0, filesTotal: master.store.current!.files.length });

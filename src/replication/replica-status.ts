@@ -67,7 +67,17 @@ export function resetForFullSync(status: ReplicaStatus): void {
   status.apply = undefined;
   status.loadBytesDone = 0;
   status.loadBytesTotal = 0;
-  status.copy.chunkRetries = status.copy.chunkRetries ?? 0;
+}
+
+/** The freshest master offset: from the meta, a heartbeat or an entry. */
+function masterOffsetOf(status: ReplicaStatus): number {
+  return Math.max(status.masterOffset, status.apply?.masterOffset ?? 0);
+}
+
+function lastIoOf(status: ReplicaStatus): number | undefined {
+  const a = status.lastIoMs ?? 0;
+  const b = status.apply?.lastIoMs ?? 0;
+  return a === 0 && b === 0 ? undefined : Math.max(a, b);
 }
 
 function percent(done: number, total: number): number {
@@ -146,7 +156,7 @@ export function infoReplicationText(machine: SyncStateMachine, status: ReplicaSt
       `master_host:${status.master.host}`,
       `master_port:${status.master.port}`,
       `master_link_status:${linkUp ? 'up' : 'down'}`,
-      `master_last_io_seconds_ago:${status.lastIoMs === undefined ? -1 : Math.floor((now - status.lastIoMs) / 1000)}`,
+      `master_last_io_seconds_ago:${lastIoOf(status) === undefined ? -1 : Math.floor((now - lastIoOf(status)!) / 1000)}`,
       `master_sync_in_progress:${inProgress ? 1 : 0}`,
       `master_sync_total_bytes:${total}`,
       `master_sync_read_bytes:${read}`,
@@ -154,7 +164,7 @@ export function infoReplicationText(machine: SyncStateMachine, status: ReplicaSt
       `master_sync_perc:${total > 0 ? ((read / total) * 100).toFixed(2) : '0.00'}`,
     );
     if (!linkUp) lines.push(`master_link_down_since_seconds:${status.linkDownSinceMs === undefined ? -1 : Math.floor((now - status.linkDownSinceMs) / 1000)}`);
-    lines.push('slave_read_only:1', `slave_repl_offset:${status.apply?.appliedOffset ?? 0}`, `master_repl_offset:${status.masterOffset}`);
+    lines.push('slave_read_only:1', `slave_repl_offset:${status.apply?.appliedOffset ?? 0}`, `master_repl_offset:${masterOffsetOf(status)}`);
   } else {
     lines.push('role:master', `connected_slaves:${master.replicas.length}`);
     master.replicas.forEach((r, i) => {
@@ -205,7 +215,7 @@ export function statusObject(machine: SyncStateMachine, status: ReplicaStatus | 
     load: status.load ?? null,
     logId: status.apply?.logId ?? null,
     appliedOffset: status.apply?.appliedOffset ?? 0,
-    masterOffset: status.masterOffset,
+    masterOffset: masterOffsetOf(status),
     catchUpTarget: status.apply?.targetOffset ?? null,
     lastError: status.lastError ? describeError(status.lastError) : null,
     errors: status.history.records.map((r) => ({ attempt: r.attempt, at: new Date(r.at).toISOString(), code: r.error.code, retryable: r.error.retryable, chain: describeError(r.error) })),
