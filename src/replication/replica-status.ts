@@ -135,7 +135,9 @@ function syncFields(machine: SyncStateMachine, status: ReplicaStatus | undefined
   return [
     `sync_state:${machine.state}`,
     `sync_confirmed:${status?.confirmed ? 1 : 0}`,
-    `sync_attempts:${status?.history.attempts ?? 0}`,
+    // attempts started in this sync (1 while the first runs), and how many of them failed
+    `sync_attempts:${status?.attempt ?? 0}`,
+    `sync_failed_attempts:${status?.history.attempts ?? 0}`,
     `sync_snapshot_id:${status?.snapshotId ?? ''}`,
     `sync_snapshot_changes:${status?.snapshotChanges ?? 0}`,
     `sync_chunk_retries:${status?.copy.chunkRetries ?? 0}`,
