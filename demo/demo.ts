@@ -151,6 +151,7 @@ async function main(): Promise<void> {
   try {
     exitCode = (await run(cleanup)) ? 0 : 1;
   } catch (err) {
+    if (cleanup.interrupted) return; // the signal handler cleans up and exits with 130
     console.error(`\ndemo failed: ${err instanceof Error ? err.message : String(err)}`);
     for (const { name, proxy } of runningProxies) console.error(`\n-- last log lines of the ${name}:\n${proxy.tail(15)}`);
   } finally {

@@ -188,10 +188,13 @@ export function environmentLine(): string {
 export class Cleanup {
   private readonly steps: Array<{ label: string; run: () => unknown }> = [];
   private running?: Promise<void>;
+  /** Set when SIGINT/SIGTERM started the cleanup: errors after that are its consequence. */
+  interrupted = false;
 
   constructor() {
     for (const signal of ['SIGINT', 'SIGTERM'] as const) {
       process.once(signal, () => {
+        this.interrupted = true;
         console.error(`\n${signal}: cleaning up`);
         void this.run().finally(() => process.exit(130));
       });
