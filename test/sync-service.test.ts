@@ -1,18 +1,21 @@
 import { expect } from 'chai';
+import { crc32c } from '@node-rs/crc32';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { ERROR_CATALOGUE, ErrorCode, SyncProxyError } from '../src/errors';
 import { silentLogger } from '../src/logger';
 import { Manifest, SYNC_PROTOCOL_VERSION, SnapshotStoreView } from '../src/source/types';
+import { SnapshotStore } from '../src/source/snapshot-store';
 import { WriteLog } from '../src/source/write-log';
 import { ERROR_CODE_METADATA_KEY, LogMessageMsg, MetaMsg, PASSWORD_METADATA_KEY, RETRYABLE_METADATA_KEY, loadSyncService } from '../src/sync/proto';
 import { fromGrpcError, toGrpcStatus } from '../src/sync/status-mapping';
 import { LogStreamMessage, SyncClient } from '../src/sync/sync-client';
 import { SyncServer, SyncServerOptions } from '../src/sync/sync-server';
 import { freePort } from './helpers/ports';
+import { RedisServer } from './helpers/redis-server';
 
 const b = (s: string): Buffer => Buffer.from(s);
 const REPLICA = { runId: 'a'.repeat(40), host: '127.0.0.1', port: 7380 };
@@ -330,7 +333,6 @@ describe('sync service', function () {
       const c = client(port);
       const ask = (): Promise<unknown> => c.getChunk({ snapshotId: 's', file: 'part-000001.resp', offset: 4, length: 3, replica: REPLICA });
       const data = b('xyz');
-      const { crc32c } = await import('@node-rs/crc32');
       const good = { snapshotId: 's', file: 'part-000001.resp', offset: 4, data, crc32c: crc32c(data), eof: false };
       answer = good;
       expect(((await ask()) as { data: Buffer }).data.toString()).to.equal('xyz');
@@ -510,15 +512,18 @@ describe('sync service', function () {
       for (let i = 1; i <= 300; i++) log.append(0, set(`big-${i}`, value));
       const { port } = await startServer({ log, store: new FixedStore() });
       const offsets: number[] = [];
-      const { error } = await readStream(client(port), { logId: log.logId, fromOffset: 1 }, (msgs) => {
-        const last = msgs[msgs.length - 1];
-        if (last.entry) {
-          offsets.push(last.entry.offset);
-          expect(last.entry.commands[0][2].length).to.equal(value.length);
+      const ac = new AbortController();
+      const run = (async () => {
+        for await (const m of client(port).streamLog({ logId: log.logId, fromOffset: 1, replica: REPLICA }, ac.signal)) {
+          if (!m.entry) continue;
+          offsets.push(m.entry.offset);
+          expect(m.entry.commands[0][2].length).to.equal(value.length);
+          // Stall early (the master must wait on the full window), then read in small steps.
+          await new Promise((r) => (offsets.length === 1 ? setTimeout(r, 500) : setImmediate(r)));
+          if (offsets.length === 300) ac.abort();
         }
-        return offsets.length === 300;
-      });
-      expect(error.code).to.equal('SYNC_ABORTED');
+      })();
+      await expectCode(run, 'SYNC_ABORTED');
       expect(offsets).to.deep.equal(Array.from({ length: 300 }, (_, i) => i + 1));
     });
 
@@ -551,6 +556,149 @@ describe('sync service', function () {
       const { error } = await run;
       expect(error.retryable, error.describe()).to.equal(true);
       expect(['MASTER_CONNECTION_LOST', 'MASTER_UNREACHABLE']).to.include(error.code);
+    });
+  });
+
+  describe('GetMeta / GetChunk of a real snapshot (SnapshotStore over a real redis-server)', () => {
+    let node: RedisServer;
+    let groupDir: string;
+    let log: WriteLog;
+    let store: SnapshotStore;
+    let server: SyncServer;
+    let port: number;
+    let c: SyncClient;
+
+    before(async () => {
+      groupDir = mkdtempSync(path.join(os.tmpdir(), 'psp-sync-snap-'));
+      node = await RedisServer.start({ databases: 4 });
+      const r = node.client();
+      for (let i = 0; i < 2000; i += 500) {
+        const batch: string[] = [];
+        for (let j = i; j < i + 500; j++) batch.push(`str-${j}`, `value-${j}-${'x'.repeat(j % 50)}`);
+        await r.mset(...batch);
+      }
+      const fields: Record<string, string> = {};
+      for (let i = 0; i < 5000; i++) fields[`f${i}`] = `v${i}`;
+      await r.hset('big-hash', fields);
+      await r.select(2);
+      await r.rpush('list', ...Array.from({ length: 3000 }, (_, i) => `item-${i}`));
+      await r.zadd('zset', 1, 'a', 2.5, 'b');
+      await r.set('with-ttl', 'v', 'PX', 600_000);
+      r.disconnect();
+      log = new WriteLog({ dir: path.join(groupDir, 'log'), maxBytes: 1 << 20, segmentBytes: 1 << 16, logger });
+      await log.open();
+      for (let i = 1; i <= 3; i++) log.append(0, [[b('SET'), b(`logged-${i}`), b('v')]]);
+      store = new SnapshotStore({
+        dir: path.join(groupDir, 'snapshots'), node: { host: node.host, port: node.port }, fileSize: 64 * 1024,
+        maxAgeMs: 600_000, maxTrackedKeys: 100_000, log, ordered: { barrier: async () => log.lastOffset }, logger,
+      });
+      await store.init();
+      server = new SyncServer({ bind: '127.0.0.1', port: 0, password: 'pw', store, log, runId: 'm'.repeat(40), isMaster: () => true, logger });
+      port = await server.start();
+      c = new SyncClient({ host: '127.0.0.1', port, password: 'pw', rpcTimeoutMs: 10_000, logger });
+    });
+    after(async () => {
+      c?.close();
+      await server?.stop();
+      await store?.close();
+      await log?.close();
+      await node?.stop();
+      rmSync(groupDir, { recursive: true, force: true });
+    });
+
+    const chunk = (snapshotId: string, file: string, offset: number, length: number): Promise<unknown> =>
+      c.getChunk({ snapshotId, file, offset, length, replica: REPLICA });
+
+    it('a first GetMeta with wait 0 answers SNAPSHOT_BUILDING (UNAVAILABLE, retryable); a patient one gets the manifest', async () => {
+      const building = await expectCode(c.getMeta({ waitMs: 0, replica: REPLICA }), 'SNAPSHOT_BUILDING');
+      expect(building.details.grpcCode).to.equal(grpc.status.UNAVAILABLE);
+      expect(building.retryable).to.equal(true);
+      const meta = await c.getMeta({ waitMs: 60_000, replica: REPLICA });
+      expect(meta.snapshotId).to.equal(store.currentSnapshotId());
+      expect(meta.logId).to.equal(log.logId);
+      expect(meta.logOffset).to.equal(3);
+      expect(meta.masterOffset).to.equal(3);
+      expect(meta.files.length).to.be.greaterThan(1);
+      expect(meta.totalBytes).to.equal(meta.files.reduce((n, f) => n + f.size, 0));
+      expect(meta.dbs.find((d) => d.db === 0)?.records).to.equal(2001);
+      expect(meta.dbs.find((d) => d.db === 2)?.records).to.equal(3);
+      // The fresh snapshot is shared; master_offset moves with the log.
+      log.append(0, [[b('DEL'), b('str-1')]]);
+      const again = await c.getMeta({ waitMs: 0, replica: REPLICA });
+      expect(again.snapshotId).to.equal(meta.snapshotId);
+      expect(again.logOffset).to.equal(3);
+      expect(again.masterOffset).to.equal(4);
+      expect(server.replicas().map((r) => r.state)).to.deep.equal(['sync']);
+    });
+
+    it('chunks reassemble into files whose size and CRC32C match the manifest', async () => {
+      const meta = await c.getMeta({ waitMs: 60_000, replica: REPLICA });
+      const CHUNK = 7001; // not a divisor of anything: exercises short last chunks
+      for (const f of meta.files) {
+        const parts: Buffer[] = [];
+        for (let offset = 0; ; offset += CHUNK) {
+          const got = await c.getChunk({ snapshotId: meta.snapshotId, file: f.name, offset, length: CHUNK, replica: REPLICA });
+          expect(got.snapshotId).to.equal(meta.snapshotId);
+          expect(got.file).to.equal(f.name);
+          expect(got.offset).to.equal(offset);
+          expect(got.crc32c).to.equal(crc32c(got.data) >>> 0);
+          parts.push(got.data);
+          expect(got.eof).to.equal(offset + got.data.length === f.size);
+          if (got.eof) break;
+          expect(got.data.length).to.equal(CHUNK);
+        }
+        const whole = Buffer.concat(parts);
+        expect(whole.length, f.name).to.equal(f.size);
+        expect(crc32c(whole) >>> 0, f.name).to.equal(f.crc32c);
+        expect(whole.equals(readFileSync(path.join(groupDir, 'snapshots', meta.snapshotId, f.name)))).to.equal(true);
+      }
+    });
+
+    it('refuses unknown snapshots, files outside the manifest, hostile names and bad offsets or lengths', async () => {
+      const meta = await c.getMeta({ waitMs: 60_000, replica: REPLICA });
+      const id = meta.snapshotId;
+      const file = meta.files[0];
+      const cases: Array<[Promise<unknown>, ErrorCode, grpc.status]> = [
+        [chunk('no-such-snapshot', file.name, 0, 10), 'SNAPSHOT_NOT_FOUND', grpc.status.NOT_FOUND],
+        [chunk(id, 'part-999999.resp', 0, 10), 'FILE_NOT_IN_MANIFEST', grpc.status.NOT_FOUND],
+        [chunk(id, 'manifest.json', 0, 10), 'FILE_NOT_IN_MANIFEST', grpc.status.NOT_FOUND],
+        [chunk(id, '../x', 0, 10), 'HOSTILE_FILE_NAME', grpc.status.INVALID_ARGUMENT],
+        [chunk(id, '/etc/passwd', 0, 10), 'HOSTILE_FILE_NAME', grpc.status.INVALID_ARGUMENT],
+        [chunk(id, 'a/b', 0, 10), 'HOSTILE_FILE_NAME', grpc.status.INVALID_ARGUMENT],
+        [chunk(id, `../${id}/${file.name}`, 0, 10), 'HOSTILE_FILE_NAME', grpc.status.INVALID_ARGUMENT],
+        [chunk('', file.name, 0, 10), 'INVALID_REQUEST', grpc.status.INVALID_ARGUMENT],
+        [chunk(id, '', 0, 10), 'INVALID_REQUEST', grpc.status.INVALID_ARGUMENT],
+        [chunk(id, file.name, file.size + 1, 10), 'INVALID_REQUEST', grpc.status.INVALID_ARGUMENT],
+        [chunk(id, file.name, 0, 0), 'INVALID_REQUEST', grpc.status.INVALID_ARGUMENT],
+        [chunk(id, file.name, 0, 64 * 1024 * 1024 + 1), 'INVALID_REQUEST', grpc.status.INVALID_ARGUMENT],
+      ];
+      for (const [p, code, status] of cases) {
+        const err = await expectCode(p, code);
+        expect(err.details.grpcCode, err.message).to.equal(status);
+      }
+      // Negative numbers are refused by the client before sending ...
+      await expectCode(chunk(id, file.name, -1, 10), 'INVALID_REQUEST');
+      await expectCode(chunk(id, file.name, 0, -1), 'INVALID_REQUEST');
+      // ... because the wire cannot carry them as such: protobufjs turns a negative uint64 into 0
+      // and a negative uint32 into 2^32-1. The server refuses what does arrive: lengths past the
+      // maximum and offsets that are not exact below 2^53.
+      const Sync = loadSyncService();
+      const raw = new Sync(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+      try {
+        for (const [offset, length] of [[0, -1], [2 ** 53, 10], [2 ** 63, 10]]) {
+          const md = new grpc.Metadata();
+          md.set(PASSWORD_METADATA_KEY, 'pw');
+          const err = await new Promise<grpc.ServiceError>((resolve, reject) => {
+            (raw as unknown as { GetChunk: Function }).GetChunk({ snapshotId: id, file: file.name, offset, length }, md, (e: grpc.ServiceError | null) =>
+              e ? resolve(e) : reject(new Error(`GetChunk offset ${offset} length ${length} succeeded`)),
+            );
+          });
+          expect(err.code).to.equal(grpc.status.INVALID_ARGUMENT);
+          expect(fromGrpcError(err, 'GetChunk').code).to.equal('INVALID_REQUEST');
+        }
+      } finally {
+        raw.close();
+      }
     });
   });
 });

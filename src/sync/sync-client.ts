@@ -90,6 +90,10 @@ export class SyncClient {
 
   async getChunk(req: { snapshotId: string; file: string; offset: number; length: number; replica: ReplicaIdentity }): Promise<ChunkAnswer> {
     const what = `GetChunk ${req.file}@${req.offset}+${req.length} from ${this.endpoint}`;
+    // protobufjs would encode NaN or a fraction as some other number: refuse before sending.
+    for (const [field, value] of [['offset', req.offset], ['length', req.length]] as const) {
+      if (!Number.isSafeInteger(value) || value < 0) throw new SyncProxyError('INVALID_REQUEST', `${what}: ${field} must be a non-negative integer`);
+    }
     const msg = await this.unary<ChunkMsg>(
       'GetChunk',
       { snapshotId: req.snapshotId, file: req.file, offset: req.offset, length: req.length, replica: req.replica },
@@ -112,6 +116,7 @@ export class SyncClient {
   async *streamLog(req: { logId: string; fromOffset: number; replica: ReplicaIdentity }, signal: AbortSignal): AsyncIterable<LogStreamMessage> {
     const what = `StreamLog ${req.logId}@${req.fromOffset} from ${this.endpoint}`;
     if (signal.aborted) throw new SyncProxyError('SYNC_ABORTED', `${what}: aborted before start`, { cause: signal.reason });
+    if (!Number.isSafeInteger(req.fromOffset) || req.fromOffset < 1) throw new SyncProxyError('INVALID_REQUEST', `${what}: from_offset must be a positive integer`);
     const method = (this.client as unknown as Record<string, StreamMethod<object, LogMessageMsg>>).StreamLog.bind(this.client);
     const call = method({ logId: req.logId, fromOffset: req.fromOffset, replica: req.replica }, this.metadata(), {});
     let ended: SyncProxyError | undefined;
