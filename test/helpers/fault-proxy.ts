@@ -26,6 +26,8 @@ export type Direction = 'up' | 'down';
 const HIGH_WATER = 256 * 1024;
 /** Throttle burst: a tenth of a second of budget, so small writes are not delayed needlessly. */
 const BURST_FRACTION = 0.1;
+/** Throttled writes happen in slices of at least this fraction of a second's budget. */
+const THROTTLE_SLICE = 0.02;
 
 export type FaultMode =
   | 'pass'
@@ -163,7 +165,9 @@ class Pump {
       let out = head.buf;
       if (mode.mode === 'throttle') {
         this.refill(mode.bytesPerSec);
-        if (this.tokens < 1 && out.length > 0) return this.schedule(Math.ceil(((1 - this.tokens) / mode.bytesPerSec) * 1000));
+        // Wait for a slice worth a write (THROTTLE_SLICE of a second), not for every single byte.
+        const need = Math.min(out.length, Math.max(1, Math.floor(mode.bytesPerSec * THROTTLE_SLICE)));
+        if (this.tokens < need) return this.schedule(Math.ceil(((need - this.tokens) / mode.bytesPerSec) * 1000));
         const n = Math.min(out.length, Math.floor(this.tokens));
         this.tokens -= n;
         out = head.buf.subarray(0, n);
