@@ -178,7 +178,8 @@ export function writeResult(name: string, markdown: string): string {
 /** Machine facts for a result header: numbers mean little without them. */
 export function environmentLine(): string {
   const redisVersion = spawnSync('redis-server', ['--version'], { encoding: 'utf8' }).stdout?.match(/v=(\S+)/)?.[1] ?? '?';
-  return `${os.cpus().length} CPU (${os.cpus()[0]?.model.trim() ?? '?'}), ${formatMiB(os.totalmem())} RAM, Node ${process.version}, redis-server ${redisVersion}, ${new Date().toISOString()}`;
+  // The load average tells a reader whether other work competed for the CPUs during the run.
+  return `${os.cpus().length} CPU (${os.cpus()[0]?.model.trim() ?? '?'}), ${formatMiB(os.totalmem())} RAM, Node ${process.version}, redis-server ${redisVersion}, load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')} when the table was written, ${new Date().toISOString()}`;
 }
 
 /**
