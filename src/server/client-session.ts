@@ -195,7 +195,7 @@ export class ClientSession {
   }
 
   scopeOf(spec: CommandSpec | undefined, args: Buffer[]): WriteScope {
-    if (spec?.scope === 'all' || (spec?.scope === 'db' && spec.name === 'flushall')) return { kind: 'all' };
+    if (spec?.scope === 'all') return { kind: 'all' };
     if (spec?.scope === 'db') return { kind: 'db', db: this.db };
     const keys = spec ? commandKeys(spec, args) : null;
     return keys ? { kind: 'keys', db: this.db, keys } : { kind: 'all' };
