@@ -182,12 +182,12 @@ export class NodeConnection extends EventEmitter {
       this.socket!.write(raw);
       return;
     }
-    // Requests of one tick leave in one write: one syscall and one buffer for the whole batch
+    // Requests of one event-loop turn leave in one write: one syscall and one buffer for the batch
     // (cork + many small writes costs a writev entry per request).
     this.outbox.push(raw);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      process.nextTick(this.flushOutbox);
+      setImmediate(this.flushOutbox);
     }
   }
 

@@ -272,7 +272,8 @@ export class ClientSession {
   private scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    process.nextTick(() => {
+    // After the poll phase: replies from several node reads leave in one write per client.
+    setImmediate(() => {
       this.flushScheduled = false;
       this.flush();
     });

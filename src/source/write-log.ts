@@ -198,6 +198,7 @@ export class WriteLog implements WriteLogView {
   }
 
   private wakeFollowers(): void {
+    if (this.waiters.size === 0) return; // the common case: called on every append
     for (const w of [...this.waiters]) w();
   }
 
