@@ -49,6 +49,18 @@ async function readValue(client: Redis, key: Buffer, type: string): Promise<stri
   }
 }
 
+/** A short, readable form of a canonical value for a difference line. */
+function preview(type: string, canonical: string): string {
+  let text = canonical;
+  if (type === 'string') text = JSON.stringify(Buffer.from(canonical, 'base64').toString('utf8'));
+  else if (type === 'list' || type === 'set' || type === 'zset') {
+    const items = JSON.parse(canonical) as string[];
+    const decoded = items.map((b) => Buffer.from(b, 'base64').toString('utf8'));
+    text = `${items.length} elements${decoded.length ? `, last ${JSON.stringify(decoded[decoded.length - 1])}` : ''}`;
+  } else if (type === 'hash') text = `${(JSON.parse(canonical) as unknown[]).length} fields`;
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+}
+
 export async function compareDb(master: Redis, replica: Redis, db: number, maxReported = 10): Promise<DbComparison> {
   const masterKeys = await scanAll(master);
   const replicaKeys = await scanAll(replica);
@@ -73,7 +85,7 @@ export async function compareDb(master: Redis, replica: Redis, db: number, maxRe
       continue;
     }
     const [mValue, rValue] = await Promise.all([readValue(master, key, mType), readValue(replica, key, rType)]);
-    if (mValue !== rValue) report(`${name}: ${mType} values differ`);
+    if (mValue !== rValue) report(`${name}: ${mType} values differ (master ${preview(mType, mValue)}, replica ${preview(rType, rValue)})`);
     const [mTtl, rTtl] = await Promise.all([master.pttl(key), replica.pttl(key)]);
     const bothPersistent = mTtl === -1 && rTtl === -1;
     const bothExpiring = mTtl > 0 && rTtl > 0 && Math.abs(mTtl - rTtl) <= TTL_TOLERANCE_MS;
