@@ -104,16 +104,18 @@ export class OrderedPath implements OrderedPathContract {
     };
     this.connection.send(encodeArgs(['MULTI']), intermediate);
     for (const q of queued) this.connection.send(q.raw, intermediate);
+    // A SELECT inside the transaction moves the connection to another db as soon as EXEC runs,
+    // before its reply arrives: commands sent after this batch must re-select (now, not in the callback).
+    const selects = queued.some((q) => q.args[0].length === 6 && q.args[0].toString().toLowerCase() === 'select');
     this.connection.send(encodeArgs(['EXEC']), (reply, err) => {
       if (reply && reply.type === 42) {
         const writes = new Set(queued.filter((q) => q.write).map((q) => q.args));
         this.appendToLog(db, () => execToLogCommands(queued.map((q) => q.args), reply.raw, Date.now(), (args) => writes.has(args)));
         for (const scope of scopes) for (const l of this.appliedListeners) l(scope);
       }
-      // A SELECT inside the transaction moved the connection to another db; re-select next time.
-      if (queued.some((q) => q.args[0].length === 6 && q.args[0].toString().toLowerCase() === 'select')) this.connection.db = -1;
       cb(reply, err);
     });
+    if (selects) this.connection.db = -1;
   }
 
   private appendToLog(db: number, build: () => Buffer[][] | null): void {

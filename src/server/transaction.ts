@@ -23,6 +23,8 @@ const NOT_IN_TRANSACTION = new Set(['replication', 'pubsub', 'refused', 'blockin
 export class Transaction {
   private readonly queued: Queued[] = [];
   private aborted = false;
+  /** The db the queued commands will run in: a SELECT inside the transaction moves it. */
+  private db: number;
 
   get size(): number {
     return this.queued.length;
@@ -32,7 +34,9 @@ export class Transaction {
     this.aborted = true;
   }
 
-  constructor(private readonly session: ClientSession) {}
+  constructor(private readonly session: ClientSession) {
+    this.db = session.db;
+  }
 
   /** Queues one command; returns the reply for it (+QUEUED or the queue-time error). */
   queue(name: string, spec: CommandSpec | undefined, args: Buffer[], raw: Buffer): Buffer {
@@ -57,7 +61,15 @@ export class Transaction {
         return refusal;
       }
     }
-    this.queued.push({ args, raw, write, scope: write ? s.scopeOf(spec, args) : undefined });
+    if (name === 'select') {
+      const db = Number(args[1].toString());
+      // An invalid index fails inside EXEC and leaves the db as it was, as on the node.
+      if (Number.isInteger(db) && db >= 0 && db < s.ctx.dbCount()) this.db = db;
+    }
+    // Scopes (snapshot copy-on-write, WATCH) must name the db the command will really write.
+    const scope = write ? s.scopeOf(spec, args) : undefined;
+    if (scope && scope.kind !== 'all') scope.db = this.db;
+    this.queued.push({ args, raw, write, scope });
     return encode.QUEUED;
   }
 
