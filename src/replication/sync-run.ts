@@ -127,7 +127,8 @@ export class SyncRun {
       if (meta.formatVersion !== SNAPSHOT_FORMAT_VERSION) throw new SyncProxyError('PROTOCOL_VERSION_MISMATCH', `master snapshot format ${meta.formatVersion}, this proxy loads ${SNAPSHOT_FORMAT_VERSION}`);
       validateManifest(meta, stagingRoot(config.dataDir));
       status.snapshotId = meta.snapshotId;
-      status.masterOffset = Math.max(status.masterOffset, meta.masterOffset);
+      // Offsets count within one write log: a new snapshot may come from a new log (restarted master).
+      status.masterOffset = meta.masterOffset;
       machine.transition('copying', `snapshot ${meta.snapshotId}: ${meta.files.length} files, ${meta.totalBytes} bytes, log offset ${meta.logOffset}`);
       try {
         copied = await copySnapshot({
