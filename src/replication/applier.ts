@@ -79,6 +79,8 @@ export async function followLog(options: FollowOptions): Promise<never> {
         });
         selectedDb = entry.db;
       }
+      // A transaction logged with a SELECT inside leaves the node connection in another db.
+      if (entry.commands.some((c) => c[0]?.length === 6 && c[0].toString('latin1').toLowerCase() === 'select')) selectedDb = -1;
       await sendEntry(node, entry, () => {
         progress.appliedOffset = entry.offset;
         progress.entriesApplied++;

@@ -113,7 +113,12 @@ export class Transaction {
       if (this.queued.length === 0) return s.reply(Buffer.from('*0\r\n'));
       const db = s.db;
       // A SELECT inside the transaction leaves the client in that db afterwards, as on Redis.
-      for (const q of this.queued) if (q.args[0].toString().toLowerCase() === 'select') s.db = Number(q.args[1].toString());
+      // Invalid indexes fail on the node and leave the db unchanged, so they are skipped here too.
+      for (const q of this.queued) {
+        if (q.args[0].toString().toLowerCase() !== 'select') continue;
+        const target = Number(q.args[1].toString());
+        if (Number.isInteger(target) && target >= 0 && target < s.ctx.dbCount()) s.db = target;
+      }
       const slot = s.slot();
       s.ctx.path.sendTransaction(db, this.queued, scopes, (reply, err) => s.fill(slot, reply ? reply.raw : errorReply(err)));
     };
