@@ -19,7 +19,7 @@ import Redis from 'ioredis';
 import { ProxyProcess } from '../test/helpers/proxy-process';
 import { RedisServer } from '../test/helpers/redis-server';
 import { loadMixedKeys } from './lib/mixed-data';
-import { Cleanup, RssSampler, environmentLine, formatMiB, formatOps, markdownTable, numericFlag, parseInfo, ratio, requireCommands, sleep, writeResult } from './lib/tools';
+import { Cleanup, RssSampler, busyMachineWarning, environmentLine, formatMiB, formatOps, markdownTable, numericFlag, parseInfo, ratio, requireCommands, sleep, writeResult } from './lib/tools';
 
 const POLL_MS = 100;
 
@@ -157,6 +157,7 @@ async function main(): Promise<void> {
       '',
       `Environment: ${environmentLine()}. All processes share this machine.`,
       '',
+      busyMachineWarning(),
       markdownTable(
         ['replication', 'time to in-sync', 'vs Redis', 'replica keys', 'peak RSS master side', 'peak RSS replica side'],
         [

@@ -14,7 +14,7 @@
  */
 import { RedisServer } from '../test/helpers/redis-server';
 import { ProxyProcess } from '../test/helpers/proxy-process';
-import { Cleanup, Nutcracker, RssSampler, environmentLine, formatMiB, formatOps, markdownTable, numericFlag, ratio, readRss, requireCommands, runRedisBenchmark, writeResult } from './lib/tools';
+import { Cleanup, Nutcracker, RssSampler, busyMachineWarning, environmentLine, formatMiB, formatOps, markdownTable, numericFlag, ratio, readRss, requireCommands, runRedisBenchmark, writeResult } from './lib/tools';
 
 const PIPELINES = [1, 16];
 const TESTS = ['SET', 'GET'];
@@ -87,6 +87,7 @@ async function main(): Promise<void> {
       '',
       `Environment: ${environmentLine()}. Everything (redis-server, proxy, twemproxy, redis-benchmark) shares this machine.`,
       '',
+      busyMachineWarning(),
       table,
       '',
       `Proxy RSS: ${formatMiB(idleRss)} idle before the load, ${formatMiB(proxyPeakRss)} peak under load (VmRSS sampled every 200 ms).`,

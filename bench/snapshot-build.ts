@@ -15,7 +15,7 @@ import { SyncClient, MetaAnswer } from '../src/sync/sync-client';
 import { ProxyProcess } from '../test/helpers/proxy-process';
 import { RedisServer } from '../test/helpers/redis-server';
 import { loadMixedKeys } from './lib/mixed-data';
-import { Cleanup, RssSampler, environmentLine, formatMiB, formatOps, markdownTable, numericFlag, parseInfo, requireCommands, writeResult } from './lib/tools';
+import { Cleanup, RssSampler, busyMachineWarning, environmentLine, formatMiB, formatOps, markdownTable, numericFlag, parseInfo, requireCommands, writeResult } from './lib/tools';
 
 /** GetMeta until the build is done: SNAPSHOT_BUILDING only means "ask again". */
 async function getMetaWaiting(client: SyncClient, timeoutMs: number): Promise<MetaAnswer> {
@@ -67,6 +67,7 @@ async function main(): Promise<void> {
       '',
       `Environment: ${environmentLine()}.`,
       '',
+      busyMachineWarning(),
       markdownTable(
         ['keys in snapshot', 'files', 'snapshot bytes', 'build time', 'keys/s', 'MB/s (snapshot bytes)', 'proxy peak RSS', 'second GetMeta (reuse)'],
         [[formatOps(records), meta.files.length, formatMiB(meta.totalBytes), `${seconds.toFixed(2)} s`, formatOps(records / seconds), (meta.totalBytes / 1e6 / seconds).toFixed(1), formatMiB(peak), `${reuseMs} ms, ${again.snapshotId === meta.snapshotId ? 'same snapshot' : 'NEW snapshot'}`]],

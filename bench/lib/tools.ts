@@ -175,11 +175,21 @@ export function writeResult(name: string, markdown: string): string {
   return file;
 }
 
+/** Taken before a benchmark starts anything: what other work was doing on the machine. */
+const LOAD_AT_START = os.loadavg()[0];
+
+/** A warning for the result when other work kept the CPUs busy before the run started. */
+export function busyMachineWarning(): string {
+  const cpus = os.cpus().length;
+  return LOAD_AT_START > cpus / 2
+    ? `**Warning: the 1-minute load average was ${LOAD_AT_START.toFixed(2)} on ${cpus} CPUs before this run started: other work competed with it; the numbers are unreliable.**\n`
+    : '';
+}
+
 /** Machine facts for a result header: numbers mean little without them. */
 export function environmentLine(): string {
   const redisVersion = spawnSync('redis-server', ['--version'], { encoding: 'utf8' }).stdout?.match(/v=(\S+)/)?.[1] ?? '?';
-  // The load average tells a reader whether other work competed for the CPUs during the run.
-  return `${os.cpus().length} CPU (${os.cpus()[0]?.model.trim() ?? '?'}), ${formatMiB(os.totalmem())} RAM, Node ${process.version}, redis-server ${redisVersion}, load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')} when the table was written, ${new Date().toISOString()}`;
+  return `${os.cpus().length} CPU (${os.cpus()[0]?.model.trim() ?? '?'}), ${formatMiB(os.totalmem())} RAM, Node ${process.version}, redis-server ${redisVersion}, load average ${LOAD_AT_START.toFixed(2)} before the run, ${new Date().toISOString()}`;
 }
 
 /**
