@@ -290,7 +290,8 @@ export class FaultProxy {
     const proxy = new FaultProxy(options.target, options.port ?? 0);
     const initial = normalizeMode(options.mode ?? 'pass');
     proxy.current = initial;
-    if (initial.mode !== 'refuse') await proxy.listen();
+    await proxy.listen(); // even for 'refuse': the port is fixed now, so a later 'pass' reuses it
+    if (initial.mode === 'refuse') await proxy.unlisten();
     return proxy;
   }
 
