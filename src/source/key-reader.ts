@@ -1,31 +1,41 @@
 /**
- * Reads keys from the node into snapshot records with the commands Pika has (DESIGN.md §6):
- * TYPE + PTTL per key, then GET / HGETALL / LRANGE / SMEMBERS / ZRANGE WITHSCORES / XRANGE for
- * small keys, pages (HSCAN, SSCAN, ZSCAN, LRANGE windows, XRANGE with COUNT) for big ones, so a
- * big key is streamed to the writer and never held whole. Keys and values are Buffers.
+ * Reads keys from the node into snapshot records with the commands Pika has (DESIGN.md §6).
  *
- * Each reader has its own connections (one per db, so concurrent reads never race on SELECT)
+ * A batch of keys costs two pipelined round trips: TYPE + PTTL for every key in one write, then
+ * the first page of every existing key in one write (GET; LRANGE 0..PAGE-1; HSCAN / SSCAN / ZSCAN
+ * from cursor 0 with COUNT PAGE; XRANGE with COUNT PAGE). A key whose first page is its whole
+ * value (cursor 0, or fewer than PAGE items) is written from that reply; a bigger one is paged on
+ * (so a big key is streamed to the writer and never held whole). No length command is needed: a
+ * key being read is marked in the copy-on-write gate, so no client write changes it meanwhile.
+ *
+ * Each reader has its own raw connections (one per db, so concurrent reads never race on SELECT)
  * that do not reconnect: a node that goes away fails the build instead of stalling it.
  */
-import Redis from 'ioredis';
 import type { Logger } from 'pino';
 import { SyncProxyError } from '../errors';
+import type { Reply } from '../resp/reply-reader';
+import { Command, NodeAddress, ReaderConnection, expectNoError } from './reader-connection';
 import type { RecordSink } from './snapshot-writer';
 import type { KeyType } from './types';
 
-export interface NodeAddress {
-  host: string;
-  port: number;
-  password?: string;
-}
+export type { NodeAddress } from './reader-connection';
 
-/** Elements per command in a record, and the size up to which a key is read in one command. */
+/** Elements per command in a record, and the page size of reads. */
 export const PAGE = 1000;
-const COMMAND_TIMEOUT_MS = 60_000;
-const B = (s: string | number): Buffer => Buffer.from(String(s));
+const PAGE_END = String(PAGE - 1);
+const PAGE_COUNT = String(PAGE);
 
-const LENGTH_COMMAND: Record<Exclude<KeyType, 'string'>, string> = { hash: 'HLEN', list: 'LLEN', set: 'SCARD', zset: 'ZCARD', stream: 'XLEN' };
-const ADD_COMMAND: Record<Exclude<KeyType, 'string' | 'stream'>, string> = { hash: 'HMSET', list: 'RPUSH', set: 'SADD', zset: 'ZADD' };
+const NAME = {
+  SET: Buffer.from('SET'),
+  HMSET: Buffer.from('HMSET'),
+  RPUSH: Buffer.from('RPUSH'),
+  SADD: Buffer.from('SADD'),
+  ZADD: Buffer.from('ZADD'),
+  XADD: Buffer.from('XADD'),
+  PEXPIREAT: Buffer.from('PEXPIREAT'),
+};
+const TYPES: Record<string, KeyType> = { string: 'string', hash: 'hash', list: 'list', set: 'set', zset: 'zset', stream: 'stream', streams: 'stream' };
+const SCAN_OF = { hash: 'HSCAN', set: 'SSCAN', zset: 'ZSCAN' } as const;
 
 interface Probe {
   key: Buffer;
@@ -33,12 +43,11 @@ interface Probe {
   expireAtMs: number;
 }
 
-/** Runs `fn` with exclusive use of the snapshot writer (records are written one at a time). */
-export type WithSink = <T>(fn: (sink: RecordSink) => Promise<T>) => Promise<T>;
+/** Runs `fn` with exclusive use of the snapshot writer (one batch of records at a time). */
+export type WithSink = <T>(fn: (sink: RecordSink) => Promise<T> | T) => Promise<T>;
 
 export class KeyReader {
-  private conns = new Map<number, Promise<Redis>>();
-  private opened: Redis[] = [];
+  private conns = new Map<number, Promise<ReaderConnection>>();
   private closed = false;
   /** Keys whose record was written (a key may be counted twice when read twice). */
   keysRead = 0;
@@ -46,23 +55,12 @@ export class KeyReader {
   constructor(private readonly node: NodeAddress, private readonly logger: Logger) {}
 
   /** The reader's connection to `db` (one connect shared by concurrent callers). */
-  connection(db: number): Promise<Redis> {
+  connection(db: number): Promise<ReaderConnection> {
     if (this.closed) return Promise.reject(new SyncProxyError('SNAPSHOT_BUILD_FAILED', 'key reader closed'));
     let ready = this.conns.get(db);
     if (!ready) {
-      const conn = new Redis({
-        host: this.node.host, port: this.node.port, password: this.node.password, db,
-        lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, enableReadyCheck: false,
-        enableOfflineQueue: false, commandTimeout: COMMAND_TIMEOUT_MS, connectionName: 'pika-sync-proxy-snapshot',
-      });
-      conn.on('error', (err) => this.logger.debug({ err: err.message, db }, 'snapshot reader connection error'));
-      this.opened.push(conn);
-      ready = conn.connect().then(
-        () => conn,
-        (err: Error) => {
-          throw new SyncProxyError('BACKEND_UNAVAILABLE', `snapshot reader cannot connect to the node: ${err.message}`, { cause: err });
-        },
-      );
+      ready = ReaderConnection.connect(this.node, db);
+      ready.catch((err: unknown) => this.logger.debug({ err: (err as Error).message, db }, 'snapshot reader connection failed'));
       this.conns.set(db, ready);
     }
     return ready;
@@ -70,133 +68,176 @@ export class KeyReader {
 
   /**
    * Reads `keys` of `db` and writes one record per existing key through `withSink`. `onDone` is
-   * called for every key once it is settled (written, or absent); keys are settled in order.
+   * called for every key once it is settled (written, or absent).
    */
   async readKeys(db: number, keys: Buffer[], withSink: WithSink, onDone: (key: Buffer) => void): Promise<void> {
     const conn = await this.connection(db);
     const probes = await this.probe(conn, keys);
-    const small = await Promise.all(probes.map((p) => (p ? this.readSmall(conn, p) : null)));
-    for (let i = 0; i < keys.length; i++) {
-      const p = probes[i];
-      const value = small[i];
-      if (p && value !== 'absent') {
-        await withSink(async (sink) => {
-          await sink.beginKey(db, p.key, p.type, p.expireAtMs);
-          if (value === 'big') await this.streamBig(conn, p, sink);
-          else for (const cmd of value ?? []) await sink.command(cmd);
-          if (p.expireAtMs >= 0) await sink.command([B('PEXPIREAT'), p.key, B(p.expireAtMs)]);
-        });
-        this.keysRead++;
+    const existing = probes.filter((p): p is Probe => p !== null);
+    const first = await conn.batch(existing.map(firstRead));
+    await withSink(async (sink) => {
+      let next = 0;
+      for (let i = 0; i < keys.length; i++) {
+        const p = probes[i];
+        if (p) {
+          if (await this.writeRecord(conn, sink, db, p, first[next++])) this.keysRead++;
+        }
+        onDone(keys[i]);
       }
-      onDone(keys[i]);
-    }
+    });
   }
 
   async close(): Promise<void> {
     this.closed = true;
-    for (const conn of this.opened) conn.disconnect();
-    this.opened = [];
+    const conns = [...this.conns.values()];
     this.conns.clear();
+    for (const ready of conns) {
+      ready.then(
+        (c) => c.close(),
+        () => undefined,
+      );
+    }
   }
 
-  /** TYPE + PTTL for every key (pipelined); null for a key that does not exist. */
-  private async probe(conn: Redis, keys: Buffer[]): Promise<(Probe | null)[]> {
-    const replies = await Promise.all(keys.flatMap((k) => [conn.callBuffer('TYPE', k), conn.callBuffer('PTTL', k)]));
+  /** TYPE + PTTL for every key (one write); null for a key that does not exist. */
+  private async probe(conn: ReaderConnection, keys: Buffer[]): Promise<(Probe | null)[]> {
+    const commands: Command[] = [];
+    for (const k of keys) commands.push(['TYPE', k], ['PTTL', k]);
+    const replies = await conn.batch(commands);
     const now = Date.now();
     return keys.map((key, i) => {
-      const typeName = String(replies[2 * i]);
-      const pttl = Number(replies[2 * i + 1]);
+      const typeReply = replies[2 * i];
+      const pttlReply = replies[2 * i + 1];
+      expectNoError(typeReply, 'TYPE');
+      expectNoError(pttlReply, 'PTTL');
+      const typeName = typeof typeReply === 'string' ? typeReply : String(typeReply);
+      const pttl = typeof pttlReply === 'number' ? pttlReply : Number.NaN;
+      if (Number.isNaN(pttl)) throw new SyncProxyError('MALFORMED_RESPONSE', 'PTTL answered a non-integer');
       if (typeName === 'none' || pttl === -2) return null;
-      const type = (typeName === 'streams' ? 'stream' : typeName) as KeyType;
-      if (!['string', 'hash', 'list', 'set', 'zset', 'stream'].includes(type)) {
-        throw new SyncProxyError('SNAPSHOT_BUILD_FAILED', `key of unsupported type '${typeName}' in the node`);
-      }
+      const type = TYPES[typeName];
+      if (!type) throw new SyncProxyError('SNAPSHOT_BUILD_FAILED', `key of unsupported type '${typeName}' in the node`);
       // PTTL 0 is "expires now" on Redis and "missing" on Pika: a missing key shows as an empty read.
       return { key, type, expireAtMs: pttl >= 0 ? now + pttl : -1 };
     });
   }
 
-  /** The record's commands for a small key, 'big' for a key to page, 'absent' when it vanished. */
-  private async readSmall(conn: Redis, p: Probe): Promise<Buffer[][] | 'big' | 'absent'> {
+  /**
+   * Writes the record of `p` from its first page `reply`, paging on for a big key. False when the
+   * key turned out absent (vanished or expired since the probe): no record then.
+   */
+  private async writeRecord(conn: ReaderConnection, sink: RecordSink, db: number, p: Probe, reply: Reply): Promise<boolean> {
     const k = p.key;
-    if (p.type === 'string') {
-      const v = (await conn.callBuffer('GET', k)) as Buffer | null;
-      return v === null ? 'absent' : [[B('SET'), k, v]];
-    }
-    const length = Number(await conn.callBuffer(LENGTH_COMMAND[p.type], k));
-    if (length === 0) return 'absent';
-    if (length > PAGE) return 'big';
-    switch (p.type) {
-      case 'hash':
-        return chunked('HMSET', k, (await conn.callBuffer('HGETALL', k)) as Buffer[], 2);
-      case 'list':
-        return chunked('RPUSH', k, (await conn.callBuffer('LRANGE', k, 0, -1)) as Buffer[], 1);
-      case 'set':
-        return chunked('SADD', k, (await conn.callBuffer('SMEMBERS', k)) as Buffer[], 1);
-      case 'zset':
-        return chunked('ZADD', k, swapPairs((await conn.callBuffer('ZRANGE', k, 0, -1, 'WITHSCORES')) as Buffer[]), 2);
-      case 'stream':
-        return xadds(k, (await conn.callBuffer('XRANGE', k, '-', '+')) as StreamEntry[]);
-    }
-  }
-
-  private async streamBig(conn: Redis, p: Probe, sink: RecordSink): Promise<void> {
-    const k = p.key;
-    const emit = async (cmds: Buffer[][] | 'absent'): Promise<void> => {
-      if (cmds !== 'absent') for (const c of cmds) await sink.command(c);
+    expectNoError(reply, `reading a ${p.type}`);
+    let begun = false;
+    // PSP.KEY goes out with the first element, so a key that vanished leaves no record.
+    const begin = (): void => {
+      if (!begun) sink.beginKey(db, k, p.type, p.expireAtMs);
+      begun = true;
     };
-    if (p.type === 'list') {
-      for (let start = 0; ; start += PAGE) {
-        const items = (await conn.callBuffer('LRANGE', k, start, start + PAGE - 1)) as Buffer[];
-        if (items.length > 0) await emit(chunked('RPUSH', k, items, 1));
-        if (items.length < PAGE) return;
+    switch (p.type) {
+      case 'string': {
+        if (reply === null) return false;
+        begin();
+        sink.command([NAME.SET, k, bulkOf(reply, 'GET')]);
+        break;
+      }
+      case 'list': {
+        let items = bulksOf(reply, 'LRANGE');
+        for (let start = 0; ; ) {
+          if (items.length > 0) {
+            begin();
+            sink.elements(NAME.RPUSH, k, items, 0, items.length, false);
+          }
+          if (items.length < PAGE) break;
+          start += PAGE;
+          items = bulksOf(await conn.call(['LRANGE', k, String(start), String(start + PAGE - 1)]), 'LRANGE');
+        }
+        break;
+      }
+      case 'stream': {
+        let entries = streamEntriesOf(reply);
+        for (;;) {
+          if (entries.length > 0) begin();
+          for (const [id, fields] of entries) {
+            const args: Buffer[] = [NAME.XADD, k, id];
+            for (const f of fields) args.push(f);
+            sink.command(args);
+          }
+          if (entries.length < PAGE) break;
+          const start = nextStreamId(entries[entries.length - 1][0].toString('latin1'));
+          entries = streamEntriesOf(await conn.call(['XRANGE', k, start, '+', 'COUNT', PAGE_COUNT]));
+        }
+        break;
+      }
+      default: {
+        const scan = SCAN_OF[p.type];
+        const name = p.type === 'hash' ? NAME.HMSET : p.type === 'set' ? NAME.SADD : NAME.ZADD;
+        const width = p.type === 'set' ? 1 : 2;
+        let page = reply;
+        for (;;) {
+          const [cursor, items] = scanPageOf(page, scan);
+          if (items.length % width !== 0) throw new SyncProxyError('MALFORMED_RESPONSE', `${scan} answered an odd number of items`);
+          if (items.length > 0) begin();
+          for (let i = 0; i < items.length; i += PAGE * width) {
+            sink.elements(name, k, items, i, Math.min(items.length, i + PAGE * width), p.type === 'zset');
+          }
+          if (cursor === '0') break;
+          page = await conn.call([scan, k, cursor, 'COUNT', PAGE_COUNT]);
+          expectNoError(page, scan);
+        }
       }
     }
-    if (p.type === 'stream') {
-      let start = '-';
-      for (;;) {
-        const entries = (await conn.callBuffer('XRANGE', k, start, '+', 'COUNT', PAGE)) as StreamEntry[];
-        if (entries.length === 0) return;
-        await emit(entries.map(([id, fields]) => [B('XADD'), k, id, ...fields]));
-        if (entries.length < PAGE) return;
-        start = nextStreamId(entries[entries.length - 1][0].toString());
-      }
-    }
-    const scan = p.type === 'hash' ? 'HSCAN' : p.type === 'set' ? 'SSCAN' : 'ZSCAN';
-    const addCommand = ADD_COMMAND[p.type as 'hash' | 'set' | 'zset'];
-    let cursor = '0';
-    do {
-      const [next, items] = (await conn.callBuffer(scan, k, cursor, 'COUNT', PAGE)) as [Buffer, Buffer[]];
-      cursor = next.toString();
-      const args = p.type === 'zset' ? swapPairs(items) : items;
-      if (args.length > 0) await emit(chunked(addCommand, k, args, p.type === 'set' ? 1 : 2));
-    } while (cursor !== '0');
+    if (!begun) return false;
+    if (p.expireAtMs >= 0) sink.command([NAME.PEXPIREAT, k, String(p.expireAtMs)]);
+    return true;
   }
+}
+
+/** The first read of a key: its whole value when small, its first page when big. */
+function firstRead(p: Probe): Command {
+  switch (p.type) {
+    case 'string':
+      return ['GET', p.key];
+    case 'list':
+      return ['LRANGE', p.key, '0', PAGE_END];
+    case 'stream':
+      return ['XRANGE', p.key, '-', '+', 'COUNT', PAGE_COUNT];
+    default:
+      return [SCAN_OF[p.type], p.key, '0', 'COUNT', PAGE_COUNT];
+  }
+}
+
+function malformed(what: string): SyncProxyError {
+  return new SyncProxyError('MALFORMED_RESPONSE', `${what} answered an unexpected reply shape`);
+}
+
+function bulkOf(reply: Reply, what: string): Buffer {
+  if (!Buffer.isBuffer(reply)) throw malformed(what);
+  return reply;
+}
+
+function bulksOf(reply: Reply, what: string): Buffer[] {
+  expectNoError(reply, what);
+  if (!Array.isArray(reply)) throw malformed(what);
+  for (const item of reply) if (!Buffer.isBuffer(item)) throw malformed(what);
+  return reply as Buffer[];
+}
+
+function scanPageOf(reply: Reply, what: string): [string, Buffer[]] {
+  if (!Array.isArray(reply) || reply.length !== 2 || !Buffer.isBuffer(reply[0])) throw malformed(what);
+  return [reply[0].toString('latin1'), bulksOf(reply[1], what)];
 }
 
 type StreamEntry = [Buffer, Buffer[]];
 
-/** `name key a1 a2 ...` commands of at most PAGE elements (an element is `width` arguments). */
-function chunked(name: string, key: Buffer, flat: Buffer[], width: number): Buffer[][] | 'absent' {
-  if (flat.length === 0) return 'absent';
-  const out: Buffer[][] = [];
-  for (let i = 0; i < flat.length; i += PAGE * width) out.push([B(name), key, ...flat.slice(i, i + PAGE * width)]);
-  return out;
-}
-
-/** ZRANGE/ZSCAN give member, score; ZADD wants score, member. */
-function swapPairs(items: Buffer[]): Buffer[] {
-  const out: Buffer[] = new Array(items.length);
-  for (let i = 0; i + 1 < items.length; i += 2) {
-    out[i] = items[i + 1];
-    out[i + 1] = items[i];
+function streamEntriesOf(reply: Reply): StreamEntry[] {
+  expectNoError(reply, 'XRANGE');
+  if (!Array.isArray(reply)) throw malformed('XRANGE');
+  for (const entry of reply) {
+    if (!Array.isArray(entry) || entry.length !== 2 || !Buffer.isBuffer(entry[0])) throw malformed('XRANGE');
+    bulksOf(entry[1], 'XRANGE');
   }
-  return out;
-}
-
-function xadds(key: Buffer, entries: StreamEntry[]): Buffer[][] | 'absent' {
-  if (entries.length === 0) return 'absent';
-  return entries.map(([id, fields]) => [B('XADD'), key, id, ...fields]);
+  return reply as unknown as StreamEntry[];
 }
 
 /** The smallest id after `id` (portable: Pika may lack exclusive `(` ranges). */
@@ -204,3 +245,4 @@ export function nextStreamId(id: string): string {
   const [ms, seq] = id.split('-').map((p) => BigInt(p));
   return seq === 0xffff_ffff_ffff_ffffn ? `${ms + 1n}-0` : `${ms}-${seq + 1n}`;
 }
+

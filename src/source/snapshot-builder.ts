@@ -14,6 +14,7 @@
  */
 import type { Logger } from 'pino';
 import { SyncProxyError, describeError, toSyncProxyError } from '../errors';
+import { NodeErrorReply, Reply } from '../resp/reply-reader';
 import { KeyReader, NodeAddress, WithSink } from './key-reader';
 import { SnapshotWriter } from './snapshot-writer';
 import type { Manifest, OrderedPath, WriteGate, WriteLogView, WriteScope } from './types';
@@ -45,7 +46,8 @@ export interface BuildStatus {
 }
 
 const SCAN_COUNT = 1000;
-const BATCH = 500;
+const BATCH = 1000;
+const PIPELINE_DEPTH = 3;
 
 interface Deferred {
   promise: Promise<void>;
@@ -57,8 +59,29 @@ function deferred(): Deferred {
   return { promise, resolve };
 }
 
-interface Reading extends Deferred {
-  db: number;
+/**
+ * A key being read. The promise a write waits on is made only when a write asks for it: most
+ * keys are never written during a build, and a promise per scanned key costs more than the read.
+ */
+class Reading {
+  private done = false;
+  private waiting?: Deferred;
+  constructor(readonly db: number) {}
+
+  get promise(): Promise<void> {
+    if (this.done) return Promise.resolve();
+    this.waiting ??= deferred();
+    return this.waiting.promise;
+  }
+
+  get settled(): boolean {
+    return this.done;
+  }
+
+  resolve(): void {
+    this.done = true;
+    this.waiting?.resolve();
+  }
 }
 
 const keyId = (db: number, key: Buffer): string => `${db}:${key.toString('latin1')}`;
@@ -199,15 +222,32 @@ export class SnapshotBuilder implements WriteGate {
     return entry.promise;
   }
 
+  /**
+   * SCAN pages are fetched one ahead, and up to PIPELINE_DEPTH batches are read at once (their
+   * round trips to the node overlap the writing of the previous batch's records).
+   */
   private async scanDb(db: number): Promise<void> {
     const conn = await this.scanner.connection(db);
-    let cursor = '0';
-    do {
-      if (this.failure) throw this.failure;
-      const [next, keys] = (await conn.callBuffer('SCAN', cursor, 'COUNT', SCAN_COUNT)) as [Buffer, Buffer[]];
-      cursor = next.toString();
-      for (let i = 0; i < keys.length; i += BATCH) await this.scanBatch(db, keys.slice(i, i + BATCH));
-    } while (cursor !== '0');
+    const scanPage = (cursor: string): Promise<[string, Buffer[]]> => conn.call(['SCAN', cursor, 'COUNT', String(SCAN_COUNT)]).then(scanReply);
+    const inFlight: Promise<void>[] = [];
+    let page = scanPage('0');
+    page.catch(() => undefined);
+    for (;;) {
+      if (this.failure) break;
+      const [next, keys] = await page;
+      if (next !== '0') {
+        page = scanPage(next);
+        page.catch(() => undefined);
+      }
+      for (let i = 0; i < keys.length; i += BATCH) {
+        const batch = this.scanBatch(db, keys.slice(i, i + BATCH));
+        batch.catch(() => undefined);
+        inFlight.push(batch);
+        if (inFlight.length >= PIPELINE_DEPTH) await inFlight.shift();
+      }
+      if (next === '0') break;
+    }
+    await Promise.all(inFlight);
     if (this.failure) throw this.failure;
   }
 
@@ -219,6 +259,7 @@ export class SnapshotBuilder implements WriteGate {
       if (this.tracked.has(id) || this.reading.has(id)) continue;
       todo.push({ key, id, entry: this.markReading(db, id) });
     }
+    if (todo.length === 0) return;
     try {
       let i = 0;
       await this.scanner.readKeys(db, todo.map((t) => t.key), this.withSink, () => {
@@ -226,15 +267,20 @@ export class SnapshotBuilder implements WriteGate {
         this.unmark(t.id, t.entry);
       });
     } finally {
-      for (const t of todo) this.unmark(t.id, t.entry);
+      for (const t of todo) if (!t.entry.settled) this.unmark(t.id, t.entry);
     }
   }
 
-  /** Exclusive use of the writer: one key record at a time. */
+  /**
+   * Exclusive use of the writer for one batch of records (a big key's record spans awaits), then
+   * waits for the disk when too much is queued.
+   */
   private withSink: WithSink = (fn) => {
-    const run = this.lock.then(() => {
+    const run = this.lock.then(async () => {
       if (this.failure) throw this.failure;
-      return fn(this.writer);
+      const result = await fn(this.writer);
+      await this.writer.drain();
+      return result;
     });
     this.lock = run.then(
       () => undefined,
@@ -244,7 +290,7 @@ export class SnapshotBuilder implements WriteGate {
   };
 
   private markReading(db: number, id: string): Reading {
-    const entry = { ...deferred(), db };
+    const entry = new Reading(db);
     this.reading.set(id, entry);
     return entry;
   }
@@ -283,12 +329,14 @@ export class SnapshotBuilder implements WriteGate {
   private async discoverDbs(): Promise<number[]> {
     const conn = await this.scanner.connection(0);
     let count = 1;
-    try {
-      const reply = (await conn.callBuffer('CONFIG', 'GET', 'databases')) as Buffer[];
-      const n = Number(reply?.[1]?.toString());
+    const reply = await conn.call(['CONFIG', 'GET', 'databases']);
+    if (reply instanceof NodeErrorReply) {
+      this.logger.info({ err: reply.message }, 'CONFIG GET databases refused; assuming one database');
+    } else {
+      const value = Array.isArray(reply) ? reply[1] : undefined;
+      const n = Buffer.isBuffer(value) ? Number(value.toString('latin1')) : Number.NaN;
       if (Number.isInteger(n) && n >= 1) count = n;
-    } catch (err) {
-      this.logger.info({ err: (err as Error).message }, 'CONFIG GET databases refused; assuming one database');
+      else this.logger.info('CONFIG GET databases gave no count; assuming one database');
     }
     this.dbCount = count;
     return Array.from({ length: count }, (_, i) => i);
@@ -310,4 +358,13 @@ export class SnapshotBuilder implements WriteGate {
     for (const d of this.dbScanned.values()) d.resolve();
     for (const r of this.reading.values()) r.resolve();
   }
+}
+
+function scanReply(reply: Reply): [string, Buffer[]] {
+  if (reply instanceof NodeErrorReply) throw new SyncProxyError('BACKEND_ERROR_REPLY', `SCAN failed on the node: ${reply.message}`);
+  const [cursor, keys] = Array.isArray(reply) && reply.length === 2 ? reply : [];
+  if (!Buffer.isBuffer(cursor) || !Array.isArray(keys) || !keys.every((k) => Buffer.isBuffer(k))) {
+    throw new SyncProxyError('MALFORMED_RESPONSE', 'SCAN answered an unexpected reply shape');
+  }
+  return [cursor.toString('latin1'), keys as Buffer[]];
 }

@@ -6,46 +6,73 @@
  *
  * Files roll once they reach `fileSize`, always between two commands; a key record that continues
  * in the next file is resumed with PSP.PART. Callers serialize records (one key at a time).
+ *
+ * Why appends are synchronous: the key reader produces hundreds of thousands of small records per
+ * second; a promise per record and a small buffer per argument cost more than the I/O. Records
+ * are encoded straight into large blocks (CommandEncoder), the CRC32C of a file is computed per
+ * block, and a background flusher writes the blocks with few large writes, opening, fsyncing and
+ * closing files in order. Memory stays bounded because writers `await drain()` (the key reader
+ * does it after every batch): it waits while more than MAX_QUEUED bytes wait for the disk.
  */
 import { crc32c } from '@node-rs/crc32';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { toSyncProxyError } from '../errors';
-import { encodeArgs } from '../resp/request-parser';
+import { SyncProxyError, toSyncProxyError } from '../errors';
+import { CommandEncoder } from '../resp/command-encoder';
 import { KeyType, Manifest, ManifestFile, SNAPSHOT_FORMAT_VERSION } from './types';
 
 export interface SnapshotWriterOptions {
-  /** `<dataDir>/snapshots` */
+  /** `<dir>/snapshots` */
   dir: string;
   snapshotId: string;
   fileSize: number;
   logger: Logger;
 }
 
-/** Where one record's commands go; implemented by SnapshotWriter. */
+/** Where one record's commands go; implemented by SnapshotWriter (appends are synchronous). */
 export interface RecordSink {
-  beginKey(db: number, key: Buffer, type: KeyType, expireAtMs: number): Promise<void>;
-  command(args: Buffer[]): Promise<void>;
+  beginKey(db: number, key: Buffer, type: KeyType, expireAtMs: number): void;
+  command(args: ReadonlyArray<Buffer | string>): void;
+  /**
+   * `name key items[from..to)`, with each (a, b) pair written as (b, a) when `swapPairs` (ZSCAN
+   * and ZRANGE give member, score; ZADD wants score, member).
+   */
+  elements(name: Buffer, key: Buffer, items: readonly Buffer[], from: number, to: number, swapPairs: boolean): void;
 }
 
-const WRITE_BUFFER = 256 * 1024;
-const B = (s: string | number): Buffer => Buffer.from(String(s));
+/** Blocks are handed to the flusher at this size. */
+const HAND_OFF = 1024 * 1024;
+/** `drain()` waits while more than this waits for the disk. */
+const MAX_QUEUED = 8 * 1024 * 1024;
+
+const PSP_KEY = Buffer.from('PSP.KEY');
+const PSP_PART = Buffer.from('PSP.PART');
+
+type FlushOp = { kind: 'open'; name: string } | { kind: 'data'; chunks: Buffer[]; bytes: number } | { kind: 'close'; name: string; size: number; records: number };
 
 export class SnapshotWriter implements RecordSink {
   readonly buildDir: string;
   readonly finalDir: string;
-  private handle: fsp.FileHandle | undefined;
+  private readonly encoder = new CommandEncoder();
   private fileName = '';
   private fileBytes = 0;
   private fileCrc = 0;
   private fileRecords = 0;
-  private buffered: Buffer[] = [];
-  private bufferedBytes = 0;
+  /** Bytes of the current file already handed to the flusher (covered by fileCrc). */
+  private fileHanded = 0;
   private files: ManifestFile[] = [];
   private recordsByDb = new Map<number, number>();
   private currentKey: { db: number; key: Buffer } | undefined;
   private totalBytes = 0;
+
+  private readonly queue: FlushOp[] = [];
+  private queuedBytes = 0;
+  private flusher: Promise<void> | undefined;
+  private handle: fsp.FileHandle | undefined;
+  private failure: SyncProxyError | undefined;
+  private aborted = false;
+  private waiters: Array<() => void> = [];
 
   constructor(private readonly options: SnapshotWriterOptions) {
     this.buildDir = path.join(options.dir, `${options.snapshotId}.tmp`);
@@ -68,23 +95,53 @@ export class SnapshotWriter implements RecordSink {
       await fsp.rm(this.buildDir, { recursive: true, force: true });
       await fsp.mkdir(this.buildDir, { recursive: true });
     });
-    await this.startFile();
+    this.startFile();
   }
 
-  async beginKey(db: number, key: Buffer, type: KeyType, expireAtMs: number): Promise<void> {
-    if (this.fileBytes >= this.options.fileSize) await this.roll();
+  beginKey(db: number, key: Buffer, type: KeyType, expireAtMs: number): void {
+    this.check();
+    if (this.fileBytes >= this.options.fileSize) this.roll();
     this.currentKey = { db, key };
     this.fileRecords++;
     this.recordsByDb.set(db, (this.recordsByDb.get(db) ?? 0) + 1);
-    await this.put(encodeArgs([B('PSP.KEY'), B(db), key, B(type), B(expireAtMs)]));
+    const e = this.encoder;
+    const before = e.length;
+    e.arrayHeader(5);
+    e.bulk(PSP_KEY);
+    e.bulkInteger(db);
+    e.bulk(key);
+    e.bulk(type);
+    e.bulkInteger(expireAtMs);
+    this.appended(before);
   }
 
-  async command(args: Buffer[]): Promise<void> {
-    if (this.fileBytes >= this.options.fileSize) {
-      await this.roll();
-      if (this.currentKey) await this.put(encodeArgs([B('PSP.PART'), B(this.currentKey.db), this.currentKey.key]));
+  command(args: ReadonlyArray<Buffer | string>): void {
+    const before = this.beforeCommand();
+    this.encoder.command(args);
+    this.appended(before);
+  }
+
+  elements(name: Buffer, key: Buffer, items: readonly Buffer[], from: number, to: number, swapPairs: boolean): void {
+    const before = this.beforeCommand();
+    const e = this.encoder;
+    e.arrayHeader(2 + to - from);
+    e.bulk(name);
+    e.bulk(key);
+    if (swapPairs) {
+      for (let i = from; i + 1 < to; i += 2) {
+        e.bulk(items[i + 1]);
+        e.bulk(items[i]);
+      }
+    } else {
+      for (let i = from; i < to; i++) e.bulk(items[i]);
     }
-    await this.put(encodeArgs(args));
+    this.appended(before);
+  }
+
+  /** Waits while too much waits for the disk; rejects when writing failed. */
+  async drain(): Promise<void> {
+    while (!this.failure && this.queuedBytes > MAX_QUEUED) await new Promise<void>((resolve) => this.waiters.push(resolve));
+    this.check();
   }
 
   /**
@@ -92,7 +149,10 @@ export class SnapshotWriter implements RecordSink {
    * `dbs` lists db 0 and every db with records.
    */
   async finish(meta: { logId: string; logOffset: number; createdAtMs: number }): Promise<Manifest> {
-    await this.endFile();
+    this.check();
+    this.endFile();
+    while (!this.failure && this.flusher) await this.flusher;
+    this.check();
     const dbs = [...new Set([0, ...this.recordsByDb.keys()])]
       .sort((a, b) => a - b)
       .map((db) => ({ db, records: this.recordsByDb.get(db) ?? 0 }));
@@ -123,59 +183,129 @@ export class SnapshotWriter implements RecordSink {
 
   /** Drops the unfinished build (nothing servable remains). */
   async abort(): Promise<void> {
+    this.aborted = true;
+    this.failure ??= new SyncProxyError('SNAPSHOT_BUILD_FAILED', 'snapshot build aborted');
+    this.queue.length = 0;
+    this.wake();
+    await this.flusher?.catch(() => undefined);
     const fh = this.handle;
     this.handle = undefined;
     await fh?.close().catch(() => undefined);
     await fsp.rm(this.buildDir, { recursive: true, force: true });
   }
 
-  private async startFile(): Promise<void> {
+  /** Rolls to the next file when the current one is full (PSP.PART resumes the open record). */
+  private beforeCommand(): number {
+    this.check();
+    if (this.fileBytes >= this.options.fileSize) {
+      this.roll();
+      if (this.currentKey) {
+        const before = this.encoder.length;
+        this.encoder.command([PSP_PART, String(this.currentKey.db), this.currentKey.key]);
+        this.appended(before);
+      }
+    }
+    return this.encoder.length;
+  }
+
+  private appended(before: number): void {
+    const n = this.encoder.length - before;
+    this.fileBytes += n;
+    this.totalBytes += n;
+    if (this.encoder.length >= HAND_OFF) this.handOff();
+  }
+
+  private startFile(): void {
     this.fileName = `part-${String(this.files.length + 1).padStart(6, '0')}.resp`;
-    this.handle = await this.io('creating a snapshot file', () => fsp.open(path.join(this.buildDir, this.fileName), 'wx'));
     this.fileBytes = 0;
     this.fileCrc = 0;
+    this.fileHanded = 0;
     this.fileRecords = 0;
-    await this.put(encodeArgs([B('PSP.FILE'), B(SNAPSHOT_FORMAT_VERSION), B(this.options.snapshotId), B(this.fileName)]));
+    this.enqueue({ kind: 'open', name: this.fileName });
+    const before = this.encoder.length;
+    this.encoder.command(['PSP.FILE', String(SNAPSHOT_FORMAT_VERSION), this.options.snapshotId, this.fileName]);
+    this.appended(before);
   }
 
-  private async endFile(): Promise<void> {
-    await this.put(encodeArgs([B('PSP.EOF'), B(this.fileRecords)]));
-    await this.flush();
-    const fh = this.handle;
-    this.handle = undefined;
-    await this.io('closing a snapshot file', async () => {
-      await fh?.sync();
-      await fh?.close();
-    });
+  private endFile(): void {
+    const before = this.encoder.length;
+    this.encoder.command(['PSP.EOF', String(this.fileRecords)]);
+    this.appended(before);
+    this.handOff();
+    if (this.fileHanded !== this.fileBytes) throw new SyncProxyError('INTERNAL', `snapshot writer lost track of ${this.fileName}'s size`);
     this.files.push({ name: this.fileName, size: this.fileBytes, crc32c: this.fileCrc >>> 0 });
-    this.options.logger.debug({ file: this.fileName, size: this.fileBytes, records: this.fileRecords }, 'snapshot file complete');
+    this.enqueue({ kind: 'close', name: this.fileName, size: this.fileBytes, records: this.fileRecords });
   }
 
-  private async roll(): Promise<void> {
-    await this.endFile();
-    await this.startFile();
+  private roll(): void {
+    this.endFile();
+    this.startFile();
   }
 
-  private async put(data: Buffer): Promise<void> {
-    this.fileCrc = crc32c(data, this.fileCrc);
-    this.fileBytes += data.length;
-    this.totalBytes += data.length;
-    this.buffered.push(data);
-    this.bufferedBytes += data.length;
-    if (this.bufferedBytes >= WRITE_BUFFER) await this.flush();
+  /** Hands the encoded bytes of the current file to the flusher (CRC32C per chunk). */
+  private handOff(): void {
+    const chunks = this.encoder.takeChunks();
+    if (chunks.length === 0) return;
+    let bytes = 0;
+    for (const c of chunks) {
+      this.fileCrc = crc32c(c, this.fileCrc);
+      bytes += c.length;
+    }
+    this.fileHanded += bytes;
+    this.queuedBytes += bytes;
+    this.enqueue({ kind: 'data', chunks, bytes });
   }
 
-  private async flush(): Promise<void> {
-    if (this.bufferedBytes === 0) return;
-    const data = Buffer.concat(this.buffered, this.bufferedBytes);
-    this.buffered = [];
-    this.bufferedBytes = 0;
-    const fh = this.handle;
-    await this.io('writing a snapshot file', async () => {
-      if (!fh) throw new Error('snapshot file is not open');
-      let written = 0;
-      while (written < data.length) written += (await fh.write(data, written, data.length - written)).bytesWritten;
+  private enqueue(op: FlushOp): void {
+    this.queue.push(op);
+    this.kick();
+  }
+
+  /** Starts the flusher unless it runs (it also restarts for ops queued while it was ending). */
+  private kick(): void {
+    if (this.flusher || this.aborted || this.failure) return;
+    this.flusher = this.runFlusher().then(() => {
+      this.flusher = undefined;
+      if (this.queue.length > 0) this.kick();
     });
+  }
+
+  private async runFlusher(): Promise<void> {
+    try {
+      for (let op = this.queue.shift(); op && !this.aborted; op = this.queue.shift()) {
+        if (op.kind === 'open') {
+          const file = path.join(this.buildDir, op.name);
+          this.handle = await this.io('creating a snapshot file', () => fsp.open(file, 'wx'));
+        } else if (op.kind === 'data') {
+          await this.io('writing a snapshot file', () => writeAll(this.handle, op.chunks, op.bytes));
+          this.queuedBytes -= op.bytes;
+          this.wake();
+        } else {
+          const fh = this.handle;
+          this.handle = undefined;
+          await this.io('closing a snapshot file', async () => {
+            await fh?.sync();
+            await fh?.close();
+          });
+          this.options.logger.debug({ file: op.name, size: op.size, records: op.records }, 'snapshot file complete');
+        }
+      }
+    } catch (err) {
+      this.failure ??= toSyncProxyError(err, 'IO_ERROR', 'writing the snapshot');
+      this.queue.length = 0;
+      this.wake();
+    }
+  }
+
+  private wake(): void {
+    if (this.queuedBytes > MAX_QUEUED && !this.failure) return;
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w();
+  }
+
+  private check(): void {
+    if (this.failure) throw this.failure;
   }
 
   private async io<T>(what: string, fn: () => Promise<T>): Promise<T> {
@@ -184,6 +314,27 @@ export class SnapshotWriter implements RecordSink {
     } catch (err) {
       throw toSyncProxyError(err, 'IO_ERROR', what);
     }
+  }
+}
+
+/** Writes `chunks` at the file's current position, continuing after short writes. */
+async function writeAll(fh: fsp.FileHandle | undefined, chunks: Buffer[], bytes: number): Promise<void> {
+  if (!fh) throw new Error('snapshot file is not open');
+  let pending = chunks;
+  let left = bytes;
+  while (left > 0) {
+    const { bytesWritten } = await fh.writev(pending.slice(0, 1024));
+    left -= bytesWritten;
+    let skip = bytesWritten;
+    const rest: Buffer[] = [];
+    for (const c of pending) {
+      if (skip >= c.length) skip -= c.length;
+      else {
+        rest.push(skip > 0 ? c.subarray(skip) : c);
+        skip = 0;
+      }
+    }
+    pending = rest;
   }
 }
 
