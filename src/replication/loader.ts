@@ -11,8 +11,9 @@ import { SyncProxyError, toSyncProxyError } from '../errors';
 import { redactCommand } from '../logger';
 import { decodeReply } from '../resp/decode';
 import { FramedReply } from '../resp/reply-framer';
+import { CommandEncoder } from '../resp/command-encoder';
+import { CommandScanner } from './command-scanner';
 import { RequestParser } from '../resp/request-parser';
-import { encodeArgs } from '../resp/request-parser';
 import { SNAPSHOT_FORMAT_VERSION, type Manifest } from '../source/types';
 import { NodeAddress, NodePipeline, errorText, integerOf } from './node-pipeline';
 
@@ -87,92 +88,220 @@ export async function loadSnapshot(options: LoaderOptions): Promise<LoadResult> 
   }
 }
 
-async function loadFile(node: NodePipeline, file: { name: string; path: string }, options: LoaderOptions, tallies: Map<number, DbTally>, state: { db: number; commands: number; bytes: number }): Promise<void> {
+/**
+ * One chunk's worth of node commands: spans of the file forwarded as they are (consecutive
+ * commands merged into one span), SELECT/DEL made by the loader, and what to check in each reply.
+ * Sent with one `sendMany`: no promise, closure or copy per command.
+ */
+class LoadBatch {
+  readonly parts: Buffer[] = [];
+  count = 0;
+  private readonly kinds: number[] = [];
+  private readonly refs: unknown[] = [];
+  private readonly made = new CommandEncoder();
+  private span?: Buffer;
+  /** The buffer of the forwarded commands (the scanner's buffer does not change within a chunk). */
+  private forwardedFrom?: Buffer;
+  private spanStart = 0;
+  private spanEnd = 0;
+
+  constructor(private readonly fileName: string) {}
+
+  /** Forwards `data[start, end)`, one complete command. */
+  forward(data: Buffer, start: number, end: number): void {
+    if (this.made.length > 0) this.parts.push(...this.made.takeChunks());
+    if (this.span === data && start === this.spanEnd) {
+      this.spanEnd = end;
+    } else {
+      this.closeSpan();
+      this.span = data;
+      this.spanStart = start;
+      this.spanEnd = end;
+    }
+    this.expect(FORWARDED, start);
+    this.forwardedFrom = data;
+  }
+
+  select(db: number): void {
+    this.closeSpan();
+    this.made.command(['SELECT', String(db)]);
+    this.expect(SELECT, db);
+  }
+
+  del(key: Buffer, tally: DbTally, volatile: boolean): void {
+    this.closeSpan();
+    this.made.command([DEL, key]);
+    this.expect(volatile ? DEL_VOLATILE : DEL_PLAIN, tally);
+  }
+
+  /** The chunks to send, in order (call once, after the last command). */
+  finish(): Buffer[] {
+    this.closeSpan();
+    if (this.made.length > 0) this.parts.push(...this.made.takeChunks());
+    return this.parts;
+  }
+
+  readonly check = (reply: FramedReply, index: number): void => {
+    const kind = this.kinds[index];
+    const ref = this.refs[index];
+    if (kind === FORWARDED) {
+      if (reply.type === 45) throw new SyncProxyError('LOAD_FAILED', `the node refused "${describe(this.forwardedFrom!.subarray(ref as number))}" from ${this.fileName}: ${errorText(reply)}`);
+    } else if (kind === SELECT) {
+      if (reply.type !== 43) throw new SyncProxyError('LOAD_FAILED', `SELECT ${ref as number} failed on the node: ${errorText(reply)}`);
+    } else {
+      const n = integerOf(reply);
+      if (n === undefined) throw new SyncProxyError('LOAD_FAILED', `DEL failed on the node: ${errorText(reply)}`);
+      // 0: the key did not exist before this record, so it is a distinct key.
+      if (n === 0) {
+        const tally = ref as DbTally;
+        tally.distinct++;
+        if (kind === DEL_VOLATILE) tally.volatile++;
+      }
+    }
+  };
+
+  private expect(kind: number, ref: unknown): void {
+    this.kinds.push(kind);
+    this.refs.push(ref);
+    this.count++;
+  }
+
+  private closeSpan(): void {
+    if (!this.span) return;
+    this.parts.push(this.span.subarray(this.spanStart, this.spanEnd));
+    this.span = undefined;
+  }
+}
+
+const FORWARDED = 0;
+const SELECT = 1;
+const DEL_PLAIN = 2;
+const DEL_VOLATILE = 3;
+const DEL = Buffer.from('DEL');
+
+/** The arguments of a complete, already validated multibulk command (markers only). */
+function argsOf(raw: Buffer): Buffer[] {
+  const args: Buffer[] = [];
+  let pos = 1;
+  while (raw[pos] !== 13) pos++;
+  pos += 2;
+  while (pos < raw.length) {
+    let len = 0;
+    let i = pos + 1;
+    for (; raw[i] !== 13; i++) len = len * 10 + raw[i] - 48;
+    args.push(raw.subarray(i + 2, i + 2 + len));
+    pos = i + 2 + len + 2;
+  }
+  return args;
+}
+
+const PSP_KEY = Buffer.from('PSP.KEY');
+const MINUS_ONE = Buffer.from('-1');
+
+/** A marker's name in upper case (the common spelling without a string conversion). */
+function markerName(arg: Buffer): string {
+  return arg.equals(PSP_KEY) ? 'PSP.KEY' : arg.toString('latin1').toUpperCase();
+}
+
+/** The redacted text of one raw command (only for error messages). */
+function describe(raw: Buffer): string {
   const parser = new RequestParser();
+  parser.feed(raw);
+  const request = parser.next();
+  return request ? redactCommand(request.args) : '?';
+}
+
+/** A name `data[start, end)` beginning "PSP." in any case (markers are matched case-insensitively). */
+function isMarker(data: Buffer, start: number, end: number): boolean {
+  return end - start > 4 && (data[start] | 0x20) === 112 && (data[start + 1] | 0x20) === 115 && (data[start + 2] | 0x20) === 112 && data[start + 3] === 46;
+}
+
+async function loadFile(node: NodePipeline, file: { name: string; path: string }, options: LoaderOptions, tallies: Map<number, DbTally>, state: { db: number; commands: number; bytes: number }): Promise<void> {
+  const scanner = new CommandScanner();
   const failLoad = (why: string): SyncProxyError => new SyncProxyError('LOAD_FAILED', `${file.name}: ${why}`);
   let sawHeader = false;
   let sawEof = false;
   let recordsInFile = 0;
   let inRecord = false;
 
-  const select = async (db: number): Promise<void> => {
-    if (db === state.db) return;
-    await node.sendArgs(['SELECT', String(db)], (reply) => {
-      if (reply.type !== 43) throw new SyncProxyError('LOAD_FAILED', `SELECT ${db} failed on the node: ${errorText(reply)}`);
-    });
-    state.db = db;
-  };
   const parseDb = (arg: Buffer, marker: string): number => {
-    const db = Number(arg.toString('latin1'));
+    const db = arg.length === 1 && arg[0] >= 48 && arg[0] <= 57 ? arg[0] - 48 : Number(arg.toString('latin1'));
     if (!Number.isInteger(db) || db < 0) throw failLoad(`${marker} names db ${arg.toString('latin1')}`);
     return db;
   };
+  const nextCommand = (): boolean => {
+    try {
+      return scanner.next();
+    } catch (err) {
+      throw failLoad((err as Error).message);
+    }
+  };
 
-  const stream = createReadStream(file.path, { highWaterMark: 256 * 1024, signal: options.signal });
+  const stream = createReadStream(file.path, { highWaterMark: 1024 * 1024, signal: options.signal });
   try {
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       state.bytes += chunk.length;
       options.onProgress?.(state.bytes);
-      parser.feed(chunk);
-      for (let request = parser.next(); request; request = parser.next()) {
-        const { args, raw } = request;
-        const name = args[0].toString('latin1').toUpperCase();
+      scanner.feed(chunk);
+      const batch = new LoadBatch(file.name);
+      const select = (db: number): void => {
+        if (db === state.db) return;
+        batch.select(db);
+        state.db = db;
+      };
+      // Only markers are taken apart; a forwarded command stays the bytes it was.
+      while (nextCommand()) {
+        const data = scanner.data;
+        const argc = scanner.argc;
         if (sawEof) throw failLoad('commands after PSP.EOF');
+        if (!isMarker(data, scanner.nameStart, scanner.nameEnd)) {
+          if (!sawHeader) throw failLoad('does not begin with PSP.FILE');
+          if (!inRecord) throw failLoad(`${data.toString('latin1', scanner.nameStart, scanner.nameEnd).toUpperCase()} outside a key record`);
+          state.commands++;
+          batch.forward(data, scanner.start, scanner.end);
+          continue;
+        }
+        const args = argsOf(data.subarray(scanner.start, scanner.end));
+        const name = markerName(args[0]);
         if (!sawHeader) {
-          if (name !== 'PSP.FILE' || args.length !== 4) throw failLoad('does not begin with PSP.FILE');
+          if (name !== 'PSP.FILE' || argc !== 4) throw failLoad('does not begin with PSP.FILE');
           const [version, snapshotId, fileName] = args.slice(1).map((a) => a.toString('utf8'));
           if (Number(version) !== SNAPSHOT_FORMAT_VERSION) throw failLoad(`format version ${version}, this proxy reads ${SNAPSHOT_FORMAT_VERSION}`);
           if (snapshotId !== options.manifest.snapshotId) throw failLoad(`PSP.FILE names snapshot ${snapshotId}, loading ${options.manifest.snapshotId}`);
           if (fileName !== file.name) throw failLoad(`PSP.FILE names file ${fileName}`);
           sawHeader = true;
-          continue;
-        }
-        if (name === 'PSP.KEY') {
-          if (args.length !== 5) throw failLoad(`PSP.KEY with ${args.length - 1} arguments`);
+        } else if (name === 'PSP.KEY') {
+          if (argc !== 5) throw failLoad(`PSP.KEY with ${argc - 1} arguments`);
           const db = parseDb(args[1], 'PSP.KEY');
-          const volatile = args[4].toString('latin1') !== '-1';
-          const tally = tallies.get(db) ?? { records: 0, distinct: 0, volatile: 0 };
-          tallies.set(db, tally);
+          const volatile = !args[4].equals(MINUS_ONE);
+          let tally = tallies.get(db);
+          if (!tally) tallies.set(db, (tally = { records: 0, distinct: 0, volatile: 0 }));
           tally.records++;
           recordsInFile++;
           inRecord = true;
-          await select(db);
-          const key = args[2];
-          await node.send(encodeArgs(['DEL', key]), (reply) => {
-            const n = integerOf(reply);
-            if (n === undefined) throw new SyncProxyError('LOAD_FAILED', `DEL failed on the node: ${errorText(reply)}`);
-            // 0: the key did not exist before this record, so it is a distinct key.
-            if (n === 0) {
-              tally.distinct++;
-              if (volatile) tally.volatile++;
-            }
-          });
+          select(db);
+          batch.del(args[2], tally, volatile);
         } else if (name === 'PSP.PART') {
-          if (args.length !== 3) throw failLoad(`PSP.PART with ${args.length - 1} arguments`);
-          await select(parseDb(args[1], 'PSP.PART'));
+          if (argc !== 3) throw failLoad(`PSP.PART with ${argc - 1} arguments`);
+          select(parseDb(args[1], 'PSP.PART'));
           inRecord = true;
         } else if (name === 'PSP.EOF') {
-          const n = args.length === 2 ? Number(args[1].toString('latin1')) : NaN;
+          const n = argc === 2 ? Number(args[1].toString('latin1')) : NaN;
           if (n !== recordsInFile) throw failLoad(`PSP.EOF says ${args[1]?.toString('latin1')} key records, the file held ${recordsInFile}`);
           sawEof = true;
-        } else if (name.startsWith('PSP.')) {
-          throw failLoad(`unknown marker ${name}`);
         } else {
-          if (!inRecord) throw failLoad(`${name} outside a key record`);
-          const described = redactCommand(args);
-          state.commands++;
-          await node.send(Buffer.from(raw), (reply) => {
-            if (reply.type === 45) throw new SyncProxyError('LOAD_FAILED', `the node refused "${described}" from ${file.name}: ${errorText(reply)}`);
-          });
+          throw failLoad(`unknown marker ${name}`);
         }
       }
+      const parts = batch.finish();
+      await node.sendMany(parts, batch.count, batch.check);
     }
   } catch (err) {
     if (err instanceof SyncProxyError) throw err;
     if (options.signal.aborted) throw options.signal.reason;
     throw toSyncProxyError(err, 'IO_ERROR', `reading ${file.name}`);
   }
-  if (parser.bufferedBytes > 0) throw failLoad('ends inside a command');
+  if (scanner.bufferedBytes > 0) throw failLoad('ends inside a command');
   if (!sawHeader) throw failLoad('is empty');
   if (!sawEof) throw failLoad('has no PSP.EOF (truncated)');
 }

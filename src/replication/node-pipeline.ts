@@ -19,14 +19,28 @@ export interface NodeAddress {
 
 /** Checks one reply; throwing fails the pipeline with that error. */
 export type ReplyCheck = (reply: FramedReply) => void;
+/** Checks the reply of the `index`-th command of a `sendMany` batch. */
+export type IndexedReplyCheck = (reply: FramedReply, index: number) => void;
 
 const BATCH_BYTES = 256 * 1024;
 export const DEFAULT_MAX_IN_FLIGHT = 20_000;
+/** Bytes of commands sent and not yet answered before `sendMany` waits. */
+export const DEFAULT_MAX_IN_FLIGHT_BYTES = 16 * 1024 * 1024;
+
+/** Commands awaiting replies: one entry per `send`, or per `sendMany` batch. */
+interface Pending {
+  check: IndexedReplyCheck;
+  count: number;
+  answered: number;
+  bytes: number;
+}
 
 export class NodePipeline {
   private readonly framer = new ReplyFramer();
-  private checks: ReplyCheck[] = [];
+  private checks: Pending[] = [];
   private checkHead = 0;
+  private commandsInFlight = 0;
+  private bytesInFlight = 0;
   private out: Buffer[] = [];
   private outBytes = 0;
   private failure?: SyncProxyError;
@@ -69,15 +83,41 @@ export class NodePipeline {
   }
 
   get inFlight(): number {
-    return this.checks.length - this.checkHead;
+    return this.commandsInFlight;
   }
 
   /** Queues `raw` (one complete command) with the check of its reply; waits when the pipe is full. */
   async send(raw: Buffer, check: ReplyCheck): Promise<void> {
     if (this.failure) throw this.failure;
-    this.checks.push(check);
+    this.checks.push({ check, count: 1, answered: 0, bytes: raw.length });
+    this.commandsInFlight++;
+    this.bytesInFlight += raw.length;
     this.out.push(raw);
     this.outBytes += raw.length;
+    await this.afterQueued();
+  }
+
+  /**
+   * Queues `count` complete commands given as consecutive byte chunks, with one check called for
+   * each reply and its index; waits while too many commands or bytes await replies. For bulk
+   * loads: no promise and no closure per command.
+   */
+  async sendMany(chunks: readonly Buffer[], count: number, check: IndexedReplyCheck): Promise<void> {
+    if (this.failure) throw this.failure;
+    if (count === 0) return;
+    let bytes = 0;
+    for (const c of chunks) {
+      this.out.push(c);
+      bytes += c.length;
+    }
+    this.outBytes += bytes;
+    this.checks.push({ check, count, answered: 0, bytes });
+    this.commandsInFlight += count;
+    this.bytesInFlight += bytes;
+    await this.afterQueued();
+  }
+
+  private async afterQueued(): Promise<void> {
     if (this.outBytes >= BATCH_BYTES) this.writeOut();
     else if (!this.writeScheduled) {
       // A sender that stops (the applier between log entries) must not leave commands unsent.
@@ -87,7 +127,7 @@ export class NodePipeline {
         this.writeOut();
       });
     }
-    while (!this.failure && (this.inFlight >= this.maxInFlight || this.socket.writableNeedDrain)) {
+    while (!this.failure && (this.commandsInFlight >= this.maxInFlight || this.bytesInFlight >= DEFAULT_MAX_IN_FLIGHT_BYTES || this.socket.writableNeedDrain)) {
       this.writeOut();
       await new Promise<void>((resolve) => this.waiters.push(resolve));
     }
@@ -101,7 +141,7 @@ export class NodePipeline {
   /** Resolves when every command sent so far has its reply checked. */
   async flush(): Promise<void> {
     this.writeOut();
-    while (!this.failure && this.inFlight > 0) await new Promise<void>((resolve) => this.waiters.push(resolve));
+    while (!this.failure && this.commandsInFlight > 0) await new Promise<void>((resolve) => this.waiters.push(resolve));
     if (this.failure) throw this.failure;
   }
 
@@ -137,9 +177,14 @@ export class NodePipeline {
     try {
       for (let reply = this.framer.next(); reply; reply = this.framer.next()) {
         if (this.checkHead >= this.checks.length) throw new SyncProxyError('MALFORMED_RESPONSE', `${this.what}: a reply without a command`);
-        const check = this.checks[this.checkHead];
-        this.checks[this.checkHead++] = undefined as unknown as ReplyCheck;
-        check(reply);
+        const pending = this.checks[this.checkHead];
+        const index = pending.answered++;
+        this.commandsInFlight--;
+        if (pending.answered === pending.count) {
+          this.checks[this.checkHead++] = undefined as unknown as Pending;
+          this.bytesInFlight -= pending.bytes;
+        }
+        pending.check(reply, index);
       }
     } catch (err) {
       this.fail(err instanceof SyncProxyError ? err : new SyncProxyError('INTERNAL', String(err), { cause: err }));

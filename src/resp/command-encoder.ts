@@ -7,6 +7,12 @@
 const BLOCK = 256 * 1024;
 const BIG_VALUE = 16 * 1024;
 const CRLF = Buffer.from('\r\n');
+const SHORT_STRING = 64;
+
+function isAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 127) return false;
+  return true;
+}
 
 export class CommandEncoder {
   private block: Buffer = Buffer.allocUnsafe(BLOCK);
@@ -34,6 +40,21 @@ export class CommandEncoder {
 
   bulk(value: Buffer | string): void {
     if (typeof value === 'string') {
+      // Short ASCII strings (command names, numbers) are copied by hand: Buffer#write is a
+      // native call whose overhead dominates for a few bytes.
+      if (value.length <= SHORT_STRING && isAscii(value)) {
+        const len = value.length;
+        this.ensure(len + 26);
+        const block = this.block;
+        block[this.pos++] = 36;
+        this.digits(len);
+        let pos = this.pos;
+        for (let i = 0; i < len; i++) block[pos++] = value.charCodeAt(i);
+        block[pos++] = 13;
+        block[pos++] = 10;
+        this.pos = pos;
+        return;
+      }
       const len = Buffer.byteLength(value);
       this.ensure(len + 26);
       this.block[this.pos++] = 36;
@@ -64,7 +85,28 @@ export class CommandEncoder {
 
   /** A bulk holding the decimal form of an integer. */
   bulkInteger(n: number): void {
-    this.bulk(String(n));
+    if (!Number.isSafeInteger(n)) {
+      this.bulk(String(n));
+      return;
+    }
+    const negative = n < 0;
+    let abs = negative ? -n : n;
+    let width = 1;
+    for (let p = 10; p <= abs; p *= 10) width++;
+    const len = width + (negative ? 1 : 0);
+    this.ensure(len + 26);
+    const block = this.block;
+    block[this.pos++] = 36;
+    this.digits(len);
+    if (negative) block[this.pos++] = 45;
+    let end = this.pos + width;
+    for (let i = end - 1; i >= this.pos; i--) {
+      block[i] = 48 + (abs % 10);
+      abs = Math.floor(abs / 10);
+    }
+    block[end++] = 13;
+    block[end++] = 10;
+    this.pos = end;
   }
 
   /** Everything encoded so far as chunks (in order), and resets. */
@@ -84,13 +126,21 @@ export class CommandEncoder {
 
   /** `<n>\r\n` (non-negative integers of headers and lengths). */
   private digits(n: number): void {
+    const block = this.block;
     if (n < 10) {
-      this.block[this.pos++] = 48 + n;
+      block[this.pos++] = 48 + n;
     } else {
-      this.pos += this.block.write(String(n), this.pos, 'latin1');
+      let width = 1;
+      for (let p = 10; p <= n; p *= 10) width++;
+      let rest = n;
+      for (let i = this.pos + width - 1; i >= this.pos; i--) {
+        block[i] = 48 + (rest % 10);
+        rest = Math.floor(rest / 10);
+      }
+      this.pos += width;
     }
-    this.block[this.pos++] = 13;
-    this.block[this.pos++] = 10;
+    block[this.pos++] = 13;
+    block[this.pos++] = 10;
   }
 
   private seal(): void {

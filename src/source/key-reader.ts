@@ -14,7 +14,8 @@
 import type { Logger } from 'pino';
 import { SyncProxyError } from '../errors';
 import type { Reply } from '../resp/reply-reader';
-import { Command, NodeAddress, ReaderConnection, expectNoError } from './reader-connection';
+import type { CommandEncoder } from '../resp/command-encoder';
+import { NodeAddress, ReaderConnection, expectNoError } from './reader-connection';
 import type { RecordSink } from './snapshot-writer';
 import type { KeyType } from './types';
 
@@ -22,8 +23,9 @@ export type { NodeAddress } from './reader-connection';
 
 /** Elements per command in a record, and the page size of reads. */
 export const PAGE = 1000;
-const PAGE_END = String(PAGE - 1);
-const PAGE_COUNT = String(PAGE);
+const PAGE_END = Buffer.from(String(PAGE - 1));
+const PAGE_COUNT = Buffer.from(String(PAGE));
+const ZERO = Buffer.from('0');
 
 const NAME = {
   SET: Buffer.from('SET'),
@@ -33,9 +35,16 @@ const NAME = {
   ZADD: Buffer.from('ZADD'),
   XADD: Buffer.from('XADD'),
   PEXPIREAT: Buffer.from('PEXPIREAT'),
+  TYPE: Buffer.from('TYPE'),
+  PTTL: Buffer.from('PTTL'),
+  GET: Buffer.from('GET'),
+  LRANGE: Buffer.from('LRANGE'),
+  XRANGE: Buffer.from('XRANGE'),
+  COUNT: Buffer.from('COUNT'),
 };
 const TYPES: Record<string, KeyType> = { string: 'string', hash: 'hash', list: 'list', set: 'set', zset: 'zset', stream: 'stream', streams: 'stream' };
 const SCAN_OF = { hash: 'HSCAN', set: 'SSCAN', zset: 'ZSCAN' } as const;
+const SCAN_NAME = { hash: Buffer.from('HSCAN'), set: Buffer.from('SSCAN'), zset: Buffer.from('ZSCAN') } as const;
 
 interface Probe {
   key: Buffer;
@@ -74,7 +83,9 @@ export class KeyReader {
     const conn = await this.connection(db);
     const probes = await this.probe(conn, keys);
     const existing = probes.filter((p): p is Probe => p !== null);
-    const first = await conn.batch(existing.map(firstRead));
+    const enc = conn.commands();
+    for (const p of existing) encodeFirstRead(enc, p);
+    const first = await conn.sendEncoded(existing.length);
     await withSink(async (sink) => {
       let next = 0;
       for (let i = 0; i < keys.length; i++) {
@@ -101,9 +112,16 @@ export class KeyReader {
 
   /** TYPE + PTTL for every key (one write); null for a key that does not exist. */
   private async probe(conn: ReaderConnection, keys: Buffer[]): Promise<(Probe | null)[]> {
-    const commands: Command[] = [];
-    for (const k of keys) commands.push(['TYPE', k], ['PTTL', k]);
-    const replies = await conn.batch(commands);
+    const enc = conn.commands();
+    for (const k of keys) {
+      enc.arrayHeader(2);
+      enc.bulk(NAME.TYPE);
+      enc.bulk(k);
+      enc.arrayHeader(2);
+      enc.bulk(NAME.PTTL);
+      enc.bulk(k);
+    }
+    const replies = await conn.sendEncoded(2 * keys.length);
     const now = Date.now();
     return keys.map((key, i) => {
       const typeReply = replies[2 * i];
@@ -194,16 +212,30 @@ export class KeyReader {
 }
 
 /** The first read of a key: its whole value when small, its first page when big. */
-function firstRead(p: Probe): Command {
+function encodeFirstRead(enc: CommandEncoder, p: Probe): void {
   switch (p.type) {
     case 'string':
-      return ['GET', p.key];
+      enc.arrayHeader(2);
+      enc.bulk(NAME.GET);
+      enc.bulk(p.key);
+      return;
     case 'list':
-      return ['LRANGE', p.key, '0', PAGE_END];
+      enc.arrayHeader(4);
+      enc.bulk(NAME.LRANGE);
+      enc.bulk(p.key);
+      enc.bulk(ZERO);
+      enc.bulk(PAGE_END);
+      return;
     case 'stream':
-      return ['XRANGE', p.key, '-', '+', 'COUNT', PAGE_COUNT];
+      enc.command([NAME.XRANGE, p.key, '-', '+', 'COUNT', PAGE_COUNT]);
+      return;
     default:
-      return [SCAN_OF[p.type], p.key, '0', 'COUNT', PAGE_COUNT];
+      enc.arrayHeader(5);
+      enc.bulk(SCAN_NAME[p.type]);
+      enc.bulk(p.key);
+      enc.bulk(ZERO);
+      enc.bulk(NAME.COUNT);
+      enc.bulk(PAGE_COUNT);
   }
 }
 
