@@ -22,10 +22,7 @@ export const REDIS_LIMITS: Readonly<RequestLimits> = Object.freeze({
 });
 
 export interface ParsedRequest {
-  /** The arguments; only the first `keep` of them when `next(keep)` was asked for fewer. */
   args: Buffer[];
-  /** The number of arguments of the command (also those not in `args`); set by `next`. */
-  argc?: number;
   /** The request's bytes as received (multibulk), or re-encoded for an inline command. */
   raw: Buffer;
 }
@@ -69,19 +66,15 @@ export class RequestParser {
     this.pendingLength = 0;
   }
 
-  /**
-   * The next complete request, or null when more bytes are needed. Throws PROTOCOL_ERROR.
-   * `keep` limits the arguments returned in `args` (the rest are checked and skipped): a bulk
-   * loader that forwards `raw` needs only the command name.
-   */
-  next(keep = Infinity): ParsedRequest | null {
+  /** The next complete request, or null when more bytes are needed. Throws PROTOCOL_ERROR. */
+  next(): ParsedRequest | null {
     if (this.buffer.length - this.offset + this.pendingLength < this.needed) return null;
     this.absorbPending();
     this.needed = 0;
     // Redis skips empty lines between commands.
     while (this.offset < this.buffer.length && (this.buffer[this.offset] === CR || this.buffer[this.offset] === 10)) this.offset++;
     if (this.offset >= this.buffer.length) return null;
-    return this.buffer[this.offset] === STAR ? this.parseMultibulk(keep) : this.parseInline();
+    return this.buffer[this.offset] === STAR ? this.parseMultibulk() : this.parseInline();
   }
 
   private parseInline(): ParsedRequest | null {
@@ -94,10 +87,10 @@ export class RequestParser {
     this.offset = end + 1;
     const args = splitInline(line).map((a) => Buffer.from(a, 'latin1'));
     if (args.length === 0) return this.next();
-    return { args, argc: args.length, raw: encodeArgs(args) };
+    return { args, raw: encodeArgs(args) };
   }
 
-  private parseMultibulk(keep: number): ParsedRequest | null {
+  private parseMultibulk(): ParsedRequest | null {
     const buf = this.buffer;
     const start = this.offset;
     let pos = start;
@@ -106,7 +99,7 @@ export class RequestParser {
     const count = parseLength(buf, pos + 1, header.lineEnd, 'invalid multibulk length');
     if (count > this.limits.maxMultibulkLength) throw protocolError('invalid multibulk length');
     pos = header.next;
-    const args: Buffer[] = new Array(Math.max(0, Math.min(count, keep)));
+    const args: Buffer[] = new Array(Math.max(0, count));
     for (let i = 0; i < count; i++) {
       if (pos >= buf.length) return this.incomplete(start, pos);
       if (buf[pos] !== DOLLAR) throw protocolError(`expected '$', got '${String.fromCharCode(buf[pos])}'`);
@@ -119,12 +112,12 @@ export class RequestParser {
         this.needed = dataEnd + 2 - start;
         return this.incomplete(start, dataEnd);
       }
-      if (i < keep) args[i] = buf.subarray(line.next, dataEnd);
+      args[i] = buf.subarray(line.next, dataEnd);
       pos = dataEnd + 2;
     }
     this.offset = pos;
-    if (count <= 0) return this.next(keep);
-    return { args, argc: count, raw: buf.subarray(start, pos) };
+    if (count <= 0) return this.next();
+    return { args, raw: buf.subarray(start, pos) };
   }
 
   /** Rewinds to the request's start; `lineStart` is where the unfinished header line begins. */
