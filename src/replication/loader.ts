@@ -15,7 +15,7 @@ import { CommandEncoder } from '../resp/command-encoder';
 import { CommandScanner } from './command-scanner';
 import { RequestParser } from '../resp/request-parser';
 import { SNAPSHOT_FORMAT_VERSION, type Manifest } from '../source/types';
-import { NodeAddress, NodePipeline, errorText, integerOf } from './node-pipeline';
+import { NodeAddress, NodePipeline, ReplyView, errorText, integerOf } from './node-pipeline';
 
 export interface LoaderOptions {
   node: NodeAddress;
@@ -141,7 +141,7 @@ class LoadBatch {
     return this.parts;
   }
 
-  readonly check = (reply: FramedReply, index: number): void => {
+  readonly check = (reply: ReplyView, index: number): void => {
     const kind = this.kinds[index];
     const ref = this.refs[index];
     if (kind === FORWARDED) {
@@ -149,7 +149,7 @@ class LoadBatch {
     } else if (kind === SELECT) {
       if (reply.type !== 43) throw new SyncProxyError('LOAD_FAILED', `SELECT ${ref as number} failed on the node: ${errorText(reply)}`);
     } else {
-      const n = integerOf(reply);
+      const n = reply.integer();
       if (n === undefined) throw new SyncProxyError('LOAD_FAILED', `DEL failed on the node: ${errorText(reply)}`);
       // 0: the key did not exist before this record, so it is a distinct key.
       if (n === 0) {

@@ -19,8 +19,42 @@ export interface NodeAddress {
 
 /** Checks one reply; throwing fails the pipeline with that error. */
 export type ReplyCheck = (reply: FramedReply) => void;
-/** Checks the reply of the `index`-th command of a `sendMany` batch. */
-export type IndexedReplyCheck = (reply: FramedReply, index: number) => void;
+/**
+ * Checks the reply of the `index`-th command of a `sendMany` batch. `reply` is a view reused for
+ * every reply (no object per reply): read it during the call, never keep it.
+ */
+export type IndexedReplyCheck = (reply: ReplyView, index: number) => void;
+
+/** A reply in the framer's buffer; `raw` is made only when asked for (error texts). */
+export class ReplyView implements FramedReply {
+  buffer: Buffer = Buffer.alloc(0);
+  start = 0;
+  end = 0;
+
+  get type(): number {
+    return this.buffer[this.start];
+  }
+
+  get raw(): Buffer {
+    return this.buffer.subarray(this.start, this.end);
+  }
+
+  /** The value of a ':' reply, or undefined. */
+  integer(): number | undefined {
+    const buf = this.buffer;
+    if (buf[this.start] !== 58) return undefined;
+    let i = this.start + 1;
+    const negative = buf[i] === 45;
+    if (negative) i++;
+    let n = 0;
+    for (; i < this.end - 2; i++) {
+      const c = buf[i] - 48;
+      if (c < 0 || c > 9) return undefined;
+      n = n * 10 + c;
+    }
+    return negative ? -n : n;
+  }
+}
 
 const BATCH_BYTES = 256 * 1024;
 export const DEFAULT_MAX_IN_FLIGHT = 20_000;
@@ -29,7 +63,9 @@ export const DEFAULT_MAX_IN_FLIGHT_BYTES = 16 * 1024 * 1024;
 
 /** Commands awaiting replies: one entry per `send`, or per `sendMany` batch. */
 interface Pending {
-  check: IndexedReplyCheck;
+  /** `send`: called with a FramedReply of its own; `sendMany`: with the shared view. */
+  check: ReplyCheck | IndexedReplyCheck;
+  many: boolean;
   count: number;
   answered: number;
   bytes: number;
@@ -37,6 +73,7 @@ interface Pending {
 
 export class NodePipeline {
   private readonly framer = new ReplyFramer();
+  private readonly view = new ReplyView();
   private checks: Pending[] = [];
   private checkHead = 0;
   private commandsInFlight = 0;
@@ -89,7 +126,7 @@ export class NodePipeline {
   /** Queues `raw` (one complete command) with the check of its reply; waits when the pipe is full. */
   async send(raw: Buffer, check: ReplyCheck): Promise<void> {
     if (this.failure) throw this.failure;
-    this.checks.push({ check, count: 1, answered: 0, bytes: raw.length });
+    this.checks.push({ check, many: false, count: 1, answered: 0, bytes: raw.length });
     this.commandsInFlight++;
     this.bytesInFlight += raw.length;
     this.out.push(raw);
@@ -111,7 +148,7 @@ export class NodePipeline {
       bytes += c.length;
     }
     this.outBytes += bytes;
-    this.checks.push({ check, count, answered: 0, bytes });
+    this.checks.push({ check, many: true, count, answered: 0, bytes });
     this.commandsInFlight += count;
     this.bytesInFlight += bytes;
     await this.afterQueued();
@@ -175,7 +212,9 @@ export class NodePipeline {
   private onData(chunk: Buffer): void {
     this.framer.feed(chunk);
     try {
-      for (let reply = this.framer.next(); reply; reply = this.framer.next()) {
+      const framer = this.framer;
+      const view = this.view;
+      while (framer.advance()) {
         if (this.checkHead >= this.checks.length) throw new SyncProxyError('MALFORMED_RESPONSE', `${this.what}: a reply without a command`);
         const pending = this.checks[this.checkHead];
         const index = pending.answered++;
@@ -184,7 +223,15 @@ export class NodePipeline {
           this.checks[this.checkHead++] = undefined as unknown as Pending;
           this.bytesInFlight -= pending.bytes;
         }
-        pending.check(reply, index);
+        if (pending.many) {
+          view.buffer = framer.current;
+          view.start = framer.lastStart;
+          view.end = framer.lastEnd;
+          (pending.check as IndexedReplyCheck)(view, index);
+        } else {
+          const buf = framer.current;
+          (pending.check as ReplyCheck)({ raw: buf.subarray(framer.lastStart, framer.lastEnd), type: buf[framer.lastStart] });
+        }
       }
     } catch (err) {
       this.fail(err instanceof SyncProxyError ? err : new SyncProxyError('INTERNAL', String(err), { cause: err }));

@@ -50,16 +50,36 @@ export class ReplyFramer {
 
   /** The next complete reply or null. Throws MALFORMED_RESPONSE on bytes that are not RESP. */
   next(): FramedReply | null {
+    if (!this.advance()) return null;
+    return { raw: this.buffer.subarray(this.lastStart, this.lastEnd), type: this.buffer[this.lastStart] };
+  }
+
+  /** Start and end of the reply found by the last `advance()` in `current`. */
+  lastStart = 0;
+  lastEnd = 0;
+
+  /** The buffer `lastStart`/`lastEnd` refer to; valid until the next `advance`, `next` or `feed`. */
+  get current(): Buffer {
+    return this.buffer;
+  }
+
+  /**
+   * Like `next` without making an object: true when a complete reply was found (see `lastStart`,
+   * `lastEnd`, `current`). For consumers that look at most replies' first bytes only.
+   */
+  advance(): boolean {
     if (this.pendingLength > 0 || this.buffer.length - this.offset < this.needed) {
-      if (this.buffer.length - this.offset + this.pendingLength < this.needed) return null;
+      if (this.buffer.length - this.offset + this.pendingLength < this.needed) return false;
       this.feed(Buffer.alloc(0));
     }
     this.needed = 0;
     const start = this.offset;
     const end = this.scan(start);
-    if (end < 0) return null;
+    if (end < 0) return false;
     this.offset = end;
-    return { raw: this.buffer.subarray(start, end), type: this.buffer[start] };
+    this.lastStart = start;
+    this.lastEnd = end;
+    return true;
   }
 
   /** End offset of the reply starting at `start`, or -1 when incomplete. */
