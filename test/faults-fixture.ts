@@ -183,11 +183,12 @@ export class FaultedMaster {
 /** A replica: its own redis-server and the CLI in front of it. */
 export class Replica {
   client: Redis;
-  private constructor(readonly node: RedisServer, readonly proxy: ProxyProcess) {
-    this.client = redisClient('127.0.0.1', proxy.port);
+  private constructor(readonly node: RedisServer, readonly proxy: ProxyProcess, private readonly password?: string) {
+    this.client = redisClient('127.0.0.1', proxy.port, password);
   }
 
   static async start(extraArgs: string[] = [], options: { dataDir?: string; backend?: { host: string; port: number } } = {}): Promise<Replica> {
+    const pass = extraArgs.indexOf('--requirepass');
     const node = await RedisServer.start();
     let proxy: ProxyProcess;
     try {
@@ -196,7 +197,7 @@ export class Replica {
       await node.stop();
       throw err;
     }
-    const replica = new Replica(node, proxy);
+    const replica = new Replica(node, proxy, pass >= 0 ? extraArgs[pass + 1] : undefined);
     try {
       await waitBackendUp(replica.client);
     } catch (err) {
@@ -222,7 +223,7 @@ export class Replica {
   async restart(): Promise<void> {
     this.client.disconnect();
     await this.proxy.restart();
-    this.client = redisClient('127.0.0.1', this.proxy.port);
+    this.client = redisClient('127.0.0.1', this.proxy.port, this.password);
   }
 
   async stop(): Promise<void> {
