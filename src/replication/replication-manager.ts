@@ -4,7 +4,7 @@
  * ONE aborts the run (AbortController through every phase) and waits for it before going on.
  * `<dataDir>/replica/role.json` remembers the master so a restarted process resumes the sync.
  */
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config';
@@ -48,6 +48,11 @@ export class ReplicationManager {
   constructor(private readonly options: ReplicationManagerOptions) {
     this.logger = options.logger;
     this.machine = new SyncStateMachine(options.logger);
+    // A restarted replica is a replica from its first client on: the proxy accepts connections
+    // before start() runs, and answering them as a master meanwhile would serve unconfirmed data
+    // (and take writes). start() then resumes the sync and announces the role.
+    const saved = readRoleFileSync(this.roleFile);
+    if (saved) this.replicaStatus = newReplicaStatus(saved.host, saved.port, options.config.sync.maxAttempts);
   }
 
   get role(): Role {
@@ -74,6 +79,7 @@ export class ReplicationManager {
     }
     if (typeof saved?.host !== 'string' || typeof saved.port !== 'number') throw new SyncProxyError('CONFIG_INVALID', `${this.roleFile} does not hold {host, port}`);
     this.logger.info({ master: `${saved.host}:${saved.port}` }, 'resuming replication recorded before the restart');
+    if (this.replicaStatus) this.emitRole('replica'); // restored by the constructor: slaveof sees no role change
     await this.slaveof(saved.host, saved.port, true);
   }
 
@@ -219,5 +225,15 @@ export class ReplicationManager {
     const next = this.queue.then(fn, fn);
     this.queue = next.catch(() => undefined);
     return next;
+  }
+}
+
+/** role.json read synchronously (once, at construction); anything unreadable is left to start(). */
+function readRoleFileSync(file: string): { host: string; port: number } | undefined {
+  try {
+    const saved = JSON.parse(readFileSync(file, 'utf8')) as { host?: unknown; port?: unknown };
+    return typeof saved?.host === 'string' && typeof saved.port === 'number' ? { host: saved.host, port: saved.port } : undefined;
+  } catch {
+    return undefined;
   }
 }
