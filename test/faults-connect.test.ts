@@ -89,6 +89,14 @@ describe('faults before the copy (CLI replica, real or fake master)', function (
     await masterIntact();
   });
 
+  it('2b. SYNCPROXY HELLO never answered (blackholed RESP port): MASTER_TIMEOUT per attempt, then failed', async () => {
+    await master.resp.setMode('blackhole');
+    replica = await Replica.start(replicaFlags({ 'sync-rpc-timeout-ms': '300' }));
+    await replica.slaveof('127.0.0.1', master.port);
+    await expectFailed(replica, 'MASTER_TIMEOUT', 3);
+    await masterIntact();
+  });
+
   it('3a. master answers GetMeta with an error status: the master\'s code is kept, retried, then failed', async () => {
     fake = await FakeGrpcMaster.start({ getMeta: () => new SyncProxyError('SNAPSHOT_BUILD_FAILED', 'the node went away during the build') });
     replica = await Replica.start(replicaFlags());

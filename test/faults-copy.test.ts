@@ -9,8 +9,11 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, promises as fsp, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { loadConfig } from '../src/config';
+import { silentLogger } from '../src/logger';
+import { ReplicationManager } from '../src/replication/replication-manager';
 import { FaultProxy } from './helpers/fault-proxy';
-import { FaultedMaster, Replica, SyncStatus, readReply, replicaFlags, seed, waitBackendUp } from './faults-fixture';
+import { FaultedMaster, Replica, SyncStatus, infoReplication, readReply, replicaFlags, seed, waitBackendUp } from './faults-fixture';
 
 const KEYS = 2000;
 const VALUE = 300;
@@ -20,6 +23,19 @@ const COPY_FLAGS = { 'sync-throttle': '256kb', 'sync-workers': '2', 'sync-max-at
 
 const copiedAtLeast = (fraction: number) => (s: SyncStatus): boolean => s.state === 'copying' && s.bytesTotal > 0 && s.bytesRead >= s.bytesTotal * fraction;
 const confirmed = (s: SyncStatus): boolean => s.confirmed && s.state === 'streaming';
+
+/** While a retryable fault lasts: the cause is named in STATUS and INFO, reads are refused. */
+async function expectExplicitFault(replica: Replica, code: RegExp): Promise<void> {
+  const s = await replica.waitStatus('an attempt failed', (x) => x.errors.length >= 1);
+  expect(s.errors[0].code, JSON.stringify(s.errors)).to.match(code);
+  expect(s.errors[0].retryable).to.equal(true);
+  expect(s.confirmed).to.equal(false);
+  expect(s.lastError).to.match(code);
+  const info = await infoReplication(replica.client);
+  expect(info).to.include({ sync_confirmed: '0', master_link_status: 'down' });
+  expect(info.last_sync_error).to.match(code);
+  expect(await readReply(replica.client)).to.match(/^MASTERDOWN full sync not confirmed: /);
+}
 
 describe('faults during the copy and the load (CLI replica and master)', function () {
   this.timeout(90_000);
@@ -72,14 +88,24 @@ describe('faults during the copy and the load (CLI replica and master)', functio
     const mid = await replica.waitStatus('40% copied', copiedAtLeast(0.4));
     await master.sync.setMode('refuse');
     master.sync.cutAll();
-    const failing = await replica.waitStatus('the attempt failed', (s) => s.errors.length >= 1);
-    expect(failing.errors[0].code).to.match(/^MASTER_(UNREACHABLE|CONNECTION_LOST|TIMEOUT)$/);
-    expect(failing.confirmed).to.equal(false);
-    expect(await readReply(replica.client)).to.match(/^MASTERDOWN full sync not confirmed: /);
+    await expectExplicitFault(replica, /^MASTER_(UNREACHABLE|CONNECTION_LOST|TIMEOUT)\b/);
     await master.sync.setMode('pass');
     const s = await replica.waitStatus('confirmed', confirmed);
     expect(s.bytesResumed, JSON.stringify(s)).to.be.at.least(Math.floor(mid.bytesTotal * 0.2));
     expect(master.sync.counters.bytesDown - before).to.be.lessThan(mid.bytesTotal * 2);
+    await expectSameData(replica);
+  });
+
+  it('4c. network partition mid-copy (blackhole): chunk calls time out, explicit MASTER_TIMEOUT, resumes once healed', async () => {
+    replica = await Replica.start(replicaFlags({ ...COPY_FLAGS, 'sync-rpc-timeout-ms': '300', 'sync-snapshot-wait-ms': '1000' }));
+    await replica.slaveof('127.0.0.1', master.port);
+    await replica.waitStatus('a third copied', copiedAtLeast(0.33));
+    await master.sync.setMode('blackhole');
+    await expectExplicitFault(replica, /^MASTER_TIMEOUT\b/);
+    await master.sync.setMode('pass');
+    master.sync.cutAll(); // the held connection is stale; a real partition would reset it too
+    const s = await replica.waitStatus('confirmed', confirmed);
+    expect(s.bytesResumed + s.chunkRetries).to.be.greaterThan(0);
     await expectSameData(replica);
   });
 
@@ -126,11 +152,7 @@ describe('faults during the copy and the load (CLI replica and master)', functio
       await replica.slaveof('127.0.0.1', master.port);
       await replica.waitStatus('loading', (s) => s.state === 'loading');
       await node.kill();
-      const failed = await replica.waitStatus('the load failed', (s) => s.errors.length >= 1);
-      expect(failed.errors[0].code, JSON.stringify(failed.errors)).to.match(/^(LOAD_FAILED|BACKEND_UNAVAILABLE|BACKEND_CONNECTION_LOST)$/);
-      expect(failed.errors[0].retryable).to.equal(true);
-      expect(failed.confirmed).to.equal(false);
-      expect(await readReply(replica.client)).to.match(/^MASTERDOWN /);
+      await expectExplicitFault(replica, /^(LOAD_FAILED|BACKEND_UNAVAILABLE|BACKEND_CONNECTION_LOST)\b/);
       await link.setMode('pass');
       await node.restart();
       const s = await replica.waitStatus('confirmed once the node is back', confirmed);
@@ -169,9 +191,7 @@ describe('faults during the copy and the load (CLI replica and master)', functio
     await replica.slaveof('127.0.0.1', master.port);
     const mid = await replica.waitStatus('a third copied', copiedAtLeast(0.33));
     await master.proxy.kill('SIGKILL');
-    const down = await replica.waitStatus('an attempt failed', (s) => s.errors.length >= 1);
-    expect(down.errors[0].code).to.match(/^MASTER_(UNREACHABLE|CONNECTION_LOST|TIMEOUT)$/);
-    expect(await readReply(replica.client)).to.match(/^MASTERDOWN full sync not confirmed: /);
+    await expectExplicitFault(replica, /^MASTER_(UNREACHABLE|CONNECTION_LOST|TIMEOUT)\b/);
     await master.restart();
     const s = await replica.waitStatus('confirmed after the master restart', confirmed);
     // the restarted master serves a new snapshot (its old one is gone): the copy starts over
@@ -207,5 +227,28 @@ describe('fault: the snapshot removed on the master mid-copy', function () {
     expect(replica.proxy.logs()).to.include('snapshot changed during the copy');
     expect(await replica.client.dbsize()).to.equal(KEYS + 1);
     expect(await master.client.dbsize()).to.equal(KEYS + 1);
+  });
+});
+
+describe('restart window: a restarted replica gates reads before its sync resumes', () => {
+  it('role.json makes the manager a replica from construction: reads MASTERDOWN and role replica (so writes get READONLY) before start()', async () => {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'psp-restart-'));
+    try {
+      await fsp.mkdir(path.join(dataDir, 'replica'), { recursive: true });
+      await fsp.writeFile(path.join(dataDir, 'replica', 'role.json'), JSON.stringify({ host: '127.0.0.1', port: 1 }));
+      const config = loadConfig(['--port', '0', '--backend', '127.0.0.1:1', '--data-dir', dataDir], {});
+      const manager = new ReplicationManager({ config, logger: silentLogger(), runId: 'd'.repeat(40), self: { host: '127.0.0.1', port: 2 } });
+      // what the server consults for every client command, before start() ran
+      expect(manager.role).to.equal('replica');
+      expect(manager.readGate()).to.match(/^MASTERDOWN full sync not confirmed: /);
+      const roles: string[] = [];
+      manager.onRoleChange((r) => roles.push(r));
+      await manager.start();
+      expect(roles).to.deep.equal(['replica']);
+      expect(manager.readGate()).to.match(/^MASTERDOWN /);
+      await manager.stop();
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 });
