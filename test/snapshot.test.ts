@@ -396,6 +396,39 @@ for (const pikaProfile of [false, true]) {
       expect(replayed).to.equal(log.lastOffset - manifest.logOffset);
       expect(await expectSameData(source, target, 3)).to.be.greaterThan(6000);
     });
+
+    it('writes of keys that do not exist yet during a build (priority reads of absent keys) neither stall it nor enter the snapshot', async () => {
+      const seed = source.client();
+      const pipe = seed.pipeline();
+      for (let i = 0; i < 5000; i++) pipe.set(`k${i}`, `v${i}`);
+      await pipe.exec();
+      const ordered = source.client();
+      const orderedPath: OrderedPath = { barrier: () => ordered.ping().then(() => log.lastOffset) };
+      await newStore(orderedPath).init();
+
+      const manifestPromise = store.ensureSnapshot(30_000);
+      let written = 0;
+      for (let i = 0; i < 200; i++) {
+        const key = B(`fresh${i}`);
+        const wait = store.beforeWrite({ kind: 'keys', db: 0, keys: [key] });
+        if (wait) await wait;
+        await ordered.set(key, 'new');
+        log.append(0, [[B('SET'), key, B('new')]]);
+        written++;
+      }
+      const manifest = await manifestPromise;
+      ordered.disconnect();
+      seed.disconnect();
+
+      expect(written).to.equal(200);
+      // Every fresh key was absent when it was first written: no record, the log holds it.
+      expect(manifest.dbs.find((d) => d.db === 0)?.records).to.equal(5000);
+      const tc = target.client();
+      await loadSnapshot(path.join(dataDir, 'snapshots'), manifest, tc);
+      expect(await tc.exists('fresh0', 'fresh199')).to.equal(0);
+      expect(await tc.dbsize()).to.equal(5000);
+      tc.disconnect();
+    });
   });
 }
 

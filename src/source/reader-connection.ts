@@ -76,7 +76,6 @@ export class ReaderConnection {
   /** Sends `commands` in one write; resolves with their replies in order (error replies included as values). */
   batch(commands: readonly Command[]): Promise<Reply[]> {
     if (this.failure) return Promise.reject(this.failure);
-    if (commands.length === 0) return Promise.resolve([]);
     for (const c of commands) this.encoder.command(c);
     return this.sendEncoded(commands.length);
   }
@@ -84,6 +83,11 @@ export class ReaderConnection {
   /** Like `batch` for commands already written into `encoder()` (`count` of them). */
   sendEncoded(count: number): Promise<Reply[]> {
     if (this.failure) return Promise.reject(this.failure);
+    // A batch owed no reply would swallow the next batch's first reply.
+    if (count === 0) {
+      if (this.encoder.length > 0) return Promise.reject(new SyncProxyError('INTERNAL', `${this.what}: encoded commands without a count`));
+      return Promise.resolve([]);
+    }
     const data = this.encoder.take();
     return new Promise<Reply[]>((resolve, reject) => {
       if (this.batchHead >= this.batches.length) this.lastReplyAt = Date.now();
