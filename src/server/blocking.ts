@@ -100,6 +100,11 @@ export function planBlocking(name: string, args: Buffer[]): BlockingPlan | strin
 export class BlockedClients {
   private readonly waiters = new Set<Waiter>();
 
+  /** Some client is parked (writes must report what they touch). */
+  get active(): boolean {
+    return this.waiters.size > 0;
+  }
+
   register(owner: object, db: number, keys: Buffer[]): Waiter {
     const w = new Waiter(owner, db, new Set(keys.map((k) => k.toString('latin1'))));
     this.waiters.add(w);

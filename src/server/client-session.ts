@@ -33,6 +33,9 @@ const MAX_OUTSTANDING = 4096;
 const ALWAYS_ALLOWED_BEFORE_AUTH = new Set(['auth', 'hello', 'quit']);
 export const READONLY_ERROR = encode.error("READONLY You can't write against a read only replica.");
 
+/** The scope of a write nobody asked about (no build, no WATCH, no parked client). */
+const NO_SCOPE: WriteScope = Object.freeze({ kind: 'keys', db: 0, keys: [] as Buffer[] });
+
 let nextId = 1;
 
 export class ClientSession {
@@ -208,9 +211,11 @@ export class ClientSession {
 
   write(spec: CommandSpec, args: Buffer[], raw: Buffer): Promise<void> | void {
     if (this.ctx.replication.role === 'replica') return this.reply(READONLY_ERROR);
-    const scope = this.scopeOf(spec, args);
+    // Keys are worked out only when someone needs them: a snapshot build, a WATCH, a parked pop.
+    const gate = this.ctx.writeGate();
+    const scope = gate || this.ctx.watches.active || this.ctx.blocked.active ? this.scopeOf(spec, args) : NO_SCOPE;
     const dispatch = (): void => this.ctx.path.sendWrite(this.db, args, raw, scope, this.callbackFor(this.slot()));
-    const wait = this.gate(scope);
+    const wait = gate ? gate.beforeWrite(scope) : null;
     if (!wait) return dispatch();
     return wait.then(dispatch);
   }

@@ -89,7 +89,7 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
     config, logger, runId, version: VERSION, path: orderedPath, replication: replicationPort, watches, blocked, stats, sessions,
     dbCount: () => node.dbCount,
     syncPort: () => syncPort,
-    writeGate: () => (replication.role === 'master' ? store : null),
+    writeGate: () => (replication.role === 'master' && store.isBuilding ? store : null),
     masterView,
     dedicatedConnection: () => new NodeConnection({ ...nodeOptions, reconnect: false, logger: rootLogger.child({ component: 'backend-dedicated' }) }),
     proxyInfo: () =>

@@ -20,6 +20,11 @@ export class WatchRegistry {
     return `${db}:${key.toString('latin1')}`;
   }
 
+  /** Some client watches keys (writes must report what they touch). */
+  get active(): boolean {
+    return this.byClient.size > 0;
+  }
+
   watch(client: Watcher, db: number, keys: Buffer[]): void {
     let mine = this.byClient.get(client);
     if (!mine) this.byClient.set(client, (mine = new Set()));

@@ -91,9 +91,12 @@ function pexpireat(key: Buffer, absMs: number): Buffer[] {
   return [B('PEXPIREAT'), key, B(String(Math.round(absMs)))];
 }
 
+const SET = B('SET');
+
 function rewriteSet(args: Buffer[], reply: Reply, nowMs: number): Buffer[][] | null {
-  if (args.length < 3) return [args];
-  const kept: Buffer[] = [B('SET'), args[1], args[2]];
+  // The hot path: a plain SET replays as it is, without decoding the reply.
+  if (args.length <= 3) return [args];
+  const kept: Buffer[] = [SET, args[1], args[2]];
   let nx = false;
   let xx = false;
   let get = false;
@@ -110,9 +113,8 @@ function rewriteSet(args: Buffer[], reply: Reply, nowMs: number): Buffer[][] | n
     else if (opt === 'PXAT') expireAt = num();
     else kept.push(args[i]); // KEEPTTL and anything unknown stay as they were
   }
-  const r = reply();
   // Whether the node performed the SET: with GET the reply is the old value, otherwise OK/nil.
-  const performed = !nx && !xx ? true : get ? (nx ? r === null : r !== null) : r !== null && !(r instanceof Error);
+  const performed = !nx && !xx ? true : get ? (nx ? reply() === null : reply() !== null) : reply() !== null && !(reply() instanceof Error);
   if (!performed) return null;
   // NX/XX are dropped: the condition held on the master, and GET only shaped the reply.
   return expireAt === undefined ? [kept] : [kept, pexpireat(args[1], expireAt)];

@@ -67,6 +67,11 @@ export class SnapshotStore implements SnapshotStoreView, WriteGate {
     return this.current?.manifest.snapshotId;
   }
 
+  /** A build is running: writes must pass beforeWrite. */
+  get isBuilding(): boolean {
+    return this.builder !== undefined;
+  }
+
   beforeWrite(scope: WriteScope): Promise<void> | null {
     return this.builder ? this.builder.beforeWrite(scope) : null;
   }
