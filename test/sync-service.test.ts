@@ -16,6 +16,12 @@ import { LogStreamMessage, SyncClient } from '../src/sync/sync-client';
 import { SyncServer, SyncServerOptions } from '../src/sync/sync-server';
 import { freePort } from './helpers/ports';
 import { RedisServer } from './helpers/redis-server';
+import { entryChecksum } from '../src/source/log-format';
+
+/** A wire log entry with the checksum a real master sends. */
+function entryMsg(offset: number, ...commands: Buffer[][]): { offset: number; db: number; commands: { args: Buffer[] }[]; crc32c: number } {
+  return { offset, db: 0, commands: commands.map((args) => ({ args })), crc32c: entryChecksum({ offset, db: 0, commands }) };
+}
 
 const b = (s: string): Buffer => Buffer.from(s);
 const REPLICA = { runId: 'a'.repeat(40), host: '127.0.0.1', port: 7380 };
@@ -370,8 +376,8 @@ describe('sync service', function () {
 
       const gappy = await fakeMaster({
         StreamLog: (call: grpc.ServerWritableStream<unknown, LogMessageMsg>) => {
-          call.write({ entry: { offset: 3, db: 0, commands: [{ args: [b('DEL'), b('k')] }] } });
-          call.write({ entry: { offset: 5, db: 0, commands: [{ args: [b('DEL'), b('k')] }] } });
+          call.write({ entry: entryMsg(3, [b('DEL'), b('k')]) });
+          call.write({ entry: entryMsg(5, [b('DEL'), b('k')]) });
         },
       });
       const got: LogStreamMessage[] = [];
@@ -382,10 +388,27 @@ describe('sync service', function () {
       expect(got.map((m) => m.entry?.offset)).to.deep.equal([3]);
     });
 
+    it('a log entry whose bytes changed on the way fails its CRC32C and is never returned', async () => {
+      const port = await fakeMaster({
+        StreamLog: (call: grpc.ServerWritableStream<unknown, LogMessageMsg>) => {
+          call.write({ entry: entryMsg(1, [b('SET'), b('k'), b('v1')]) });
+          const tampered = entryMsg(2, [b('SET'), b('k'), b('v2')]);
+          tampered.commands[0].args[2] = b('v3'); // checksum computed for v2
+          call.write({ entry: tampered });
+        },
+      });
+      const got: LogStreamMessage[] = [];
+      const run = (async () => {
+        for await (const m of client(port).streamLog({ logId: 'l', fromOffset: 1, replica: REPLICA }, new AbortController().signal)) got.push(m);
+      })();
+      await expectCode(run, 'CHECKSUM_MISMATCH');
+      expect(got.map((m) => m.entry?.offset)).to.deep.equal([1]);
+    });
+
     it('the idle timeout counts only the master\'s silence, not a slow consumer', async () => {
       const port = await fakeMaster({
         StreamLog: (call: grpc.ServerWritableStream<unknown, LogMessageMsg>) => {
-          for (let offset = 1; offset <= 3; offset++) call.write({ entry: { offset, db: 0, commands: [{ args: [b('DEL'), b(`k${offset}`)] }] } });
+          for (let offset = 1; offset <= 3; offset++) call.write({ entry: entryMsg(offset, [b('DEL'), b(`k${offset}`)]) });
         },
       });
       const got: number[] = [];

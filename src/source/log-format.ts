@@ -43,6 +43,11 @@ export function encodeEntry(offset: number, db: number, commands: readonly (read
   return buf;
 }
 
+/** The CRC32C an entry carries on disk and on the wire (over its payload encoding). */
+export function entryChecksum(entry: LogEntry): number {
+  return encodeEntry(entry.offset, entry.db, entry.commands).readUInt32BE(4);
+}
+
 function corrupt(where: string, message: string): SyncProxyError {
   return new SyncProxyError('LOG_CORRUPT', `${where}: ${message}`);
 }

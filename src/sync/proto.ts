@@ -133,6 +133,7 @@ export interface LogEntryMsg {
   offset: number;
   db: number;
   commands: CommandMsg[];
+  crc32c: number;
 }
 
 export interface HeartbeatMsg {

@@ -4,6 +4,7 @@
  * add up is a MALFORMED_RESPONSE (retryable: the next answer may be whole), never a default.
  */
 import { SyncProxyError } from '../errors';
+import { entryChecksum } from '../source/log-format';
 import { LogEntry, ManifestDb, ManifestFile, SYNC_PROTOCOL_VERSION } from '../source/types';
 import type { ChunkAnswer, LogStreamMessage, MetaAnswer } from './sync-client';
 import { ChunkMsg, LogMessageMsg, MetaMsg } from './proto';
@@ -110,6 +111,11 @@ export function validateLogMessage(msg: LogMessageMsg, expectedOffset: number, w
       return c.args;
     });
     const entry: LogEntry = { offset: e.offset, db: e.db, commands };
+    // A byte flipped between the master's log and here must never be applied to the node.
+    const actual = entryChecksum(entry);
+    if (e.crc32c !== actual) {
+      throw new SyncProxyError('CHECKSUM_MISMATCH', `${what}: log entry ${e.offset} fails its CRC32C (got ${String(e.crc32c)}, computed ${actual})`);
+    }
     return { entry };
   }
   throw malformed(what, 'log message is neither an entry nor a heartbeat');

@@ -10,6 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import { crc32c } from '@node-rs/crc32';
 import { SyncProxyError } from '../errors';
 import type { Logger } from '../logger';
+import { entryChecksum } from '../source/log-format';
 import { LogEntry, SYNC_PROTOCOL_VERSION, SnapshotStoreView, WriteLogView } from '../source/types';
 import {
   ChunkMsg, ChunkRequestMsg, LogMessageMsg, MAX_CHUNK_LENGTH, MetaMsg, MetaRequestMsg, PASSWORD_METADATA_KEY,
@@ -277,5 +278,5 @@ function peerHost(peer: string): string {
 }
 
 function toEntryMsg(entry: LogEntry): LogMessageMsg['entry'] {
-  return { offset: entry.offset, db: entry.db, commands: entry.commands.map((args) => ({ args })) };
+  return { offset: entry.offset, db: entry.db, commands: entry.commands.map((args) => ({ args })), crc32c: entryChecksum(entry) };
 }
