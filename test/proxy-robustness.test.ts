@@ -163,3 +163,25 @@ describe('proxy: --requirepass', function () {
     c.close();
   });
 });
+
+describe('proxy: guards of its own node link', function () {
+  let node: RedisServer;
+  let proxy: TestProxy;
+  before(async () => {
+    node = await RedisServer.start();
+    proxy = await startTestProxy(node);
+  });
+  after(async () => {
+    await proxy?.stop();
+    await node?.stop();
+  });
+
+  it('refuses CONFIG SET requirepass/masterauth (it would lock the proxy out of its node); other CONFIG goes through', async () => {
+    const c = await RespClient.connect(proxy.port);
+    expect(await c.text('CONFIG', 'SET', 'requirepass', 'x')).to.match(/^-ERR CONFIG SET of requirepass\/masterauth\/masteruser is not allowed/);
+    expect(await c.text('CONFIG', 'SET', 'maxmemory-policy', 'noeviction', 'masterauth', 'y')).to.match(/^-ERR CONFIG SET/);
+    expect(await c.text('CONFIG', 'SET', 'maxmemory-policy', 'noeviction')).to.equal('+OK\r\n');
+    expect(await c.text('SET', 'still', 'works')).to.equal('+OK\r\n');
+    c.close();
+  });
+});

@@ -159,6 +159,9 @@ export class ClientSession {
       case 'refused':
         return this.reply(encode.error(`ERR '${name}' is not supported through pika-sync-proxy: ${refusalReason(name)}`));
       case 'admin':
+        if (name === 'config' && changesNodeAuth(args)) {
+          return this.reply(encode.error('ERR CONFIG SET of requirepass/masterauth/masteruser is not allowed through pika-sync-proxy: the proxy authenticates to its node with --backend-password'));
+        }
         return this.forward(raw);
       case 'read':
         if (name === 'xread' && hasBlockOption(args)) return this.blockingRead(raw);
@@ -318,6 +321,12 @@ export class ClientSession {
 export function errorReply(err: unknown): Buffer {
   if (err instanceof SyncProxyError) return encode.error(`ERR ${describeError(err)}`);
   return encode.error(`ERR ${err instanceof Error ? err.message : String(err)}`);
+}
+
+/** CONFIG SET requirepass (or masterauth) on the node would lock the proxy out of its own node. */
+function changesNodeAuth(args: Buffer[]): boolean {
+  if (args[1]?.toString().toLowerCase() !== 'set') return false;
+  return args.slice(2).some((a, i) => i % 2 === 0 && ['requirepass', 'masterauth', 'masteruser'].includes(a.toString().toLowerCase()));
 }
 
 function refusalReason(name: string): string {

@@ -57,6 +57,10 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
   const stats: ProxyStats = { startedAt: Date.now(), connectionsReceived: 0, commandsProcessed: 0, rejectedConnections: 0, protocolErrors: 0, outputLimitDisconnects: 0 };
 
   const listener = net.createServer();
+  // Connections accepted before the proxy is fully assembled wait here instead of being lost.
+  const early: net.Socket[] = [];
+  let accept: (socket: net.Socket) => void = (socket) => early.push(socket);
+  listener.on('connection', (socket) => accept(socket));
   await new Promise<void>((resolve, reject) => {
     listener.once('error', reject);
     listener.listen(config.port, config.bind, () => resolve());
@@ -103,7 +107,7 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
       ].join('\r\n'),
   };
 
-  listener.on('connection', (socket) => {
+  accept = (socket) => {
     stats.connectionsReceived++;
     if (sessions.size >= config.maxClients) {
       stats.rejectedConnections++;
@@ -113,7 +117,8 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
     const session = new ClientSession(socket, ctx);
     sessions.add(session);
     session.onClosed(() => sessions.delete(session));
-  });
+  };
+  early.splice(0).forEach(accept);
 
   connection.connect().catch(() => undefined); // reconnects by itself; clients get prompt errors meanwhile
   await replication.start();
