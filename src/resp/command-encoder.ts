@@ -83,6 +83,19 @@ export class CommandEncoder {
     this.block[this.pos++] = 10;
   }
 
+  /** Bytes already in RESP form (e.g. encoded bulks taken from a reply), copied as they are. */
+  raw(bytes: Buffer): void {
+    if (bytes.length >= BIG_VALUE) {
+      this.seal();
+      this.chunks.push(bytes);
+      this.chunkBytes += bytes.length;
+      return;
+    }
+    this.ensure(bytes.length);
+    bytes.copy(this.block, this.pos);
+    this.pos += bytes.length;
+  }
+
   /** A bulk holding the decimal form of an integer. */
   bulkInteger(n: number): void {
     if (!Number.isSafeInteger(n)) {

@@ -15,7 +15,42 @@ export class NodeErrorReply {
   constructor(readonly message: string) {}
 }
 
-export type Reply = Buffer | number | string | null | NodeErrorReply | Reply[];
+/**
+ * An array reply whose elements are all bulk strings, kept as its bytes: `data[start, end)` holds
+ * `count` encoded bulks (`$<len>\r\n<bytes>\r\n` each), exactly how they are written in a
+ * command, so a record can copy them in one piece. `items()` takes them apart when needed.
+ */
+export class BulkArray {
+  constructor(readonly data: Buffer, readonly start: number, readonly end: number, readonly count: number) {}
+
+  /** The bytes of the encoded bulks. */
+  get raw(): Buffer {
+    return this.data.subarray(this.start, this.end);
+  }
+
+  items(): Buffer[] {
+    const out: Buffer[] = new Array(this.count);
+    const buf = this.data;
+    let pos = this.start;
+    for (let i = 0; i < this.count; i++) {
+      let len = 0;
+      let j = pos + 1;
+      for (; buf[j] !== CR; j++) len = len * 10 + buf[j] - 48;
+      out[i] = buf.subarray(j + 2, j + 2 + len);
+      pos = j + 2 + len + 2;
+    }
+    return out;
+  }
+}
+
+export type Reply = Buffer | number | string | null | NodeErrorReply | BulkArray | Reply[];
+
+/** The elements of an array of bulks (either form), or undefined for any other reply. */
+export function bulkItems(reply: Reply): Buffer[] | undefined {
+  if (reply instanceof BulkArray) return reply.items();
+  if (Array.isArray(reply) && reply.every((r) => Buffer.isBuffer(r))) return reply as Buffer[];
+  return undefined;
+}
 
 const CR = 13;
 /** Not a reply value (an integer reply may be any number). */
@@ -27,6 +62,8 @@ export class ReplyReader {
   private pending: Buffer[] = [];
   private pendingLength = 0;
   private needed = 0;
+  /** Bytes of all replies returned so far. */
+  consumed = 0;
   /** Position after the value parsed by `parse` (valid when it did not return INCOMPLETE). */
   private pos = 0;
 
@@ -55,8 +92,35 @@ export class ReplyReader {
     const start = this.offset;
     const value = this.parse(start, start);
     if (value === INCOMPLETE) return undefined;
+    this.consumed += this.pos - this.offset;
     this.offset = this.pos;
     return value as Reply;
+  }
+
+  /**
+   * `count` elements from `at` when every one is a non-null bulk: a BulkArray (no Buffer per
+   * element), INCOMPLETE, or undefined when some element is of another type (parsed generally).
+   */
+  private bulkArray(at: number, count: number, start: number): BulkArray | typeof INCOMPLETE | undefined {
+    if (count === 0) return undefined;
+    const buf = this.buffer;
+    let pos = at;
+    for (let i = 0; i < count; i++) {
+      if (pos >= buf.length) return INCOMPLETE;
+      if (buf[pos] !== 36 || buf[pos + 1] === 45) return undefined;
+      const cr = buf.indexOf(CR, pos + 1);
+      if (cr === -1 || cr + 1 >= buf.length) return INCOMPLETE;
+      const end = cr + 2 + parseInteger(buf, pos + 1, cr);
+      if (end + 2 > buf.length) {
+        this.needed = end + 2 - start;
+        return INCOMPLETE;
+      }
+      // Copied into snapshot files as they are: only well-formed bulks.
+      if (buf[end] !== CR || buf[end + 1] !== 10) throw new SyncProxyError('MALFORMED_RESPONSE', 'a bulk in a reply from the node does not end with CRLF');
+      pos = end + 2;
+    }
+    this.pos = pos;
+    return new BulkArray(buf, at, pos, count);
   }
 
   /** Parses the value at `at`; `start` is where the whole reply began (for `needed`). */
@@ -87,6 +151,9 @@ export class ReplyReader {
         const count = parseInteger(buf, at + 1, cr);
         this.pos = cr + 2;
         if (count < 0) return null;
+        const packed = this.bulkArray(cr + 2, count, start);
+        if (packed !== undefined) return packed;
+        this.pos = cr + 2;
         const items: Reply[] = new Array(count);
         for (let i = 0; i < count; i++) {
           const item = this.parse(this.pos, start);

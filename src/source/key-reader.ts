@@ -13,7 +13,7 @@
  */
 import type { Logger } from 'pino';
 import { SyncProxyError } from '../errors';
-import type { Reply } from '../resp/reply-reader';
+import { BulkArray, Reply, bulkItems } from '../resp/reply-reader';
 import type { CommandEncoder } from '../resp/command-encoder';
 import { NodeAddress, ReaderConnection, expectNoError } from './reader-connection';
 import type { RecordSink } from './snapshot-writer';
@@ -77,9 +77,10 @@ export class KeyReader {
 
   /**
    * Reads `keys` of `db` and writes one record per existing key through `withSink`. `onDone` is
-   * called for every key once it is settled (written, or absent).
+   * called for every key once it is settled (written, or absent). Resolves with the bytes of the
+   * keys' first pages (the caller sizes its batches by them).
    */
-  async readKeys(db: number, keys: Buffer[], withSink: WithSink, onDone: (key: Buffer) => void): Promise<void> {
+  async readKeys(db: number, keys: Buffer[], withSink: WithSink, onDone: (key: Buffer) => void): Promise<number> {
     const conn = await this.connection(db);
     const probes = await this.probe(conn, keys);
     const existing = probes.filter((p): p is Probe => p !== null);
@@ -96,6 +97,7 @@ export class KeyReader {
         onDone(keys[i]);
       }
     });
+    return first.bytes ?? 0;
   }
 
   async close(): Promise<void> {
@@ -160,15 +162,15 @@ export class KeyReader {
         break;
       }
       case 'list': {
-        let items = bulksOf(reply, 'LRANGE');
+        let items = packedOf(reply, 'LRANGE');
         for (let start = 0; ; ) {
-          if (items.length > 0) {
+          if (items.count > 0) {
             begin();
-            sink.elements(NAME.RPUSH, k, items, 0, items.length, false);
+            writePacked(sink, NAME.RPUSH, k, items, 1, false);
           }
-          if (items.length < PAGE) break;
+          if (items.count < PAGE) break;
           start += PAGE;
-          items = bulksOf(await conn.call(['LRANGE', k, String(start), String(start + PAGE - 1)]), 'LRANGE');
+          items = packedOf(await conn.call(['LRANGE', k, String(start), String(start + PAGE - 1)]), 'LRANGE');
         }
         break;
       }
@@ -194,10 +196,10 @@ export class KeyReader {
         let page = reply;
         for (;;) {
           const [cursor, items] = scanPageOf(page, scan);
-          if (items.length % width !== 0) throw new SyncProxyError('MALFORMED_RESPONSE', `${scan} answered an odd number of items`);
-          if (items.length > 0) begin();
-          for (let i = 0; i < items.length; i += PAGE * width) {
-            sink.elements(name, k, items, i, Math.min(items.length, i + PAGE * width), p.type === 'zset');
+          if (items.count % width !== 0) throw new SyncProxyError('MALFORMED_RESPONSE', `${scan} answered an odd number of items`);
+          if (items.count > 0) {
+            begin();
+            writePacked(sink, name, k, items, width, p.type === 'zset');
           }
           if (cursor === '0') break;
           page = await conn.call([scan, k, cursor, 'COUNT', PAGE_COUNT]);
@@ -248,28 +250,51 @@ function bulkOf(reply: Reply, what: string): Buffer {
   return reply;
 }
 
-function bulksOf(reply: Reply, what: string): Buffer[] {
+const EMPTY = new BulkArray(Buffer.alloc(0), 0, 0, 0);
+
+/** An array of bulks in its packed form (an empty array is not packed by the reader). */
+function packedOf(reply: Reply, what: string): BulkArray {
   expectNoError(reply, what);
-  if (!Array.isArray(reply)) throw malformed(what);
-  for (const item of reply) if (!Buffer.isBuffer(item)) throw malformed(what);
-  return reply as Buffer[];
+  if (reply instanceof BulkArray) return reply;
+  if (Array.isArray(reply) && reply.length === 0) return EMPTY;
+  throw malformed(what);
 }
 
-function scanPageOf(reply: Reply, what: string): [string, Buffer[]] {
+function bulksOf(reply: Reply, what: string): Buffer[] {
+  expectNoError(reply, what);
+  const items = bulkItems(reply);
+  if (!items) throw malformed(what);
+  return items;
+}
+
+function scanPageOf(reply: Reply, what: string): [string, BulkArray] {
   if (!Array.isArray(reply) || reply.length !== 2 || !Buffer.isBuffer(reply[0])) throw malformed(what);
-  return [reply[0].toString('latin1'), bulksOf(reply[1], what)];
+  return [reply[0].toString('latin1'), packedOf(reply[1], what)];
+}
+
+/**
+ * `name key` commands of at most PAGE elements (`width` bulks each) from a packed page: copied
+ * in one piece when it fits one command and needs no reordering, else element by element.
+ */
+function writePacked(sink: RecordSink, name: Buffer, key: Buffer, page: BulkArray, width: number, swapPairs: boolean): void {
+  if (!swapPairs && page.count <= PAGE * width) {
+    sink.encodedElements(name, key, page.raw, page.count);
+    return;
+  }
+  const items = page.items();
+  for (let i = 0; i < items.length; i += PAGE * width) sink.elements(name, key, items, i, Math.min(items.length, i + PAGE * width), swapPairs);
 }
 
 type StreamEntry = [Buffer, Buffer[]];
 
 function streamEntriesOf(reply: Reply): StreamEntry[] {
   expectNoError(reply, 'XRANGE');
+  // An XRANGE reply is never packed as a whole: its entries are arrays (an empty reply is []).
   if (!Array.isArray(reply)) throw malformed('XRANGE');
-  for (const entry of reply) {
+  return reply.map((entry): StreamEntry => {
     if (!Array.isArray(entry) || entry.length !== 2 || !Buffer.isBuffer(entry[0])) throw malformed('XRANGE');
-    bulksOf(entry[1], 'XRANGE');
-  }
-  return reply as unknown as StreamEntry[];
+    return [entry[0], bulksOf(entry[1], 'XRANGE')];
+  });
 }
 
 /** The smallest id after `id` (portable: Pika may lack exclusive `(` ranges). */

@@ -20,12 +20,17 @@ export interface NodeAddress {
 
 export type Command = ReadonlyArray<Buffer | string>;
 
+/** The replies of one batch, in order, and how many bytes they took. */
+export type BatchReplies = Reply[] & { bytes?: number };
+
 const COMMAND_TIMEOUT_MS = 60_000;
 
 interface PendingBatch {
-  replies: Reply[];
+  replies: BatchReplies;
   expected: number;
-  resolve: (replies: Reply[]) => void;
+  /** `reader.consumed` before the batch's first reply. */
+  consumedBefore: number;
+  resolve: (replies: BatchReplies) => void;
   reject: (err: SyncProxyError) => void;
 }
 
@@ -81,7 +86,7 @@ export class ReaderConnection {
   }
 
   /** Like `batch` for commands already written into `encoder()` (`count` of them). */
-  sendEncoded(count: number): Promise<Reply[]> {
+  sendEncoded(count: number): Promise<BatchReplies> {
     if (this.failure) return Promise.reject(this.failure);
     // A batch owed no reply would swallow the next batch's first reply.
     if (count === 0) {
@@ -89,9 +94,9 @@ export class ReaderConnection {
       return Promise.resolve([]);
     }
     const data = this.encoder.take();
-    return new Promise<Reply[]>((resolve, reject) => {
+    return new Promise<BatchReplies>((resolve, reject) => {
       if (this.batchHead >= this.batches.length) this.lastReplyAt = Date.now();
-      this.batches.push({ replies: [], expected: count, resolve, reject });
+      this.batches.push({ replies: [], expected: count, consumedBefore: -1, resolve, reject });
       this.socket.write(data);
       this.armTimer();
     });
@@ -114,11 +119,15 @@ export class ReaderConnection {
     this.lastReplyAt = Date.now();
     this.reader.feed(chunk);
     try {
+      let consumedBefore = this.reader.consumed;
       for (let reply = this.reader.next(); reply !== undefined; reply = this.reader.next()) {
         const batch = this.batches[this.batchHead];
         if (!batch) throw new SyncProxyError('MALFORMED_RESPONSE', `${this.what}: a reply without a command`);
+        if (batch.consumedBefore < 0) batch.consumedBefore = consumedBefore;
         batch.replies.push(reply);
+        consumedBefore = this.reader.consumed;
         if (batch.replies.length === batch.expected) {
+          batch.replies.bytes = consumedBefore - batch.consumedBefore;
           this.batches[this.batchHead++] = undefined as unknown as PendingBatch;
           batch.resolve(batch.replies);
         }

@@ -14,7 +14,7 @@
  */
 import type { Logger } from 'pino';
 import { SyncProxyError, describeError, toSyncProxyError } from '../errors';
-import { NodeErrorReply, Reply } from '../resp/reply-reader';
+import { NodeErrorReply, Reply, bulkItems } from '../resp/reply-reader';
 import { KeyReader, NodeAddress, WithSink } from './key-reader';
 import { SnapshotWriter } from './snapshot-writer';
 import type { Manifest, OrderedPath, WriteGate, WriteLogView, WriteScope } from './types';
@@ -46,8 +46,11 @@ export interface BuildStatus {
 }
 
 const SCAN_COUNT = 1000;
+/** Keys per batch at most, and the first-page bytes a batch aims at (memory in flight). */
 const BATCH = 1000;
-const PIPELINE_DEPTH = 3;
+const BATCH_BYTES = 2 * 1024 * 1024;
+const MIN_BATCH = 16;
+const PIPELINE_DEPTH = 6;
 
 interface Deferred {
   promise: Promise<void>;
@@ -104,6 +107,8 @@ export class SnapshotBuilder implements WriteGate {
   private logOffset: number | undefined;
   private failure: SyncProxyError | undefined;
   private lock: Promise<void> = Promise.resolve();
+  /** First-page bytes per key, averaged over recent batches (starts at "small keys"). */
+  private bytesPerKey = 256;
 
   constructor(private readonly options: SnapshotBuilderOptions) {
     this.logger = options.logger.child({ component: 'snapshot-builder', snapshotId: options.snapshotId });
@@ -239,8 +244,10 @@ export class SnapshotBuilder implements WriteGate {
         page = scanPage(next);
         page.catch(() => undefined);
       }
-      for (let i = 0; i < keys.length; i += BATCH) {
-        const batch = this.scanBatch(db, keys.slice(i, i + BATCH));
+      for (let i = 0; i < keys.length; ) {
+        const size = this.batchSize();
+        const batch = this.scanBatch(db, keys.slice(i, i + size));
+        i += size;
         batch.catch(() => undefined);
         inFlight.push(batch);
         if (inFlight.length >= PIPELINE_DEPTH) await inFlight.shift();
@@ -249,6 +256,14 @@ export class SnapshotBuilder implements WriteGate {
     }
     await Promise.all(inFlight);
     if (this.failure) throw this.failure;
+  }
+
+  /**
+   * Keys in the next batch: BATCH, fewer when keys are big, so the replies held by the batches in
+   * flight stay near PIPELINE_DEPTH * BATCH_BYTES (a batch is sized before its replies are known).
+   */
+  private batchSize(): number {
+    return Math.max(MIN_BATCH, Math.min(BATCH, Math.floor(BATCH_BYTES / Math.max(1, this.bytesPerKey))));
   }
 
   private async scanBatch(db: number, keys: Buffer[]): Promise<void> {
@@ -262,10 +277,12 @@ export class SnapshotBuilder implements WriteGate {
     if (todo.length === 0) return;
     try {
       let i = 0;
-      await this.scanner.readKeys(db, todo.map((t) => t.key), this.withSink, () => {
+      const bytes = await this.scanner.readKeys(db, todo.map((t) => t.key), this.withSink, () => {
         const t = todo[i++];
         this.unmark(t.id, t.entry);
       });
+      // Moving average of first-page bytes per key: big values make batches smaller.
+      this.bytesPerKey = 0.7 * this.bytesPerKey + 0.3 * (bytes / todo.length);
     } finally {
       for (const t of todo) if (!t.entry.settled) this.unmark(t.id, t.entry);
     }
@@ -333,7 +350,7 @@ export class SnapshotBuilder implements WriteGate {
     if (reply instanceof NodeErrorReply) {
       this.logger.info({ err: reply.message }, 'CONFIG GET databases refused; assuming one database');
     } else {
-      const value = Array.isArray(reply) ? reply[1] : undefined;
+      const value = bulkItems(reply)?.[1];
       const n = Buffer.isBuffer(value) ? Number(value.toString('latin1')) : Number.NaN;
       if (Number.isInteger(n) && n >= 1) count = n;
       else this.logger.info('CONFIG GET databases gave no count; assuming one database');
@@ -362,9 +379,8 @@ export class SnapshotBuilder implements WriteGate {
 
 function scanReply(reply: Reply): [string, Buffer[]] {
   if (reply instanceof NodeErrorReply) throw new SyncProxyError('BACKEND_ERROR_REPLY', `SCAN failed on the node: ${reply.message}`);
-  const [cursor, keys] = Array.isArray(reply) && reply.length === 2 ? reply : [];
-  if (!Buffer.isBuffer(cursor) || !Array.isArray(keys) || !keys.every((k) => Buffer.isBuffer(k))) {
-    throw new SyncProxyError('MALFORMED_RESPONSE', 'SCAN answered an unexpected reply shape');
-  }
-  return [cursor.toString('latin1'), keys as Buffer[]];
+  const [cursor, packedKeys] = Array.isArray(reply) && reply.length === 2 ? reply : [];
+  const keys = packedKeys === undefined ? undefined : bulkItems(packedKeys);
+  if (!Buffer.isBuffer(cursor) || !keys) throw new SyncProxyError('MALFORMED_RESPONSE', 'SCAN answered an unexpected reply shape');
+  return [cursor.toString('latin1'), keys];
 }

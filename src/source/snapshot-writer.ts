@@ -39,6 +39,8 @@ export interface RecordSink {
    * and ZRANGE give member, score; ZADD wants score, member).
    */
   elements(name: Buffer, key: Buffer, items: readonly Buffer[], from: number, to: number, swapPairs: boolean): void;
+  /** `name key` followed by `count` bulks already encoded in `encoded` (copied in one piece). */
+  encodedElements(name: Buffer, key: Buffer, encoded: Buffer, count: number): void;
 }
 
 /** Blocks are handed to the flusher at this size. */
@@ -135,6 +137,16 @@ export class SnapshotWriter implements RecordSink {
     } else {
       for (let i = from; i < to; i++) e.bulk(items[i]);
     }
+    this.appended(before);
+  }
+
+  encodedElements(name: Buffer, key: Buffer, encoded: Buffer, count: number): void {
+    const before = this.beforeCommand();
+    const e = this.encoder;
+    e.arrayHeader(2 + count);
+    e.bulk(name);
+    e.bulk(key);
+    e.raw(encoded);
     this.appended(before);
   }
 
