@@ -11,8 +11,8 @@
  * second; a promise per record and a small buffer per argument cost more than the I/O. Records
  * are encoded straight into large blocks (CommandEncoder), the CRC32C of a file is computed per
  * block, and a background flusher writes the blocks with few large writes, opening, fsyncing and
- * closing files in order. Memory stays bounded because writers `await drain()` (the key reader
- * does it after every batch): it waits while more than MAX_QUEUED bytes wait for the disk.
+ * closing files in order (./file-flusher.ts). Memory stays bounded because writers
+ * `await drain()` (the key reader does it after every batch).
  */
 import { crc32c } from '@node-rs/crc32';
 import { promises as fsp } from 'node:fs';
@@ -20,6 +20,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { SyncProxyError, toSyncProxyError } from '../errors';
 import { CommandEncoder } from '../resp/command-encoder';
+import { FileFlusher } from './file-flusher';
 import { KeyType, Manifest, ManifestFile, SNAPSHOT_FORMAT_VERSION } from './types';
 
 export interface SnapshotWriterOptions {
@@ -45,13 +46,10 @@ export interface RecordSink {
 
 /** Blocks are handed to the flusher at this size. */
 const HAND_OFF = 1024 * 1024;
-/** `drain()` waits while more than this waits for the disk. */
-const MAX_QUEUED = 8 * 1024 * 1024;
 
 const PSP_KEY = Buffer.from('PSP.KEY');
 const PSP_PART = Buffer.from('PSP.PART');
 
-type FlushOp = { kind: 'open'; name: string } | { kind: 'data'; chunks: Buffer[]; bytes: number } | { kind: 'close'; name: string; size: number; records: number };
 
 export class SnapshotWriter implements RecordSink {
   readonly buildDir: string;
@@ -68,17 +66,12 @@ export class SnapshotWriter implements RecordSink {
   private currentKey: { db: number; key: Buffer } | undefined;
   private totalBytes = 0;
 
-  private readonly queue: FlushOp[] = [];
-  private queuedBytes = 0;
-  private flusher: Promise<void> | undefined;
-  private handle: fsp.FileHandle | undefined;
-  private failure: SyncProxyError | undefined;
-  private aborted = false;
-  private waiters: Array<() => void> = [];
+  private readonly flusher: FileFlusher;
 
   constructor(private readonly options: SnapshotWriterOptions) {
     this.buildDir = path.join(options.dir, `${options.snapshotId}.tmp`);
     this.finalDir = path.join(options.dir, options.snapshotId);
+    this.flusher = new FileFlusher(this.buildDir, options.logger);
   }
 
   /** Bytes written so far (all files, buffered included). */
@@ -152,7 +145,7 @@ export class SnapshotWriter implements RecordSink {
 
   /** Waits while too much waits for the disk; rejects when writing failed. */
   async drain(): Promise<void> {
-    while (!this.failure && this.queuedBytes > MAX_QUEUED) await new Promise<void>((resolve) => this.waiters.push(resolve));
+    await this.flusher.drain();
     this.check();
   }
 
@@ -163,7 +156,7 @@ export class SnapshotWriter implements RecordSink {
   async finish(meta: { logId: string; logOffset: number; createdAtMs: number }): Promise<Manifest> {
     this.check();
     this.endFile();
-    while (!this.failure && this.flusher) await this.flusher;
+    await this.flusher.idle();
     this.check();
     const dbs = [...new Set([0, ...this.recordsByDb.keys()])]
       .sort((a, b) => a - b)
@@ -195,14 +188,7 @@ export class SnapshotWriter implements RecordSink {
 
   /** Drops the unfinished build (nothing servable remains). */
   async abort(): Promise<void> {
-    this.aborted = true;
-    this.failure ??= new SyncProxyError('SNAPSHOT_BUILD_FAILED', 'snapshot build aborted');
-    this.queue.length = 0;
-    this.wake();
-    await this.flusher?.catch(() => undefined);
-    const fh = this.handle;
-    this.handle = undefined;
-    await fh?.close().catch(() => undefined);
+    await this.flusher.abort();
     await fsp.rm(this.buildDir, { recursive: true, force: true });
   }
 
@@ -233,7 +219,7 @@ export class SnapshotWriter implements RecordSink {
     this.fileCrc = 0;
     this.fileHanded = 0;
     this.fileRecords = 0;
-    this.enqueue({ kind: 'open', name: this.fileName });
+    this.flusher.open(this.fileName);
     const before = this.encoder.length;
     this.encoder.command(['PSP.FILE', String(SNAPSHOT_FORMAT_VERSION), this.options.snapshotId, this.fileName]);
     this.appended(before);
@@ -246,7 +232,7 @@ export class SnapshotWriter implements RecordSink {
     this.handOff();
     if (this.fileHanded !== this.fileBytes) throw new SyncProxyError('INTERNAL', `snapshot writer lost track of ${this.fileName}'s size`);
     this.files.push({ name: this.fileName, size: this.fileBytes, crc32c: this.fileCrc >>> 0 });
-    this.enqueue({ kind: 'close', name: this.fileName, size: this.fileBytes, records: this.fileRecords });
+    this.flusher.close(this.fileName, this.fileBytes, this.fileRecords);
   }
 
   private roll(): void {
@@ -264,60 +250,12 @@ export class SnapshotWriter implements RecordSink {
       bytes += c.length;
     }
     this.fileHanded += bytes;
-    this.queuedBytes += bytes;
-    this.enqueue({ kind: 'data', chunks, bytes });
-  }
-
-  private enqueue(op: FlushOp): void {
-    this.queue.push(op);
-    this.kick();
-  }
-
-  /** Starts the flusher unless it runs (it also restarts for ops queued while it was ending). */
-  private kick(): void {
-    if (this.flusher || this.aborted || this.failure) return;
-    this.flusher = this.runFlusher().then(() => {
-      this.flusher = undefined;
-      if (this.queue.length > 0) this.kick();
-    });
-  }
-
-  private async runFlusher(): Promise<void> {
-    try {
-      for (let op = this.queue.shift(); op && !this.aborted; op = this.queue.shift()) {
-        if (op.kind === 'open') {
-          const file = path.join(this.buildDir, op.name);
-          this.handle = await this.io('creating a snapshot file', () => fsp.open(file, 'wx'));
-        } else if (op.kind === 'data') {
-          await this.io('writing a snapshot file', () => writeAll(this.handle, op.chunks, op.bytes));
-          this.queuedBytes -= op.bytes;
-          this.wake();
-        } else {
-          const fh = this.handle;
-          this.handle = undefined;
-          await this.io('closing a snapshot file', async () => {
-            await fh?.sync();
-            await fh?.close();
-          });
-          this.options.logger.debug({ file: op.name, size: op.size, records: op.records }, 'snapshot file complete');
-        }
-      }
-    } catch (err) {
-      this.failure ??= toSyncProxyError(err, 'IO_ERROR', 'writing the snapshot');
-      this.queue.length = 0;
-      this.wake();
-    }
-  }
-
-  private wake(): void {
-    if (this.queuedBytes > MAX_QUEUED && !this.failure) return;
-    const waiters = this.waiters;
-    this.waiters = [];
-    for (const w of waiters) w();
+    this.flusher.write(chunks, bytes);
   }
 
   private check(): void {
-    if (this.failure) throw this.failure;
+    const failure = this.flusher.failure;
+    if (failure) throw failure;
   }
 
   private async io<T>(what: string, fn: () => Promise<T>): Promise<T> {
@@ -326,27 +264,6 @@ export class SnapshotWriter implements RecordSink {
     } catch (err) {
       throw toSyncProxyError(err, 'IO_ERROR', what);
     }
-  }
-}
-
-/** Writes `chunks` at the file's current position, continuing after short writes. */
-async function writeAll(fh: fsp.FileHandle | undefined, chunks: Buffer[], bytes: number): Promise<void> {
-  if (!fh) throw new Error('snapshot file is not open');
-  let pending = chunks;
-  let left = bytes;
-  while (left > 0) {
-    const { bytesWritten } = await fh.writev(pending.slice(0, 1024));
-    left -= bytesWritten;
-    let skip = bytesWritten;
-    const rest: Buffer[] = [];
-    for (const c of pending) {
-      if (skip >= c.length) skip -= c.length;
-      else {
-        rest.push(skip > 0 ? c.subarray(skip) : c);
-        skip = 0;
-      }
-    }
-    pending = rest;
   }
 }
 
