@@ -303,6 +303,19 @@ export class ClientSession {
     if (!this.busy && this.requests.length > 0) this.pump();
   }
 
+  /**
+   * Graceful stop: read and run nothing more; what was already sent to the node is still
+   * answered. `drained` tells when every reply owed has been written.
+   */
+  stopAccepting(): void {
+    this.closing = true;
+    this.socket.pause();
+  }
+
+  get drained(): boolean {
+    return this.replies.length === 0 || this.closed;
+  }
+
   /** QUIT: answer, then close once every earlier reply is written. */
   closeAfterReplies(): void {
     this.closing = true;

@@ -129,8 +129,9 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
     (stopping ??= (async () => {
       logger.info('stopping: no new connections, draining replies in flight');
       listener.close();
-      const deadline = Date.now() + 3000;
-      while ([...sessions].some((s) => !s.closed) && connection.inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      for (const s of sessions) s.stopAccepting();
+      const deadline = Date.now() + 5000;
+      while ((connection.inFlight > 0 || [...sessions].some((s) => !s.drained)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
       for (const s of sessions) s.socket.end();
       await replication.stop();
       await syncServer.stop();
