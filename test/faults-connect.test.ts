@@ -70,7 +70,7 @@ describe('faults before the copy (CLI replica, real or fake master)', function (
     await master.resp.setMode('refuse');
     replica = await Replica.start(replicaFlags({ 'sync-max-attempts': '20', 'sync-retry-base-ms': '100', 'sync-retry-max-ms': '300' }));
     await replica.slaveof('127.0.0.1', master.port);
-    await replica.waitStatus('two failed attempts', (s) => s.attempts >= 2);
+    await replica.waitStatus('two failed attempts', (s) => s.failedAttempts >= 2);
     expect(await readReply(replica.client)).to.match(/^MASTERDOWN full sync not confirmed: /);
     await master.resp.setMode('pass');
     const s = await replica.waitStatus('confirmed', (x) => x.confirmed && x.state === 'streaming');

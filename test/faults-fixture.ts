@@ -60,7 +60,7 @@ export interface SyncStatus {
   state: string;
   confirmed: boolean;
   attempt: number;
-  attempts: number;
+  failedAttempts: number;
   bytesTotal: number;
   bytesRead: number;
   bytesResumed: number;

@@ -96,7 +96,7 @@ describe('replication manager: SLAVEOF through a real SyncServer into a real red
     expect(manager.infoReplication(EMPTY_MASTER_VIEW)).to.include('master_repl_offset:4\r\n');
     expect(manager.roleReply(EMPTY_MASTER_VIEW)).to.deep.equal(['slave', '127.0.0.1', master.port, 'connected', 4]);
     const status = manager.status() as Record<string, unknown>;
-    expect(status).to.include({ state: 'streaming', confirmed: true, attempts: 0, filesTotal: master.store.current!.files.length });
+    expect(status).to.include({ state: 'streaming', confirmed: true, failedAttempts: 0, filesTotal: master.store.current!.files.length });
     expect((status.phases as Array<{ state: string }>).map((p) => p.state)).to.include.members(['connecting', 'fetching_meta', 'copying', 'verifying', 'loading', 'catching_up', 'streaming']);
     expect(manager.statusText()).to.match(/phase: copying start=\S+ end=\S+ duration_ms=\d+/);
     // staging is removed after confirmation

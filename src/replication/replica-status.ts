@@ -204,7 +204,7 @@ export function statusObject(machine: SyncStateMachine, status: ReplicaStatus | 
     proof: { ...status.proof, caughtUp: status.confirmed },
     attempt: status.attempt,
     maxAttempts: status.maxAttempts,
-    attempts: status.history.attempts,
+    failedAttempts: status.history.attempts,
     snapshotId: status.snapshotId ?? null,
     snapshotChanges: status.snapshotChanges,
     bytesTotal: status.copy.bytesTotal,

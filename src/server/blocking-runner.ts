@@ -8,7 +8,7 @@ import * as encode from '../resp/encode';
 import { encodeArgs } from '../resp/request-parser';
 import { planBlocking } from './blocking';
 import type { ClientSession } from './client-session';
-import { errorReply } from './client-session';
+import { errorReply } from './refusals';
 
 export async function runBlocking(s: ClientSession, name: string, args: Buffer[]): Promise<void> {
   const plan = planBlocking(name, args);

@@ -11,7 +11,6 @@
 import net from 'node:net';
 import { Fifo } from '../backend/fifo';
 import type { NodeConnection, ReplyCallback } from '../backend/node-connection';
-import { SyncProxyError, describeError } from '../errors';
 import * as encode from '../resp/encode';
 import { ParsedRequest, RequestParser } from '../resp/request-parser';
 import type { WriteScope } from '../source/types';
@@ -20,18 +19,14 @@ import { handleConnectionCommand } from './connection-commands';
 import type { ProxyContext } from './context';
 import { PubSubMode } from './pubsub-mode';
 import { handleReplicationCommand } from './replication-commands';
+import { READONLY_ERROR, changesNodeAuth, errorReply, refusalReason } from './refusals';
+import { ReplyQueue, Slot } from './reply-queue';
 import { Transaction } from './transaction';
 import { runBlocking } from './blocking-runner';
-
-interface Slot {
-  data?: Buffer;
-  ready: boolean;
-}
 
 /** Pause reading when this many requests are queued or unanswered; resume below half. */
 const MAX_OUTSTANDING = 4096;
 const ALWAYS_ALLOWED_BEFORE_AUTH = new Set(['auth', 'hello', 'quit']);
-export const READONLY_ERROR = encode.error("READONLY You can't write against a read only replica.");
 
 /** The scope of a write nobody asked about (no build, no WATCH, no parked client). */
 const NO_SCOPE: WriteScope = Object.freeze({ kind: 'keys', db: 0, keys: [] as Buffer[] });
@@ -51,16 +46,19 @@ export class ClientSession {
   private blockingConnection?: NodeConnection;
   private readonly parser = new RequestParser();
   private readonly requests = new Fifo<ParsedRequest>();
-  private readonly replies = new Fifo<Slot>();
+  private readonly replies: ReplyQueue;
   private busy = false;
   private paused = false;
-  private flushScheduled = false;
   private closing = false;
   closed = false;
   private readonly closeListeners: (() => void)[] = [];
 
   constructor(readonly socket: net.Socket, readonly ctx: ProxyContext) {
     this.authenticated = !ctx.config.requirepass;
+    this.replies = new ReplyQueue(socket, ctx.config.clientOutputLimit, () => this.afterFlush(), (pendingBytes) => {
+      ctx.stats.outputLimitDisconnects++;
+      ctx.logger.warn({ client: this.id, pendingBytes }, 'client output limit exceeded; disconnecting');
+    });
     socket.setNoDelay(true);
     socket.on('data', (chunk) => this.onData(chunk));
     socket.on('error', () => socket.destroy());
@@ -246,7 +244,7 @@ export class ClientSession {
   /** Resolves once every reply queued so far is ready (before switching connections). */
   async repliesSettled(): Promise<void> {
     while (this.replies.length > 0 && !this.closed) {
-      this.flush();
+      this.replies.flush();
       if (this.replies.length === 0) return;
       await new Promise((r) => setTimeout(r, 1));
     }
@@ -257,15 +255,11 @@ export class ClientSession {
   }
 
   slot(): Slot {
-    const s: Slot = { ready: false };
-    this.replies.push(s);
-    return s;
+    return this.replies.slot();
   }
 
   fill(slot: Slot, data: Buffer): void {
-    slot.data = data;
-    slot.ready = true;
-    this.scheduleFlush();
+    this.replies.fill(slot, data);
   }
 
   reply(data: Buffer): void {
@@ -277,27 +271,7 @@ export class ClientSession {
     this.reply(data);
   }
 
-  private scheduleFlush(): void {
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    // After the poll phase: replies from several node reads leave in one write per client.
-    setImmediate(() => {
-      this.flushScheduled = false;
-      this.flush();
-    });
-  }
-
-  private flush(): void {
-    if (this.closed) return;
-    const out: Buffer[] = [];
-    while (this.replies.peek()?.ready) out.push(this.replies.shift()!.data!);
-    if (out.length > 0) this.socket.write(out.length === 1 ? out[0] : Buffer.concat(out));
-    if (this.socket.writableLength > this.ctx.config.clientOutputLimit) {
-      this.ctx.stats.outputLimitDisconnects++;
-      this.ctx.logger.warn({ client: this.id, pendingBytes: this.socket.writableLength }, 'client output limit exceeded; disconnecting');
-      this.socket.destroy();
-      return;
-    }
+  private afterFlush(): void {
     if (this.closing && this.replies.length === 0) this.socket.end();
     this.applyFlowControl();
     if (!this.busy && this.requests.length > 0) this.pump();
@@ -329,23 +303,4 @@ export class ClientSession {
     this.blockingConnection?.destroy();
     for (const l of this.closeListeners) l();
   }
-}
-
-export function errorReply(err: unknown): Buffer {
-  if (err instanceof SyncProxyError) return encode.error(`ERR ${describeError(err)}`);
-  return encode.error(`ERR ${err instanceof Error ? err.message : String(err)}`);
-}
-
-/** CONFIG SET requirepass (or masterauth) on the node would lock the proxy out of its own node. */
-function changesNodeAuth(args: Buffer[]): boolean {
-  if (args[1]?.toString().toLowerCase() !== 'set') return false;
-  return args.slice(2).some((a, i) => i % 2 === 0 && ['requirepass', 'masterauth', 'masteruser'].includes(a.toString().toLowerCase()));
-}
-
-function refusalReason(name: string): string {
-  if (['eval', 'evalsha', 'eval_ro', 'evalsha_ro', 'fcall', 'fcall_ro', 'function', 'script'].includes(name)) {
-    return 'scripts cannot be replicated through the write log';
-  }
-  if (name === 'monitor') return 'it would take over the shared node connection';
-  return 'it acts on the node behind the proxy';
 }

@@ -8,7 +8,7 @@
 import * as encode from '../resp/encode';
 import type { WriteScope } from '../source/types';
 import type { ClientSession } from './client-session';
-import { READONLY_ERROR, errorReply } from './client-session';
+import { READONLY_ERROR, errorReply } from './refusals';
 import type { CommandSpec } from './command-table';
 
 interface Queued {
