@@ -165,7 +165,10 @@ export class ClientSession {
         if (name === 'xread' && hasBlockOption(args)) return this.blockingRead(raw);
         return this.forwardRead(raw);
       case 'write':
-        if (name === 'xreadgroup' && hasBlockOption(args)) return runBlocking(this, name, args);
+        if (name === 'xreadgroup' && hasBlockOption(args)) {
+          if (this.ctx.replication.role === 'replica') return this.reply(READONLY_ERROR);
+          return runBlocking(this, name, args);
+        }
         return this.write(spec, args, raw);
       case 'blocking':
         if (this.ctx.replication.role === 'replica') return this.reply(READONLY_ERROR);
