@@ -4,29 +4,11 @@
  * hand-built source, and the manager gets the client from an injectable factory.
  */
 import type { Logger } from 'pino';
-import type { LogEntry, Manifest } from '../source/types';
 
-export interface ReplicaIdentity {
-  runId: string;
-  host: string;
-  port: number;
-}
+import type { ChunkAnswer, LogStreamMessage, MetaAnswer, ReplicaIdentity } from '../sync/sync-client';
 
-export type MetaAnswer = Manifest & { masterOffset: number; protocolVersion: number };
-
-export interface ChunkAnswer {
-  snapshotId: string;
-  file: string;
-  offset: number;
-  data: Buffer;
-  crc32c: number;
-  eof: boolean;
-}
-
-export interface LogMessage {
-  entry?: LogEntry;
-  heartbeat?: { masterOffset: number; timeMs: number };
-}
+export type { ChunkAnswer, MetaAnswer, ReplicaIdentity };
+export type LogMessage = LogStreamMessage;
 
 export interface SyncClientLike {
   getMeta(request: { waitMs: number; replica: ReplicaIdentity }): Promise<MetaAnswer>;
