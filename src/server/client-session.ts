@@ -9,6 +9,7 @@
  * unsent replies exceed --client-output-limit is disconnected (bounded proxy memory).
  */
 import net from 'node:net';
+import type { Logger } from 'pino';
 import { Fifo } from '../backend/fifo';
 import type { NodeConnection, ReplyCallback } from '../backend/node-connection';
 import * as encode from '../resp/encode';
@@ -41,6 +42,7 @@ export class ClientSession {
   authenticated: boolean;
   watchDirty = false;
   lastCommand = '';
+  private commandsRun = 0;
   transaction: Transaction | null = null;
   pubsub: PubSubMode | null = null;
   private blockingConnection?: NodeConnection;
@@ -53,11 +55,15 @@ export class ClientSession {
   closed = false;
   private readonly closeListeners: (() => void)[] = [];
 
+  private readonly logger: Logger;
+
   constructor(readonly socket: net.Socket, readonly ctx: ProxyContext) {
+    this.logger = ctx.logger.child({ conn: this.id, addr: `${socket.remoteAddress}:${socket.remotePort}` });
+    this.logger.debug('client connected');
     this.authenticated = !ctx.config.requirepass;
     this.replies = new ReplyQueue(socket, ctx.config.clientOutputLimit, () => this.afterFlush(), (pendingBytes) => {
       ctx.stats.outputLimitDisconnects++;
-      ctx.logger.warn({ client: this.id, pendingBytes }, 'client output limit exceeded; disconnecting');
+      this.logger.warn({ pendingBytes }, 'client output limit exceeded; disconnecting');
     });
     socket.setNoDelay(true);
     socket.on('data', (chunk) => this.onData(chunk));
@@ -82,6 +88,7 @@ export class ClientSession {
       for (let req = this.parser.next(); req; req = this.parser.next()) this.requests.push(req);
     } catch (err) {
       this.ctx.stats.protocolErrors++;
+      this.logger.info({ err: (err as Error).message }, 'protocol error; closing the connection');
       // As Redis: answer the requests already parsed, then the protocol error, then close.
       this.requests.push({ args: [], raw: Buffer.from(`-ERR ${(err as Error).message}`) });
     }
@@ -98,6 +105,7 @@ export class ClientSession {
         break;
       }
       this.ctx.stats.commandsProcessed++;
+      this.commandsRun++;
       let pending: Promise<void> | void;
       try {
         pending = this.execute(req);
@@ -301,6 +309,7 @@ export class ClientSession {
   private onClose(): void {
     if (this.closed) return;
     this.closed = true;
+    this.logger.debug({ commands: this.commandsRun }, 'client disconnected');
     this.ctx.watches.unwatch(this);
     this.pubsub?.close();
     this.blockingConnection?.destroy();
