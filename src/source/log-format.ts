@@ -16,31 +16,107 @@ export const ENTRY_HEADER_BYTES = 8;
 /** Refuse absurd lengths instead of allocating them: a corrupt header must not exhaust memory. */
 export const MAX_ENTRY_PAYLOAD = 1024 * 1024 * 1024;
 
-export function encodeEntry(offset: number, db: number, commands: readonly (readonly Buffer[])[]): Buffer {
-  let size = 16;
-  for (const cmd of commands) {
-    size += 4;
-    for (const arg of cmd) size += 4 + arg.length;
+/** Bytes of an entry's encoding, header included. */
+export function encodedEntryLength(commands: readonly (readonly Buffer[])[]): number {
+  let size = ENTRY_HEADER_BYTES + 16;
+  for (let c = 0; c < commands.length; c++) {
+    const cmd = commands[c];
+    size += 4 + 4 * cmd.length;
+    for (let a = 0; a < cmd.length; a++) size += cmd[a].length;
   }
-  const buf = Buffer.allocUnsafe(ENTRY_HEADER_BYTES + size);
-  let pos = ENTRY_HEADER_BYTES;
-  buf.writeUInt32BE(Math.floor(offset / 0x1_0000_0000), pos);
-  buf.writeUInt32BE(offset % 0x1_0000_0000, pos + 4);
-  buf.writeUInt32BE(db, pos + 8);
-  buf.writeUInt32BE(commands.length, pos + 12);
+  return size;
+}
+
+export function encodeEntry(offset: number, db: number, commands: readonly (readonly Buffer[])[]): Buffer {
+  const buf = Buffer.allocUnsafe(encodedEntryLength(commands));
+  encodeEntryInto(buf, 0, offset, db, commands);
+  return buf;
+}
+
+/**
+ * Encodes an entry into `buf` at `pos` (the caller made room: `encodedEntryLength`); returns the
+ * end position. Lets a batch of entries be encoded into one buffer without a Buffer per entry.
+ */
+export function encodeEntryInto(buf: Buffer, pos: number, offset: number, db: number, commands: readonly (readonly Buffer[])[]): number {
+  const start = pos;
+  pos += ENTRY_HEADER_BYTES;
+  writeU32(buf, pos, Math.floor(offset / 0x1_0000_0000));
+  writeU32(buf, pos + 4, offset % 0x1_0000_0000);
+  writeU32(buf, pos + 8, db);
+  writeU32(buf, pos + 12, commands.length);
   pos += 16;
-  for (const cmd of commands) {
-    buf.writeUInt32BE(cmd.length, pos);
+  for (let c = 0; c < commands.length; c++) {
+    const cmd = commands[c];
+    writeU32(buf, pos, cmd.length);
     pos += 4;
-    for (const arg of cmd) {
-      buf.writeUInt32BE(arg.length, pos);
-      arg.copy(buf, pos + 4);
-      pos += 4 + arg.length;
+    for (let a = 0; a < cmd.length; a++) {
+      const arg = cmd[a];
+      const len = arg.length;
+      writeU32(buf, pos, len);
+      pos += 4;
+      if (len <= 32) {
+        for (let i = 0; i < len; i++) buf[pos + i] = arg[i];
+      } else {
+        buf.set(arg, pos);
+      }
+      pos += len;
     }
   }
-  buf.writeUInt32BE(size, 0);
-  buf.writeUInt32BE(crc32c(buf.subarray(ENTRY_HEADER_BYTES)), 4);
-  return buf;
+  writeU32(buf, start, pos - start - ENTRY_HEADER_BYTES);
+  writeU32(buf, start + 4, crc32cRange(buf, start + ENTRY_HEADER_BYTES, pos));
+  return pos;
+}
+
+/** Big-endian u32; `value` must be a non-negative integer below 2^32. */
+function writeU32(buf: Buffer, pos: number, value: number): void {
+  if (!(value >= 0 && value <= 0xffff_ffff)) throw new RangeError(`write log: value ${value} does not fit a u32`);
+  buf[pos] = value >>> 24;
+  buf[pos + 1] = value >>> 16;
+  buf[pos + 2] = value >>> 8;
+  buf[pos + 3] = value;
+}
+
+/** Below this many bytes the table-driven CRC in JS beats the native call (and its subarray). */
+const JS_CRC_MAX_BYTES = 192;
+
+/** Slice-by-8 tables for CRC32C (Castagnoli, reflected polynomial 0x82f63b78). */
+const CRC_TABLE = ((): Int32Array => {
+  const t = new Int32Array(256 * 8);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
+    t[n] = c;
+  }
+  for (let n = 0; n < 256; n++) {
+    let c = t[n];
+    for (let k = 1; k < 8; k++) {
+      c = t[c & 0xff] ^ (c >>> 8);
+      t[k * 256 + n] = c;
+    }
+  }
+  return t;
+})();
+
+/** CRC32C of `buf[start, end)`: the same value as `crc32c(buf.subarray(start, end))`. */
+export function crc32cRange(buf: Buffer, start: number, end: number): number {
+  if (end - start > JS_CRC_MAX_BYTES) return crc32c(buf.subarray(start, end));
+  const t = CRC_TABLE;
+  let crc = -1;
+  let i = start;
+  for (; i + 8 <= end; i += 8) {
+    const a = (buf[i] | (buf[i + 1] << 8) | (buf[i + 2] << 16) | (buf[i + 3] << 24)) ^ crc;
+    crc =
+      t[1792 + (a & 0xff)] ^
+      t[1536 + ((a >>> 8) & 0xff)] ^
+      t[1280 + ((a >>> 16) & 0xff)] ^
+      t[1024 + (a >>> 24)] ^
+      t[768 + buf[i + 4]] ^
+      t[512 + buf[i + 5]] ^
+      t[256 + buf[i + 6]] ^
+      t[buf[i + 7]];
+  }
+  for (; i < end; i++) crc = t[(crc ^ buf[i]) & 0xff] ^ (crc >>> 8);
+  return ~crc >>> 0;
 }
 
 /** The CRC32C an entry carries on disk and on the wire (over its payload encoding). */
@@ -68,7 +144,7 @@ export function decodeEntry(buf: Buffer, pos: number, where: string): LogEntry {
   const len = buf.readUInt32BE(pos);
   const payload = buf.subarray(pos + ENTRY_HEADER_BYTES, pos + ENTRY_HEADER_BYTES + len);
   if (payload.length !== len) throw corrupt(where, 'truncated entry');
-  if (crc32c(payload) !== buf.readUInt32BE(pos + 4)) throw corrupt(where, 'entry checksum mismatch');
+  if (crc32cRange(buf, pos + ENTRY_HEADER_BYTES, pos + ENTRY_HEADER_BYTES + len) !== buf.readUInt32BE(pos + 4)) throw corrupt(where, 'entry checksum mismatch');
   const offset = payload.readUInt32BE(0) * 0x1_0000_0000 + payload.readUInt32BE(4);
   const db = payload.readUInt32BE(8);
   const count = payload.readUInt32BE(12);

@@ -14,7 +14,7 @@ import { closeSync, fdatasyncSync, mkdirSync, openSync, readdirSync, unlinkSync,
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { SyncProxyError, describeError } from '../errors';
-import { encodeEntry } from './log-format';
+import { encodeEntryInto, encodedEntryLength } from './log-format';
 import { readSegment } from './log-segment-reader';
 import type { LogEntry, WriteLogView } from './types';
 
@@ -33,12 +33,9 @@ interface Segment {
   bytes: number;
 }
 
-interface Pending {
-  entry: LogEntry;
-  encoded: Buffer;
-}
-
 const FSYNC_INTERVAL_MS = 1000;
+/** A turn's entries are encoded into one reused buffer up to this size (bigger turns allocate). */
+const SCRATCH_MAX_BYTES = 1024 * 1024;
 const SEGMENT_SUFFIX = '.seg';
 
 export class WriteLog implements WriteLogView {
@@ -47,7 +44,9 @@ export class WriteLog implements WriteLogView {
   private last = 0;
   private segments: Segment[] = [];
   private fd: number | undefined;
-  private pending: Pending[] = [];
+  /** Appended, not yet written: encoded at flush time, all of a turn into one buffer. */
+  private pending: LogEntry[] = [];
+  private scratch: Buffer | undefined;
   private flushScheduled = false;
   private fsyncTimer: NodeJS.Timeout | undefined;
   private lastFsyncAt = 0;
@@ -89,8 +88,8 @@ export class WriteLog implements WriteLogView {
   append(db: number, commands: Buffer[][]): number {
     if (!this.opened || this.closed) throw new SyncProxyError('INTERNAL', 'write log is not open');
     const offset = this.last + 1;
-    const entry: LogEntry = { offset, db, commands };
-    this.pending.push({ entry, encoded: encodeEntry(offset, db, commands) });
+    if (!Number.isInteger(db) || db < 0 || db > 0xffff_ffff) throw new SyncProxyError('INTERNAL', `write log: invalid db ${db}`);
+    this.pending.push({ offset, db, commands });
     this.last = offset;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
@@ -130,11 +129,11 @@ export class WriteLog implements WriteLogView {
         await this.waitForAppend(signal);
         continue;
       }
-      const firstPending = this.pending.length > 0 ? this.pending[0].entry.offset : Infinity;
+      const firstPending = this.pending.length > 0 ? this.pending[0].offset : Infinity;
       if (next >= firstPending) {
         for (const p of this.pending.slice(next - firstPending)) {
-          yield p.entry;
-          next = p.entry.offset + 1;
+          yield p;
+          next = p.offset + 1;
           position = undefined;
           if (signal.aborted) return;
           this.checkHeld(logId, next, false);
@@ -207,22 +206,32 @@ export class WriteLog implements WriteLogView {
     if (this.pending.length === 0 || this.closed) return;
     const batch = this.pending;
     try {
-      let chunk: Buffer[] = [];
-      let chunkBytes = 0;
-      for (const p of batch) {
+      let total = 0;
+      for (let i = 0; i < batch.length; i++) total += encodedEntryLength(batch[i].commands);
+      let buf: Buffer;
+      if (total <= SCRATCH_MAX_BYTES) {
+        if (!this.scratch || this.scratch.length < total) this.scratch = Buffer.allocUnsafeSlow(Math.min(SCRATCH_MAX_BYTES, Math.max(total, 64 * 1024)));
+        buf = this.scratch;
+      } else {
+        buf = Buffer.allocUnsafeSlow(total);
+      }
+      let chunkStart = 0;
+      let pos = 0;
+      for (let i = 0; i < batch.length; i++) {
+        const e = batch[i];
+        const end = encodeEntryInto(buf, pos, e.offset, e.db, e.commands);
         let seg = this.segments[this.segments.length - 1];
-        if (this.fd !== undefined && seg.bytes + chunkBytes > 0 && seg.bytes + chunkBytes + p.encoded.length > this.options.segmentBytes) {
-          this.writeChunk(chunk, chunkBytes);
-          chunk = [];
-          chunkBytes = 0;
+        const chunkBytes = pos - chunkStart;
+        if (this.fd !== undefined && seg.bytes + chunkBytes > 0 && seg.bytes + chunkBytes + (end - pos) > this.options.segmentBytes) {
+          this.writeChunk(buf, chunkStart, pos);
+          chunkStart = pos;
           this.closeSegment();
         }
-        if (this.fd === undefined) seg = this.openSegment(p.entry.offset);
-        chunk.push(p.encoded);
-        chunkBytes += p.encoded.length;
-        seg.lastOffset = p.entry.offset;
+        if (this.fd === undefined) seg = this.openSegment(e.offset);
+        seg.lastOffset = e.offset;
+        pos = end;
       }
-      this.writeChunk(chunk, chunkBytes);
+      this.writeChunk(buf, chunkStart, pos);
       this.pending = [];
     } catch (err) {
       // Entries the node already executed cannot be persisted: followers must not miss them
@@ -235,12 +244,12 @@ export class WriteLog implements WriteLogView {
     this.scheduleFsync();
   }
 
-  private writeChunk(chunk: Buffer[], bytes: number): void {
-    if (bytes === 0 || this.fd === undefined) return;
-    const data = chunk.length === 1 ? chunk[0] : Buffer.concat(chunk, bytes);
-    let written = 0;
-    while (written < data.length) written += writeSync(this.fd, data, written, data.length - written);
-    this.segments[this.segments.length - 1].bytes += bytes;
+  /** Writes `data[start, end)` to the current segment. */
+  private writeChunk(data: Buffer, start: number, end: number): void {
+    if (end === start || this.fd === undefined) return;
+    let written = start;
+    while (written < end) written += writeSync(this.fd, data, written, end - written);
+    this.segments[this.segments.length - 1].bytes += end - start;
     this.dirty = true;
   }
 
