@@ -15,7 +15,8 @@ import type { NodeConnection, ReplyCallback } from '../backend/node-connection';
 import * as encode from '../resp/encode';
 import { ParsedRequest, RequestParser } from '../resp/request-parser';
 import type { WriteScope } from '../source/types';
-import { CommandSpec, arityOk, commandKeys, hasBlockOption, lookupCommand } from './command-table';
+import { lowerName } from '../resp/command-name';
+import { CommandSpec, arityOk, commandKeys, hasBlockOption, lookupLowerCase } from './command-table';
 import { handleConnectionCommand } from './connection-commands';
 import type { ProxyContext } from './context';
 import { PubSubMode } from './pubsub-mode';
@@ -140,9 +141,9 @@ export class ClientSession {
   /** Runs one command; a returned promise holds this client's later commands until it settles. */
   private execute(req: ParsedRequest): Promise<void> | void {
     const { args, raw } = req;
-    const name = args[0].toString('latin1').toLowerCase();
+    const name = lowerName(args[0]);
     this.lastCommand = name;
-    const spec = lookupCommand(name);
+    const spec = lookupLowerCase(name);
     if (!this.authenticated && !ALWAYS_ALLOWED_BEFORE_AUTH.has(name)) return this.reply(encode.error('NOAUTH Authentication required.'));
     if (this.pubsub) return this.pubsub.handle(name, args, raw);
     if (spec && !arityOk(spec, args.length)) {
@@ -226,10 +227,10 @@ export class ClientSession {
     // Keys are worked out only when someone needs them: a snapshot build, a WATCH, a parked pop.
     const gate = this.ctx.writeGate();
     const scope = gate || this.ctx.watches.active || this.ctx.blocked.active ? this.scopeOf(spec, args) : NO_SCOPE;
-    const dispatch = (): void => this.ctx.path.sendWrite(this.db, args, raw, scope, this.callbackFor(this.slot()));
     const wait = gate ? gate.beforeWrite(scope) : null;
-    if (!wait) return dispatch();
-    return wait.then(dispatch);
+    // The common case (no gate to wait for) dispatches without making a closure.
+    if (!wait) return this.ctx.path.sendWrite(this.db, args, raw, scope, this.callbackFor(this.slot()));
+    return wait.then(() => this.ctx.path.sendWrite(this.db, args, raw, scope, this.callbackFor(this.slot())));
   }
 
   /** XREAD BLOCK: a read that may block, on this client's own connection to the node. */

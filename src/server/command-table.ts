@@ -167,6 +167,11 @@ export function lookupCommand(name: Buffer | string): CommandSpec | undefined {
   return TABLE.get(key);
 }
 
+/** `lookupCommand` for a name already in lower case. */
+export function lookupLowerCase(name: string): CommandSpec | undefined {
+  return TABLE.get(name);
+}
+
 export function arityOk(spec: CommandSpec, argc: number): boolean {
   return spec.arity >= 0 ? argc === spec.arity : argc >= -spec.arity;
 }

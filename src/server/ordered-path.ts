@@ -83,7 +83,7 @@ export class OrderedPath implements OrderedPathContract {
     for (const l of this.dispatchListeners) l(scope, origin);
     this.connection.send(raw, (reply, err) => {
       if (reply && reply.type !== 45) {
-        this.appendToLog(db, () => toLogCommands(args, reply.raw, Date.now()));
+        this.appendWrite(db, args, reply.raw);
         for (const l of this.appliedListeners) l(scope, origin);
       }
       cb(reply, err);
@@ -118,17 +118,32 @@ export class OrderedPath implements OrderedPathContract {
     if (selects) this.connection.db = -1;
   }
 
+  /** `appendToLog` for one write, without a closure per request (the hot path). */
+  private appendWrite(db: number, args: Buffer[], replyRaw: Buffer): void {
+    if (!this.logging) return;
+    try {
+      const commands = toLogCommands(args, replyRaw, Date.now());
+      if (commands && commands.length > 0) this.log.append(db, commands);
+    } catch (err) {
+      this.appendFailed(err);
+    }
+  }
+
   private appendToLog(db: number, build: () => Buffer[][] | null): void {
     if (!this.logging) return;
     try {
       const commands = build();
       if (commands && commands.length > 0) this.log.append(db, commands);
     } catch (err) {
-      // A write the node executed but the log cannot hold breaks every replica's exactness:
-      // start a new log generation so replicas resync instead of silently diverging.
-      this.logger.error({ err: (err as Error).message }, 'could not log an executed write; resetting the write log');
-      this.log.reset(`append failed: ${(err as Error).message}`);
+      this.appendFailed(err);
     }
+  }
+
+  private appendFailed(err: unknown): void {
+    // A write the node executed but the log cannot hold breaks every replica's exactness:
+    // start a new log generation so replicas resync instead of silently diverging.
+    this.logger.error({ err: (err as Error).message }, 'could not log an executed write; resetting the write log');
+    this.log.reset(`append failed: ${(err as Error).message}`);
   }
 
   /** Resolves after every command dispatched before it was answered (and logged). */

@@ -12,6 +12,7 @@
  * INCRBYFLOAT/HINCRBYFLOAT are logged unchanged: the increment is applied to the same value on
  * the replica, and the alternative (SET ... KEEPTTL) does not exist on Pika.
  */
+import { upperName } from '../resp/command-name';
 import { Decoded, decodeReply } from '../resp/decode';
 
 type Reply = () => Decoded;
@@ -19,8 +20,14 @@ type Reply = () => Decoded;
 const upper = (b: Buffer | undefined): string => (b ? b.toString('latin1').toUpperCase() : '');
 const B = (s: string): Buffer => Buffer.from(s);
 
+/** The commands `rewrite` may change; every other write replays as it is. */
+const REWRITTEN = new Set(['EXPIRE', 'PEXPIRE', 'EXPIREAT', 'PEXPIREAT', 'SETEX', 'PSETEX', 'SET', 'GETEX', 'SPOP', 'XADD']);
+
 /** Replay commands for one executed write, or null when nothing must be replayed. */
 export function toLogCommands(args: Buffer[], replyRaw: Buffer, nowMs: number): Buffer[][] | null {
+  // The hot path: most writes (and a plain SET) replay as they are, without a reply thunk.
+  const name = upperName(args[0]);
+  if (!REWRITTEN.has(name) || (name === 'SET' && args.length <= 3)) return [args];
   let decoded: { v: Decoded } | undefined;
   return rewrite(args, () => (decoded ??= { v: decodeReply(replyRaw) }).v, nowMs);
 }
@@ -43,7 +50,7 @@ export function execToLogCommands(
   queued.forEach((args, i) => {
     const sub = reply[i];
     if (sub === undefined || sub instanceof Error) return;
-    if (upper(args[0]) === 'SELECT') return void out.push(args);
+    if (upperName(args[0]) === 'SELECT') return void out.push(args);
     if (!isWrite(args)) return;
     const cmds = rewrite(args, () => sub, nowMs);
     if (cmds) out.push(...cmds);
@@ -52,7 +59,7 @@ export function execToLogCommands(
 }
 
 function rewrite(args: Buffer[], reply: Reply, nowMs: number): Buffer[][] | null {
-  const name = upper(args[0]);
+  const name = upperName(args[0]);
   switch (name) {
     case 'EXPIRE':
     case 'PEXPIRE':
