@@ -7,6 +7,7 @@
  * and re-encoding every reply would cost throughput and could alter bytes.
  */
 import { SyncProxyError } from '../errors';
+import { findCR } from './request-parser';
 
 export interface FramedReply {
   raw: Buffer;
@@ -90,13 +91,13 @@ export class ReplyFramer {
     while (remaining > 0) {
       if (pos >= buf.length) return -1;
       const type = buf[pos];
-      const cr = buf.indexOf(CR, pos + 1);
+      const cr = findCR(buf, pos + 1);
       if (cr === -1 || cr + 1 >= buf.length) return -1;
       remaining--;
       if (LINE.has(type)) {
         pos = cr + 2;
       } else if (BLOB.has(type)) {
-        const len = parseInt(buf.toString('latin1', pos + 1, cr), 10);
+        const len = headerNumber(buf, pos + 1, cr);
         if (Number.isNaN(len)) throw malformed(buf, pos);
         if (len < 0) {
           pos = cr + 2;
@@ -109,7 +110,7 @@ export class ReplyFramer {
           pos = end;
         }
       } else if (AGGREGATE.has(type)) {
-        const count = parseInt(buf.toString('latin1', pos + 1, cr), 10);
+        const count = headerNumber(buf, pos + 1, cr);
         if (Number.isNaN(count)) throw malformed(buf, pos);
         pos = cr + 2;
         // maps and attributes hold key/value pairs
@@ -120,6 +121,24 @@ export class ReplyFramer {
     }
     return pos;
   }
+}
+
+/**
+ * `parseInt(buf.toString('latin1', from, to), 10)`: plain digits (optionally negative) are read
+ * in place; anything else goes through parseInt as before.
+ */
+function headerNumber(buf: Buffer, from: number, to: number): number {
+  let i = from;
+  const negative = i < to && buf[i] === 45;
+  if (negative) i++;
+  if (i === to || to - i > 15) return parseInt(buf.toString('latin1', from, to), 10);
+  let n = 0;
+  for (; i < to; i++) {
+    const c = buf[i] - 48;
+    if (c < 0 || c > 9) return parseInt(buf.toString('latin1', from, to), 10);
+    n = n * 10 + c;
+  }
+  return negative ? -n : n;
 }
 
 function malformed(buf: Buffer, pos: number): SyncProxyError {

@@ -94,25 +94,25 @@ export class RequestParser {
     const buf = this.buffer;
     const start = this.offset;
     let pos = start;
-    const header = readLine(buf, pos + 1);
-    if (!header) return this.incomplete(start, pos);
-    const count = parseLength(buf, pos + 1, header.lineEnd, 'invalid multibulk length');
+    const headerEnd = lineEnd(buf, pos + 1);
+    if (headerEnd < 0) return this.incomplete(start, pos);
+    const count = parseLength(buf, pos + 1, headerEnd, 'invalid multibulk length');
     if (count > this.limits.maxMultibulkLength) throw protocolError('invalid multibulk length');
-    pos = header.next;
+    pos = headerEnd + 2;
     const args: Buffer[] = new Array(Math.max(0, count));
     for (let i = 0; i < count; i++) {
       if (pos >= buf.length) return this.incomplete(start, pos);
       if (buf[pos] !== DOLLAR) throw protocolError(`expected '$', got '${String.fromCharCode(buf[pos])}'`);
-      const line = readLine(buf, pos + 1);
-      if (!line) return this.incomplete(start, pos);
-      const len = parseLength(buf, pos + 1, line.lineEnd, 'invalid bulk length');
+      const end = lineEnd(buf, pos + 1);
+      if (end < 0) return this.incomplete(start, pos);
+      const len = parseLength(buf, pos + 1, end, 'invalid bulk length');
       if (len < 0 || len > this.limits.maxBulkLength) throw protocolError('invalid bulk length');
-      const dataEnd = line.next + len;
+      const dataEnd = end + 2 + len;
       if (dataEnd + 2 > buf.length) {
         this.needed = dataEnd + 2 - start;
         return this.incomplete(start, dataEnd);
       }
-      args[i] = buf.subarray(line.next, dataEnd);
+      args[i] = buf.subarray(end + 2, dataEnd);
       pos = dataEnd + 2;
     }
     this.offset = pos;
@@ -131,11 +131,19 @@ export class RequestParser {
   }
 }
 
-function readLine(buf: Buffer, from: number): { lineEnd: number; next: number } | null {
-  const cr = buf.indexOf(CR, from);
-  if (cr === -1 || cr + 1 >= buf.length) return null;
+/** Index of the CR ending the line that starts at `from` (the next line starts 2 later); -1 when incomplete. */
+function lineEnd(buf: Buffer, from: number): number {
+  const cr = findCR(buf, from);
+  if (cr === -1 || cr + 1 >= buf.length) return -1;
   if (buf[cr + 1] !== 10) throw protocolError('expected \\r\\n');
-  return { lineEnd: cr, next: cr + 2 };
+  return cr;
+}
+
+/** `buf.indexOf(CR, from)`: a plain loop over the first bytes (header lines are short), then the native search. */
+export function findCR(buf: Buffer, from: number): number {
+  const stop = Math.min(buf.length, from + 32);
+  for (let i = from; i < stop; i++) if (buf[i] === CR) return i;
+  return stop < buf.length ? buf.indexOf(CR, stop) : -1;
 }
 
 function parseLength(buf: Buffer, from: number, to: number, what: string): number {
