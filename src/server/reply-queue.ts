@@ -5,15 +5,14 @@
  * instead of growing the proxy's memory.
  */
 import type net from 'node:net';
-import { Fifo } from '../backend/fifo';
-
-export interface Slot {
-  data?: Buffer;
-  ready: boolean;
-}
+/** A reply's place in the queue: its sequence number (no object per request). */
+export type Slot = number;
 
 export class ReplyQueue {
-  private readonly slots = new Fifo<Slot>();
+  /** Replies owed in slot order; undefined = not answered yet. items[head] is slot `first`. */
+  private items: (Buffer | undefined)[] = [];
+  private head = 0;
+  private first = 0;
   private flushScheduled = false;
 
   constructor(
@@ -26,33 +25,62 @@ export class ReplyQueue {
 
   /** Replies owed (requests dispatched and not yet written back). */
   get length(): number {
-    return this.slots.length;
+    return this.items.length - this.head;
   }
 
   slot(): Slot {
-    const s: Slot = { ready: false };
-    this.slots.push(s);
+    const s = this.first + this.items.length - this.head;
+    this.items.push(undefined);
     return s;
   }
 
   fill(slot: Slot, data: Buffer): void {
-    slot.data = data;
-    slot.ready = true;
+    if (slot < this.first) return; // already written (a slot is filled once)
+    this.items[this.head + slot - this.first] = data;
     if (this.flushScheduled) return;
     this.flushScheduled = true;
     // After the poll phase: replies from several node reads leave in one write per client.
-    setImmediate(() => {
-      this.flushScheduled = false;
-      this.flush();
-    });
+    setImmediate(this.scheduledFlush);
   }
+
+  private readonly scheduledFlush = (): void => {
+    this.flushScheduled = false;
+    this.flush();
+  };
 
   /** Writes every reply that is ready and not behind an unanswered one. */
   flush(): void {
     if (this.socket.destroyed) return;
-    const out: Buffer[] = [];
-    while (this.slots.peek()?.ready) out.push(this.slots.shift()!.data!);
-    if (out.length > 0) this.socket.write(out.length === 1 ? out[0] : Buffer.concat(out));
+    const items = this.items;
+    const start = this.head;
+    let end = start;
+    while (end < items.length && items[end] !== undefined) end++;
+    if (end > start) {
+      const n = end - start;
+      let data: Buffer;
+      if (n === 1) {
+        data = items[start]!;
+        items[start] = undefined;
+      } else {
+        const out: Buffer[] = new Array(n);
+        for (let i = 0; i < n; i++) {
+          out[i] = items[start + i]!;
+          items[start + i] = undefined;
+        }
+        data = Buffer.concat(out);
+      }
+      this.head = end;
+      this.first += n;
+      // Compact once the consumed prefix dominates, keeping this amortised O(1).
+      if (this.head === items.length) {
+        items.length = 0;
+        this.head = 0;
+      } else if (this.head > 1024 && this.head * 2 > items.length) {
+        this.items = items.slice(this.head);
+        this.head = 0;
+      }
+      this.socket.write(data);
+    }
     if (this.socket.writableLength > this.outputLimit) {
       this.onOutputLimit(this.socket.writableLength);
       this.socket.destroy();
