@@ -1,9 +1,12 @@
+import { crc32c } from '@node-rs/crc32';
 import { expect } from 'chai';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { SyncProxyError } from '../src/errors';
 import { silentLogger } from '../src/logger';
+import { ENTRY_HEADER_BYTES, crc32cRange, decodeEntry, encodeEntry, encodeEntryInto, encodedEntryLength } from '../src/source/log-format';
 import { LogEntry } from '../src/source/types';
 import { WriteLog } from '../src/source/write-log';
 
@@ -165,5 +168,36 @@ describe('WriteLog', () => {
     expect(log.logId).to.not.equal(first);
     expect(readdirSync(dir)).to.deep.equal([]);
     expect(log.lastOffset).to.equal(0);
+  });
+});
+
+describe('write log entry encoding', () => {
+  it('the CRC32C in JS equals @node-rs/crc32 at every length and alignment', () => {
+    for (let len = 0; len <= 600; len++) {
+      const buf = randomBytes(len + 9);
+      for (let start = 0; start < 9; start++) {
+        expect(crc32cRange(buf, start, start + len)).to.equal(crc32c(buf.subarray(start, start + len)), `length ${len} at ${start}`);
+      }
+    }
+  });
+
+  it('entries encoded back to back into one buffer decode to what was appended, each with its CRC', () => {
+    const entries: LogEntry[] = [
+      { offset: 1, db: 0, commands: [[b('SET'), b('k'), b('v')]] },
+      { offset: 2 ** 40 + 7, db: 15, commands: [[b('SET'), b('key'), randomBytes(300)], [b('PEXPIREAT'), b('key'), b('1700000000000')]] },
+      { offset: 3, db: 1, commands: [[b('DEL'), Buffer.alloc(0)]] },
+    ];
+    const buf = Buffer.alloc(entries.reduce((n, e) => n + encodedEntryLength(e.commands), 0));
+    let pos = 0;
+    for (const e of entries) pos = encodeEntryInto(buf, pos, e.offset, e.db, e.commands);
+    expect(pos).to.equal(buf.length);
+    pos = 0;
+    for (const e of entries) {
+      const one = encodeEntry(e.offset, e.db, e.commands);
+      expect(buf.subarray(pos, pos + one.length).equals(one)).to.equal(true);
+      expect(one.readUInt32BE(4)).to.equal(crc32c(one.subarray(ENTRY_HEADER_BYTES)));
+      expect(decodeEntry(buf, pos, 'test')).to.deep.equal(e);
+      pos += one.length;
+    }
   });
 });
