@@ -88,6 +88,57 @@ describe('replication loader (real redis-server)', function () {
     expect(await client.get('k')).to.equal('second');
   });
 
+  it('variadic DEL groups: a duplicate key inside a group and db changes inside one batch keep values and counts exact (plain and volatile)', async () => {
+    const future = String(Date.now() + 3_600_000);
+    const f = await writeRawFile(dir, 'part-000001.resp', [
+      ['PSP.FILE', '1', SNAP, 'part-000001.resp'],
+      ['PSP.KEY', '0', 'a', 'string', '-1'], ['SET', 'a', 'a1'],
+      ['PSP.KEY', '0', 'b', 'string', future], ['SET', 'b', 'b1'], ['PEXPIREAT', 'b', future],
+      ['PSP.KEY', '0', 'l', 'list', '-1'], ['RPUSH', 'l', 'x'],
+      // duplicate inside the group: its DEL must come after the first record's commands
+      ['PSP.KEY', '0', 'l', 'list', '-1'], ['RPUSH', 'l', 'y'],
+      ['PSP.KEY', '0', 'c', 'string', future], ['SET', 'c', 'c1'], ['PEXPIREAT', 'c', future],
+      // db change inside the batch, the same key name in another db
+      ['PSP.KEY', '1', 'a', 'string', '-1'], ['SET', 'a', 'db1'],
+      ['PSP.KEY', '1', 'v', 'string', future], ['SET', 'v', 'v1'], ['PEXPIREAT', 'v', future],
+      // back to db 0: duplicates of keys from an earlier group (DEL finds them)
+      ['PSP.KEY', '0', 'b', 'string', future], ['SET', 'b', 'b2'], ['PEXPIREAT', 'b', future],
+      ['PSP.KEY', '0', 'a', 'string', '-1'], ['SET', 'a', 'a2'],
+      ['PSP.KEY', '0', 'd', 'string', '-1'], ['SET', 'd', 'd1'],
+      ['PSP.EOF', '10'],
+    ]);
+    const result = await loadSnapshot({ node: node(), manifest: manifestFor([f], [{ db: 0, records: 8 }, { db: 1, records: 2 }]), files: [f], logger: silentLogger(), signal: new AbortController().signal });
+    expect(result.dbs.find((d) => d.db === 0)).to.include({ records: 8, distinctKeys: 5, volatileKeys: 2, nodeKeys: 5 });
+    expect(result.dbs.find((d) => d.db === 1)).to.include({ records: 2, distinctKeys: 2, volatileKeys: 1, nodeKeys: 2 });
+    expect(await client.get('a')).to.equal('a2');
+    expect(await client.get('b')).to.equal('b2');
+    expect(await client.lrange('l', 0, -1)).to.deep.equal(['y']);
+    expect(await client.pttl('c')).to.be.greaterThan(3_000_000);
+    const db1 = server.client(1);
+    expect(await db1.get('a')).to.equal('db1');
+    db1.disconnect();
+  });
+
+  it('variadic DEL groups: thousands of records (groups split at MAX_GROUP_KEYS and chunk ends) with duplicates count exactly', async () => {
+    const commands: string[][] = [['PSP.FILE', '1', SNAP, 'part-000001.resp']];
+    let records = 0;
+    for (let i = 0; i < 5000; i++) {
+      const key = i % 1500 === 1499 ? `k${i - 1200}` : i % 7 === 3 ? `k${i - 3}` : `k${i}`; // repeats: near (same group) and far
+      commands.push(['PSP.KEY', '0', key, 'hash', '-1'], ['HSET', key, `f${i}`, 'x'.repeat(300)]);
+      records++;
+    }
+    commands.push(['PSP.EOF', String(records)]);
+    const f = await writeRawFile(dir, 'part-000001.resp', commands);
+    const result = await loadSnapshot({ node: node(), manifest: manifestFor([f], [{ db: 0, records }]), files: [f], logger: silentLogger(), signal: new AbortController().signal });
+    let distinct = 0;
+    for (let i = 0; i < 5000; i++) if (!(i % 1500 === 1499 || i % 7 === 3)) distinct++;
+    expect(result.dbs[0]).to.include({ records, distinctKeys: distinct, volatileKeys: 0, nodeKeys: distinct });
+    // a repeated key holds only its last record's field
+    expect(await client.hkeys('k0')).to.deep.equal(['f3']);
+    expect(await client.hkeys('k7')).to.deep.equal(['f10']);
+    expect(await client.hkeys('k299')).to.deep.equal(['f1499']);
+  });
+
   it('an error reply from the node is LOAD_FAILED naming the command and the node error', async () => {
     const f = await writeRawFile(dir, 'part-000001.resp', [
       ['PSP.FILE', '1', SNAP, 'part-000001.resp'],

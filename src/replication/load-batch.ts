@@ -15,10 +15,22 @@ export interface DbTally {
   volatile: number;
 }
 
+/** Most keys in one variadic DEL (bounds the command the loader builds). */
+export const MAX_GROUP_KEYS = 1000;
+
 /**
  * One chunk's worth of node commands: spans of the file forwarded as they are (consecutive
  * commands merged into one span), SELECT/DEL made by the loader, and what to check in each reply.
  * Sent with one `sendMany`: no promise, closure or copy per command.
+ *
+ * Key records are deleted in groups: consecutive records of one db with distinct keys share one
+ * `DEL k1 .. kn` for the keys without a TTL and one for the keys with a TTL, both sent before the
+ * group's first record command (its place in the batch is kept and filled when the group closes).
+ * Deleting a key earlier than its own record is the same as deleting it right before: the records
+ * in between touch other keys. A key already in the group closes it (a duplicate record's DEL must
+ * come after the first record's commands), as do a SELECT, a PSP.PART, the end of the chunk and
+ * MAX_GROUP_KEYS. Distinct keys of one DEL = keys sent − reply, counted per kind, so
+ * DbTally.distinct and DbTally.volatile stay exactly what one DEL per record counted.
  */
 export class LoadBatch {
   readonly parts: Buffer[] = [];
@@ -31,6 +43,13 @@ export class LoadBatch {
   private forwardedFrom?: Buffer;
   private spanStart = 0;
   private spanEnd = 0;
+  /** The open DEL group: its db's tally, where its DELs go, its keys by kind. */
+  private group?: DbTally;
+  private groupPartsAt = 0;
+  private groupKindsAt = 0;
+  private readonly groupPlain: Buffer[] = [];
+  private readonly groupVolatile: Buffer[] = [];
+  private readonly groupSeen = new Set<string>();
 
   constructor(private readonly fileName: string) {}
 
@@ -50,19 +69,58 @@ export class LoadBatch {
   }
 
   select(db: number): void {
+    this.closeGroup();
     this.closeSpan();
     this.made.command(['SELECT', String(db)]);
     this.expect(SELECT, db);
   }
 
+  /**
+   * A key record begins (its db already selected): its key joins the open DEL group, or a new
+   * one when the group is of another db, already holds the key or is full.
+   */
   del(key: Buffer, tally: DbTally, volatile: boolean): void {
+    const id = key.toString('latin1');
+    if (this.group && (this.group !== tally || this.groupSeen.has(id) || this.groupSeen.size >= MAX_GROUP_KEYS)) this.closeGroup();
+    if (!this.group) {
+      this.closeSpan();
+      if (this.made.length > 0) this.parts.push(...this.made.takeChunks());
+      this.group = tally;
+      this.groupPartsAt = this.parts.length;
+      this.groupKindsAt = this.kinds.length;
+    }
+    this.groupSeen.add(id);
+    (volatile ? this.groupVolatile : this.groupPlain).push(key);
+  }
+
+  /** Ends the open DEL group (PSP.PART: the continued key's commands are not part of one). */
+  closeGroup(): void {
+    const tally = this.group;
+    if (!tally) return;
     this.closeSpan();
-    this.made.command([DEL, key]);
-    this.expect(volatile ? DEL_VOLATILE : DEL_PLAIN, tally);
+    const encoder = new CommandEncoder();
+    const kinds: number[] = [];
+    const refs: unknown[] = [];
+    for (const [keys, kind] of [[this.groupPlain, DEL_PLAIN], [this.groupVolatile, DEL_VOLATILE]] as const) {
+      if (keys.length === 0) continue;
+      encoder.arrayHeader(keys.length + 1);
+      encoder.bulk(DEL);
+      for (const key of keys) encoder.bulk(key);
+      kinds.push(kind);
+      refs.push({ tally, keys: keys.length });
+      keys.length = 0;
+    }
+    this.parts.splice(this.groupPartsAt, 0, ...encoder.takeChunks());
+    this.kinds.splice(this.groupKindsAt, 0, ...kinds);
+    this.refs.splice(this.groupKindsAt, 0, ...refs);
+    this.count += kinds.length;
+    this.groupSeen.clear();
+    this.group = undefined;
   }
 
   /** The chunks to send, in order (call once, after the last command). */
   finish(): Buffer[] {
+    this.closeGroup();
     this.closeSpan();
     if (this.made.length > 0) this.parts.push(...this.made.takeChunks());
     return this.parts;
@@ -77,13 +135,11 @@ export class LoadBatch {
       if (reply.type !== 43) throw new SyncProxyError('LOAD_FAILED', `SELECT ${ref as number} failed on the node: ${errorText(reply)}`);
     } else {
       const n = reply.integer();
-      if (n === undefined) throw new SyncProxyError('LOAD_FAILED', `DEL failed on the node: ${errorText(reply)}`);
-      // 0: the key did not exist before this record, so it is a distinct key.
-      if (n === 0) {
-        const tally = ref as DbTally;
-        tally.distinct++;
-        if (kind === DEL_VOLATILE) tally.volatile++;
-      }
+      const { tally, keys } = ref as { tally: DbTally; keys: number };
+      if (n === undefined || n < 0 || n > keys) throw new SyncProxyError('LOAD_FAILED', `DEL of ${keys} keys failed on the node: ${errorText(reply)}`);
+      // Keys the DEL did not find did not exist before their records: distinct keys.
+      tally.distinct += keys - n;
+      if (kind === DEL_VOLATILE) tally.volatile += keys - n;
     }
   };
 

@@ -148,6 +148,7 @@ async function loadFile(node: NodePipeline, file: { name: string; path: string }
           batch.del(args[2], tally, volatile);
         } else if (name === 'PSP.PART') {
           if (argc !== 3) throw failLoad(`PSP.PART with ${argc - 1} arguments`);
+          batch.closeGroup();
           select(parseDb(args[1], 'PSP.PART'));
           inRecord = true;
         } else if (name === 'PSP.EOF') {

@@ -19,8 +19,10 @@
  *
  * Between markers come ordinary commands that rebuild the key: SET, HMSET, RPUSH, SADD, ZADD,
  * XADD, and a final PEXPIREAT when the key has a TTL (absolute unix milliseconds). A key record
- * starts with PSP.KEY; the loader SELECTs the db and sends `DEL key` before the record's commands
- * (so a record applied twice leaves one copy; DEL's reply 0 counts a distinct key). Types are
+ * starts with PSP.KEY; the loader SELECTs the db and deletes the key before the record's commands
+ * (so a record applied twice leaves one copy; a key DEL did not find counts as a distinct key; the
+ * loader deletes the keys of consecutive records of one db in one variadic DEL, see
+ * src/replication/load-batch.ts). Types are
  * `string`, `hash`, `list`, `set`, `zset`, `stream`.
  *
  * The snapshot equals the node as it was right after write-log offset `logOffset`: replaying the
