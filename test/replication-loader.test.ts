@@ -139,6 +139,25 @@ describe('replication loader (real redis-server)', function () {
     expect(await client.hkeys('k299')).to.deep.equal(['f1499']);
   });
 
+  it('PSP.KEY read in place: lower-case marker, db 12, binary keys with CRLF and spaces, an empty key, a malformed PSP.KEY refused', async () => {
+    const f = await writeRawFile(dir, 'part-000001.resp', [
+      ['PSP.FILE', '1', SNAP, 'part-000001.resp'],
+      ['psp.key', '12', 'a\r\nb c', 'string', '-1'], ['SET', 'a\r\nb c', '1'],
+      ['PSP.KEY', '12', '', 'string', '-1'], ['SET', '', 'empty'],
+      ['PSP.KEY', '12', 'a\r\nb c', 'string', '-1'], ['SET', 'a\r\nb c', '2'],
+      ['PSP.KEY', '12', 'ttl', 'string', '-10'], ['SET', 'ttl', 'x'],
+      ['PSP.EOF', '4'],
+    ]);
+    const result = await loadSnapshot({ node: node(), manifest: manifestFor([f], [{ db: 12, records: 4 }]), files: [f], logger: silentLogger(), signal: new AbortController().signal });
+    expect(result.dbs[0]).to.include({ db: 12, records: 4, distinctKeys: 3, volatileKeys: 1, nodeKeys: 3 });
+    const db12 = server.client(12);
+    expect(await db12.get('a\r\nb c')).to.equal('2');
+    expect(await db12.get('')).to.equal('empty');
+    db12.disconnect();
+    const bad = await writeRawFile(dir, 'part-000002.resp', [['PSP.FILE', '1', SNAP, 'part-000002.resp'], ['PSP.KEY', '0', 'k', 'string'], ['SET', 'k', '1'], ['PSP.EOF', '1']]);
+    await expectRejects(loadSnapshot({ node: node(), manifest: manifestFor([bad], [{ db: 0, records: 1 }]), files: [bad], logger: silentLogger(), signal: new AbortController().signal }), 'LOAD_FAILED', /PSP\.KEY with 3 arguments/);
+  });
+
   it('an error reply from the node is LOAD_FAILED naming the command and the node error', async () => {
     const f = await writeRawFile(dir, 'part-000001.resp', [
       ['PSP.FILE', '1', SNAP, 'part-000001.resp'],

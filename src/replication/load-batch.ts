@@ -30,7 +30,9 @@ export const MAX_GROUP_KEYS = 1000;
  * in between touch other keys. A key already in the group closes it (a duplicate record's DEL must
  * come after the first record's commands), as do a SELECT, a PSP.PART, the end of the chunk and
  * MAX_GROUP_KEYS. Distinct keys of one DEL = keys sent − reply, counted per kind, so
- * DbTally.distinct and DbTally.volatile stay exactly what one DEL per record counted.
+ * DbTally.distinct and DbTally.volatile stay exactly what one DEL per record counted. Keys are
+ * known by a 32-bit hash of their bytes: a collision only closes a group early (always safe), and
+ * the DEL is built from the key's bulk bytes in the file (no Buffer or string per key).
  */
 export class LoadBatch {
   readonly parts: Buffer[] = [];
@@ -47,9 +49,12 @@ export class LoadBatch {
   private group?: DbTally;
   private groupPartsAt = 0;
   private groupKindsAt = 0;
-  private readonly groupPlain: Buffer[] = [];
-  private readonly groupVolatile: Buffer[] = [];
-  private readonly groupSeen = new Set<string>();
+  /** The group's keys as `$len\r\nkey\r\n` ranges of file buffers, and whether each is volatile. */
+  private readonly groupData: Buffer[] = [];
+  private readonly groupStart: number[] = [];
+  private readonly groupEnd: number[] = [];
+  private readonly groupVolatile: boolean[] = [];
+  private readonly groupSeen = new Set<number>();
 
   constructor(private readonly fileName: string) {}
 
@@ -76,12 +81,14 @@ export class LoadBatch {
   }
 
   /**
-   * A key record begins (its db already selected): its key joins the open DEL group, or a new
-   * one when the group is of another db, already holds the key or is full.
+   * A key record begins (its db already selected): its key, the bulk `data[bulkStart, bulkEnd)`
+   * whose bytes are `data[keyStart, bulkEnd - 2)`, joins the open DEL group, or a new one when the
+   * group is of another db, already holds the key or is full.
    */
-  del(key: Buffer, tally: DbTally, volatile: boolean): void {
-    const id = key.toString('latin1');
-    if (this.group && (this.group !== tally || this.groupSeen.has(id) || this.groupSeen.size >= MAX_GROUP_KEYS)) this.closeGroup();
+  del(data: Buffer, bulkStart: number, keyStart: number, bulkEnd: number, tally: DbTally, volatile: boolean): void {
+    let hash = 0x811c9dc5;
+    for (let i = keyStart, end = bulkEnd - 2; i < end; i++) hash = Math.imul(hash ^ data[i], 0x01000193);
+    if (this.group && (this.group !== tally || this.groupSeen.has(hash) || this.groupSeen.size >= MAX_GROUP_KEYS)) this.closeGroup();
     if (!this.group) {
       this.closeSpan();
       if (this.made.length > 0) this.parts.push(...this.made.takeChunks());
@@ -89,8 +96,11 @@ export class LoadBatch {
       this.groupPartsAt = this.parts.length;
       this.groupKindsAt = this.kinds.length;
     }
-    this.groupSeen.add(id);
-    (volatile ? this.groupVolatile : this.groupPlain).push(key);
+    this.groupSeen.add(hash);
+    this.groupData.push(data);
+    this.groupStart.push(bulkStart);
+    this.groupEnd.push(bulkEnd);
+    this.groupVolatile.push(volatile);
   }
 
   /** Ends the open DEL group (PSP.PART: the continued key's commands are not part of one). */
@@ -98,22 +108,37 @@ export class LoadBatch {
     const tally = this.group;
     if (!tally) return;
     this.closeSpan();
-    const encoder = new CommandEncoder();
+    const dels: Buffer[] = [];
     const kinds: number[] = [];
     const refs: unknown[] = [];
-    for (const [keys, kind] of [[this.groupPlain, DEL_PLAIN], [this.groupVolatile, DEL_VOLATILE]] as const) {
-      if (keys.length === 0) continue;
-      encoder.arrayHeader(keys.length + 1);
-      encoder.bulk(DEL);
-      for (const key of keys) encoder.bulk(key);
-      kinds.push(kind);
-      refs.push({ tally, keys: keys.length });
-      keys.length = 0;
+    for (const volatile of [false, true]) {
+      let keys = 0;
+      let bytes = 0;
+      for (let i = 0; i < this.groupData.length; i++) {
+        if (this.groupVolatile[i] !== volatile) continue;
+        keys++;
+        bytes += this.groupEnd[i] - this.groupStart[i];
+      }
+      if (keys === 0) continue;
+      const header = `*${keys + 1}\r\n$3\r\nDEL\r\n`;
+      const out = Buffer.allocUnsafe(header.length + bytes);
+      let pos = out.write(header, 0, 'latin1');
+      for (let i = 0; i < this.groupData.length; i++) {
+        if (this.groupVolatile[i] !== volatile) continue;
+        pos += this.groupData[i].copy(out, pos, this.groupStart[i], this.groupEnd[i]);
+      }
+      dels.push(out);
+      kinds.push(volatile ? DEL_VOLATILE : DEL_PLAIN);
+      refs.push({ tally, keys });
     }
-    this.parts.splice(this.groupPartsAt, 0, ...encoder.takeChunks());
+    this.parts.splice(this.groupPartsAt, 0, ...dels);
     this.kinds.splice(this.groupKindsAt, 0, ...kinds);
     this.refs.splice(this.groupKindsAt, 0, ...refs);
     this.count += kinds.length;
+    this.groupData.length = 0;
+    this.groupStart.length = 0;
+    this.groupEnd.length = 0;
+    this.groupVolatile.length = 0;
     this.groupSeen.clear();
     this.group = undefined;
   }
@@ -160,7 +185,6 @@ const FORWARDED = 0;
 const SELECT = 1;
 const DEL_PLAIN = 2;
 const DEL_VOLATILE = 3;
-const DEL = Buffer.from('DEL');
 
 /** The arguments of a complete, already validated multibulk command (markers only). */
 export function argsOf(raw: Buffer): Buffer[] {

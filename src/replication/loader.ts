@@ -11,7 +11,7 @@ import { SyncProxyError, toSyncProxyError } from '../errors';
 import { decodeReply } from '../resp/decode';
 import { FramedReply } from '../resp/reply-framer';
 import { CommandScanner } from './command-scanner';
-import { DbTally, LoadBatch, MINUS_ONE, argsOf, isMarker, markerName } from './load-batch';
+import { DbTally, LoadBatch, argsOf, isMarker, markerName } from './load-batch';
 import { SNAPSHOT_FORMAT_VERSION, type Manifest } from '../source/types';
 import { NodeAddress, NodePipeline, errorText, integerOf } from './node-pipeline';
 
@@ -126,6 +126,26 @@ async function loadFile(node: NodePipeline, file: { name: string; path: string }
           batch.forward(data, scanner.start, scanner.end);
           continue;
         }
+        if (sawHeader && argc === 5 && isKeyMarker(data, scanner.nameStart, scanner.nameEnd)) {
+          // PSP.KEY <db> <key> <type> <expire-at-ms | -1>, read in place (the common marker).
+          const dbStart = bulkData(data, scanner.nameEnd + 2);
+          const dbEnd = bulkEnd;
+          const keyBulk = dbEnd + 2;
+          const keyStart = bulkData(data, keyBulk);
+          const keyBulkEnd = bulkEnd + 2;
+          bulkData(data, keyBulkEnd); // the type
+          const ttlStart = bulkData(data, bulkEnd + 2);
+          const volatile = !(bulkEnd - ttlStart === 2 && data[ttlStart] === 45 && data[ttlStart + 1] === 49);
+          const db = dbEnd - dbStart === 1 && data[dbStart] >= 48 && data[dbStart] <= 57 ? data[dbStart] - 48 : parseDb(data.subarray(dbStart, dbEnd), 'PSP.KEY');
+          let tally = tallies.get(db);
+          if (!tally) tallies.set(db, (tally = { records: 0, distinct: 0, volatile: 0 }));
+          tally.records++;
+          recordsInFile++;
+          inRecord = true;
+          select(db);
+          batch.del(data, keyBulk, keyStart, keyBulkEnd, tally, volatile);
+          continue;
+        }
         const args = argsOf(data.subarray(scanner.start, scanner.end));
         const name = markerName(args[0]);
         if (!sawHeader) {
@@ -136,16 +156,8 @@ async function loadFile(node: NodePipeline, file: { name: string; path: string }
           if (fileName !== file.name) throw failLoad(`PSP.FILE names file ${fileName}`);
           sawHeader = true;
         } else if (name === 'PSP.KEY') {
-          if (argc !== 5) throw failLoad(`PSP.KEY with ${argc - 1} arguments`);
-          const db = parseDb(args[1], 'PSP.KEY');
-          const volatile = !args[4].equals(MINUS_ONE);
-          let tally = tallies.get(db);
-          if (!tally) tallies.set(db, (tally = { records: 0, distinct: 0, volatile: 0 }));
-          tally.records++;
-          recordsInFile++;
-          inRecord = true;
-          select(db);
-          batch.del(args[2], tally, volatile);
+          // Well-formed ones were taken above.
+          throw failLoad(`PSP.KEY with ${argc - 1} arguments`);
         } else if (name === 'PSP.PART') {
           if (argc !== 3) throw failLoad(`PSP.PART with ${argc - 1} arguments`);
           batch.closeGroup();
@@ -170,6 +182,23 @@ async function loadFile(node: NodePipeline, file: { name: string; path: string }
   if (scanner.bufferedBytes > 0) throw failLoad('ends inside a command');
   if (!sawHeader) throw failLoad('is empty');
   if (!sawEof) throw failLoad('has no PSP.EOF (truncated)');
+}
+
+/** End of the last bulk read by bulkData (its CRLF follows). */
+let bulkEnd = 0;
+
+/** The data start of the (already validated) bulk whose '$' is at `pos`; sets bulkEnd. */
+function bulkData(data: Buffer, pos: number): number {
+  let len = 0;
+  let i = pos + 1;
+  for (; data[i] !== 13; i++) len = len * 10 + data[i] - 48;
+  bulkEnd = i + 2 + len;
+  return i + 2;
+}
+
+/** `data[start, end)` is "PSP.KEY" in any case (isMarker has matched "PSP."). */
+function isKeyMarker(data: Buffer, start: number, end: number): boolean {
+  return end - start === 7 && (data[start + 4] | 0x20) === 107 && (data[start + 5] | 0x20) === 101 && (data[start + 6] | 0x20) === 121;
 }
 
 function expectOk(reply: FramedReply, what: string): void {
