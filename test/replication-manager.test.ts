@@ -211,4 +211,71 @@ describe('replication manager: SLAVEOF through a real SyncServer into a real red
     await manager.noOne();
     expect(await nodeClient.dbsize()).to.equal(0);
   });
+  it('copy and load overlap: verified files are loaded while the last file is still being copied (state copying, reads gated), then confirmed', async () => {
+    master = await FakeMaster.start();
+    const manifest = await master.store.publish(records(600), { logId: master.log.logId, logOffset: master.log.lastOffset, fileSize: 8 * 1024 });
+    expect(manifest.files.length).to.be.greaterThan(4);
+    const last = manifest.files[manifest.files.length - 1].name;
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    master.store.onChunk = async (file) => {
+      if (file === last) await released;
+    };
+    manager = makeManager();
+    await manager.slaveof('127.0.0.1', master.port, false);
+    // key:0 is in the first file: loaded while the last file waits
+    await waitFor('first file loaded during the copy', async () => (await nodeClient.exists('key:0')) === 1);
+    expect(manager.state).to.equal('copying');
+    const gate = manager.readGate();
+    expect(gate).to.match(/^MASTERDOWN full sync not confirmed: copying \d+% .*loaded \d+%, attempt 1\/3\)$/);
+    release();
+    await waitFor('streaming', () => manager!.state === 'streaming');
+    expect(manager.readGate()).to.equal(null);
+    const status = manager.status() as { load: { dbs: Array<{ db: number; records: number; nodeKeys: number }> }; phases: Array<{ state: string; reason: string }> };
+    expect(status.load.dbs.map((d) => d.records).reduce((a, b) => a + b, 0)).to.equal(601);
+    expect(status.phases.find((p) => p.state === 'loading')!.reason).to.match(/\(\d+\/\d+ files loaded during the copy\)/);
+    expect(await nodeClient.dbsize()).to.equal(301);
+  });
+
+  it('snapshot changed after files of the old snapshot were loaded: the node is flushed, only the new snapshot is loaded and confirmed', async () => {
+    master = await FakeMaster.start();
+    const old = await master.store.publish(records(600, 'old'), { logId: master.log.logId, logOffset: master.log.lastOffset, fileSize: 8 * 1024 });
+    const last = old.files[old.files.length - 1].name;
+    let replaced = false;
+    master.store.onChunk = async (file) => {
+      if (replaced || file !== last) return;
+      replaced = true;
+      await waitFor('old snapshot partly loaded', async () => (await nodeClient.exists('old:0')) === 1);
+      // the old snapshot disappears: the replica's next chunk of it is SNAPSHOT_NOT_FOUND -> SNAPSHOT_CHANGED
+      await master!.store.publish(records(50, 'new'), { logId: master!.log.logId, logOffset: master!.log.lastOffset, fileSize: 8 * 1024 });
+    };
+    manager = makeManager();
+    await manager.slaveof('127.0.0.1', master.port, false);
+    await waitFor('streaming', () => manager!.state === 'streaming');
+    const status = manager.status() as { snapshotChanges: number };
+    expect(status.snapshotChanges).to.equal(1);
+    expect(await nodeClient.exists('old:0')).to.equal(0);
+    expect(await nodeClient.get('new:0')).to.match(/^value-0/);
+    const db1 = node.client(1);
+    expect((await nodeClient.dbsize()) + (await db1.dbsize())).to.equal(51);
+    db1.disconnect();
+  });
+
+  it('SLAVEOF NO ONE while files are loaded during the copy flushes the node (nothing partial stays)', async () => {
+    master = await FakeMaster.start();
+    const manifest = await master.store.publish(records(600), { logId: master.log.logId, logOffset: master.log.lastOffset, fileSize: 8 * 1024 });
+    const last = manifest.files[manifest.files.length - 1].name;
+    master.store.onChunk = async (file) => {
+      if (file === last) await new Promise(() => undefined); // the last file never arrives
+    };
+    manager = makeManager();
+    await manager.slaveof('127.0.0.1', master.port, false);
+    await waitFor('first file loaded during the copy', async () => (await nodeClient.exists('key:0')) === 1);
+    expect(manager.state).to.equal('copying');
+    await manager.noOne();
+    expect(await nodeClient.dbsize()).to.equal(0);
+    const db1 = node.client(1);
+    expect(await db1.dbsize()).to.equal(0);
+    db1.disconnect();
+  });
 });

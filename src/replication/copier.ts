@@ -50,6 +50,13 @@ export interface CopierOptions {
   logger: Logger;
   signal: AbortSignal;
   stats: CopyStats;
+  /**
+   * Called once per file, with its manifest index and final path, as soon as the file is in place
+   * and verified (size and whole-file CRC32C from disk, fsynced, renamed): files already complete
+   * from a previous run first, the others as they finish (in any order). Lets the sync load file
+   * i while later files are still being copied.
+   */
+  onFileVerified?: (index: number, path: string) => void;
 }
 
 export interface CopiedSnapshot {
@@ -201,6 +208,7 @@ class CopyRun {
       // Files with no chunk left (empty, or fully written before a crash) are finished first.
       for (const state of this.states) {
         if (!this.record.files[state.meta.name].complete && state.chunksLeft === 0) await this.finishFile(state);
+        else if (this.record.files[state.meta.name].complete) this.verified(state);
       }
       const workers = Array.from({ length: Math.max(1, this.options.workers) }, () => this.worker());
       await Promise.all(workers);
@@ -318,6 +326,11 @@ class CopyRun {
     this.options.stats.filesDone++;
     this.logger.debug({ file: meta.name, bytes: meta.size }, 'file copied and verified');
     await this.persist(true);
+    this.verified(file);
+  }
+
+  private verified(file: FileState): void {
+    this.options.onFileVerified?.(this.states.indexOf(file), file.finalPath);
   }
 
   /** Claims only bytes that were fsynced first; one save at a time. */

@@ -44,44 +44,150 @@ export interface LoadResult {
 
 
 export async function loadSnapshot(options: LoaderOptions): Promise<LoadResult> {
-  const logger = options.logger.child({ component: 'loader', snapshotId: options.manifest.snapshotId });
-  const node = await NodePipeline.connect(options.node, options.signal, options.maxInFlight);
+  const loader = await SnapshotLoader.connect(options.node, options.logger, options.signal, options.maxInFlight);
   try {
-    const nodeKind = await detectNodeKind(node);
-    expectOk(await node.call(['FLUSHALL']), 'FLUSHALL');
-    const tallies = new Map<number, DbTally>();
-    const state = { db: -1, commands: 0, bytes: 0 };
-    for (const file of options.files) {
-      await loadFile(node, file, options, tallies, state);
-      logger.debug({ file: file.name }, 'file loaded');
-    }
-    await node.flush();
-
-    const manifestDbs = new Map(options.manifest.dbs.map((d) => [d.db, d.records]));
-    for (const [db, tally] of tallies) {
-      if (!manifestDbs.has(db) && tally.records > 0) throw new SyncProxyError('COUNT_MISMATCH', `db ${db}: ${tally.records} records loaded, the manifest lists none`);
-    }
-    const results: DbLoadResult[] = [];
-    for (const [db, expected] of manifestDbs) {
-      const tally = tallies.get(db) ?? { records: 0, distinct: 0, volatile: 0 };
-      if (tally.records !== expected) throw new SyncProxyError('COUNT_MISMATCH', `db ${db}: ${tally.records} key records loaded, the manifest says ${expected}`);
-      const nodeKeys = await countKeys(node, db, nodeKind);
-      const low = tally.distinct - tally.volatile;
-      if (nodeKeys < low || nodeKeys > tally.distinct) {
-        throw new SyncProxyError('COUNT_MISMATCH', `db ${db}: the node holds ${nodeKeys} keys after the load, expected ${low === tally.distinct ? low : `${low}..${tally.distinct}`} (${tally.distinct} distinct keys loaded, ${tally.volatile} with a TTL)`);
-      }
-      results.push({ db, records: tally.records, distinctKeys: tally.distinct, volatileKeys: tally.volatile, nodeKeys });
-    }
-    logger.info({ dbs: results, commands: state.commands }, 'snapshot loaded and counts verified');
-    return { dbs: results, commands: state.commands, nodeKind };
-  } catch (err) {
-    throw toSyncProxyError(err, 'LOAD_FAILED', 'loading the snapshot');
+    await loader.begin(options.manifest, options.onProgress);
+    for (const file of options.files) await loader.loadFile(file, options.signal);
+    return await loader.finish();
   } finally {
-    node.close();
+    loader.close();
   }
 }
 
-async function loadFile(node: NodePipeline, file: { name: string; path: string }, options: LoaderOptions, tallies: Map<number, DbTally>, state: { db: number; commands: number; bytes: number }): Promise<void> {
+/**
+ * The load as steps, so a sync can load each file as soon as the copier has verified it while
+ * later files are still being copied: `begin` (FLUSHALL), `loadFile` in manifest order, `finish`
+ * (every reply checked, counts proven). One connection for its whole life: a `begin` after a
+ * `drain` is ordered after everything sent before, so a new snapshot's FLUSHALL also removes what
+ * an earlier (changed) snapshot loaded.
+ */
+export class SnapshotLoader {
+  private manifest?: Manifest;
+  private logger: Logger;
+  private tallies = new Map<number, DbTally>();
+  private state = { db: -1, commands: 0, bytes: 0 };
+  private onProgress?: (bytesRead: number) => void;
+  private nextFile = 0;
+
+  private constructor(private readonly node: NodePipeline, private readonly nodeKind: 'redis' | 'pika-like', private readonly baseLogger: Logger, private readonly readBytes?: number) {
+    this.logger = baseLogger;
+  }
+
+  static async connect(address: NodeAddress, logger: Logger, signal: AbortSignal, maxInFlight?: number, maxInFlightBytes?: number, readBytes?: number): Promise<SnapshotLoader> {
+    try {
+      const node = await NodePipeline.connect(address, signal, maxInFlight, maxInFlightBytes);
+      try {
+        return new SnapshotLoader(node, await detectNodeKind(node), logger, readBytes);
+      } catch (err) {
+        node.close();
+        throw err;
+      }
+    } catch (err) {
+      throw toSyncProxyError(err, 'LOAD_FAILED', 'loading the snapshot');
+    }
+  }
+
+  /** The snapshot `begin` started, if any. */
+  get snapshotId(): string | undefined {
+    return this.manifest?.snapshotId;
+  }
+
+  /** FLUSHALL (after every command sent before it), then a load of `manifest` from its first file. */
+  async begin(manifest: Manifest, onProgress?: (bytesRead: number) => void): Promise<void> {
+    this.manifest = manifest;
+    this.logger = this.baseLogger.child({ component: 'loader', snapshotId: manifest.snapshotId });
+    this.tallies = new Map();
+    this.state = { db: -1, commands: 0, bytes: 0 };
+    this.onProgress = onProgress;
+    this.nextFile = 0;
+    try {
+      expectOk(await this.node.call(['FLUSHALL']), 'FLUSHALL');
+    } catch (err) {
+      throw toSyncProxyError(err, 'LOAD_FAILED', 'loading the snapshot');
+    }
+  }
+
+  /** Loads the next file in manifest order; `stop` ends the reading early (the load is then incomplete). */
+  async loadFile(file: { name: string; path: string }, stop: AbortSignal): Promise<void> {
+    const manifest = this.manifest;
+    if (!manifest) throw new SyncProxyError('INTERNAL', `${file.name} loaded before the load began`);
+    const expected = manifest.files[this.nextFile];
+    if (!expected || expected.name !== file.name) throw new SyncProxyError('INTERNAL', `${file.name} loaded out of manifest order (expected ${expected?.name ?? 'no more files'})`);
+    try {
+      await loadFile(this.node, file, { manifest, signal: stop, onProgress: this.onProgress, readBytes: this.readBytes }, this.tallies, this.state);
+    } catch (err) {
+      throw toSyncProxyError(err, 'LOAD_FAILED', 'loading the snapshot');
+    }
+    this.nextFile++;
+    this.logger.debug({ file: file.name }, 'file loaded');
+  }
+
+  /** Drops the begun load: FLUSHALL after everything sent before, no snapshot begun. */
+  async discard(): Promise<void> {
+    await this.drain();
+    try {
+      expectOk(await this.node.call(['FLUSHALL']), 'FLUSHALL');
+    } catch (err) {
+      throw toSyncProxyError(err, 'LOAD_FAILED', 'discarding a partial load');
+    }
+    this.manifest = undefined;
+    this.tallies = new Map();
+    this.nextFile = 0;
+  }
+
+  /** Waits until every command sent so far is answered and checked. */
+  async drain(): Promise<void> {
+    try {
+      await this.node.flush();
+    } catch (err) {
+      throw toSyncProxyError(err, 'LOAD_FAILED', 'loading the snapshot');
+    }
+  }
+
+  /** Every file loaded: waits for every reply, then proves the counts. */
+  async finish(): Promise<LoadResult> {
+    const { node, nodeKind, tallies, state } = this;
+    const manifest = this.manifest;
+    try {
+      if (!manifest) throw new SyncProxyError('INTERNAL', 'load finished before it began');
+      if (this.nextFile !== manifest.files.length) throw new SyncProxyError('INTERNAL', `load finished after ${this.nextFile} of ${manifest.files.length} files`);
+      await node.flush();
+      const manifestDbs = new Map(manifest.dbs.map((d) => [d.db, d.records]));
+      for (const [db, tally] of tallies) {
+        if (!manifestDbs.has(db) && tally.records > 0) throw new SyncProxyError('COUNT_MISMATCH', `db ${db}: ${tally.records} records loaded, the manifest lists none`);
+      }
+      const results: DbLoadResult[] = [];
+      for (const [db, expected] of manifestDbs) {
+        const tally = tallies.get(db) ?? { records: 0, distinct: 0, volatile: 0 };
+        if (tally.records !== expected) throw new SyncProxyError('COUNT_MISMATCH', `db ${db}: ${tally.records} key records loaded, the manifest says ${expected}`);
+        const nodeKeys = await countKeys(node, db, nodeKind);
+        const low = tally.distinct - tally.volatile;
+        if (nodeKeys < low || nodeKeys > tally.distinct) {
+          throw new SyncProxyError('COUNT_MISMATCH', `db ${db}: the node holds ${nodeKeys} keys after the load, expected ${low === tally.distinct ? low : `${low}..${tally.distinct}`} (${tally.distinct} distinct keys loaded, ${tally.volatile} with a TTL)`);
+        }
+        results.push({ db, records: tally.records, distinctKeys: tally.distinct, volatileKeys: tally.volatile, nodeKeys });
+      }
+      this.logger.info({ dbs: results, commands: state.commands }, 'snapshot loaded and counts verified');
+      return { dbs: results, commands: state.commands, nodeKind };
+    } catch (err) {
+      throw toSyncProxyError(err, 'LOAD_FAILED', 'loading the snapshot');
+    }
+  }
+
+  close(): void {
+    this.node.close();
+  }
+}
+
+interface FileLoadOptions {
+  /** Bytes per read of the file (one batch of node commands each); 1 MiB when not set. */
+  readBytes?: number;
+  manifest: Manifest;
+  signal: AbortSignal;
+  onProgress?: (bytesRead: number) => void;
+}
+
+async function loadFile(node: NodePipeline, file: { name: string; path: string }, options: FileLoadOptions, tallies: Map<number, DbTally>, state: { db: number; commands: number; bytes: number }): Promise<void> {
   const scanner = new CommandScanner();
   const failLoad = (why: string): SyncProxyError => new SyncProxyError('LOAD_FAILED', `${file.name}: ${why}`);
   let sawHeader = false;
@@ -102,7 +208,7 @@ async function loadFile(node: NodePipeline, file: { name: string; path: string }
     }
   };
 
-  const stream = createReadStream(file.path, { highWaterMark: 1024 * 1024, signal: options.signal });
+  const stream = createReadStream(file.path, { highWaterMark: options.readBytes ?? 1024 * 1024, signal: options.signal });
   try {
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       state.bytes += chunk.length;

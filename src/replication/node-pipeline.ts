@@ -85,14 +85,14 @@ export class NodePipeline {
   private closed = false;
   private writeScheduled = false;
 
-  private constructor(private readonly socket: net.Socket, private readonly what: string, private readonly maxInFlight: number) {
+  private constructor(private readonly socket: net.Socket, private readonly what: string, private readonly maxInFlight: number, private readonly maxInFlightBytes: number) {
     socket.on('data', (chunk) => this.onData(chunk));
     socket.on('error', (err) => this.fail(new SyncProxyError('BACKEND_CONNECTION_LOST', `${what}: ${err.message}`, { cause: err })));
     socket.on('close', () => this.fail(new SyncProxyError('BACKEND_CONNECTION_LOST', `${what}: connection closed`)));
     socket.on('drain', () => this.wake());
   }
 
-  static async connect(address: NodeAddress, signal: AbortSignal, maxInFlight = DEFAULT_MAX_IN_FLIGHT): Promise<NodePipeline> {
+  static async connect(address: NodeAddress, signal: AbortSignal, maxInFlight = DEFAULT_MAX_IN_FLIGHT, maxInFlightBytes = DEFAULT_MAX_IN_FLIGHT_BYTES): Promise<NodePipeline> {
     const what = `replica node ${address.host}:${address.port}`;
     const socket = net.connect({ host: address.host, port: address.port });
     const connected = new Promise<void>((resolve, reject) => {
@@ -107,7 +107,7 @@ export class NodePipeline {
     }
     socket.removeAllListeners('error');
     socket.setNoDelay(true);
-    const pipeline = new NodePipeline(socket, what, maxInFlight);
+    const pipeline = new NodePipeline(socket, what, maxInFlight, maxInFlightBytes);
     signal.addEventListener('abort', () => pipeline.close(), { once: true });
     if (address.password !== undefined) {
       const reply = await pipeline.call(['AUTH', address.password]);
@@ -164,7 +164,7 @@ export class NodePipeline {
         this.writeOut();
       });
     }
-    while (!this.failure && (this.commandsInFlight >= this.maxInFlight || this.bytesInFlight >= DEFAULT_MAX_IN_FLIGHT_BYTES || this.socket.writableNeedDrain)) {
+    while (!this.failure && (this.commandsInFlight >= this.maxInFlight || this.bytesInFlight >= this.maxInFlightBytes || this.socket.writableNeedDrain)) {
       this.writeOut();
       await new Promise<void>((resolve) => this.waiters.push(resolve));
     }

@@ -91,7 +91,8 @@ export function progressText(state: SyncState, status: ReplicaStatus): string {
   switch (state) {
     case 'copying':
     case 'verifying':
-      return `${state} ${percent(c.bytesDone, c.bytesTotal)}% (${formatBytes(c.bytesDone)}/${formatBytes(c.bytesTotal)}, files ${c.filesDone}/${c.filesTotal}, ${attempt})`;
+      // The load runs during the copy (each verified file is loaded at once): shown once it began.
+      return `${state} ${percent(c.bytesDone, c.bytesTotal)}% (${formatBytes(c.bytesDone)}/${formatBytes(c.bytesTotal)}, files ${c.filesDone}/${c.filesTotal}, ${status.loadBytesDone > 0 ? `loaded ${percent(status.loadBytesDone, status.loadBytesTotal)}%, ` : ''}${attempt})`;
     case 'loading':
       return `loading ${percent(status.loadBytesDone, status.loadBytesTotal)}% (${formatBytes(status.loadBytesDone)}/${formatBytes(status.loadBytesTotal)}, ${attempt})`;
     case 'catching_up': {

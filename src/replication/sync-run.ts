@@ -13,7 +13,7 @@ import { SNAPSHOT_FORMAT_VERSION } from '../source/types';
 import { followLog } from './applier';
 import { CopiedSnapshot, copySnapshot } from './copier';
 import { handshake } from './handshake';
-import { loadSnapshot } from './loader';
+import { SnapshotLoader } from './loader';
 import { NodePipeline } from './node-pipeline';
 import { ReplicaStatus, resetForFullSync } from './replica-status';
 import { ProgressStore, progressPath, stagingRoot, validateManifest } from './staging';
@@ -24,6 +24,10 @@ import { raceAbort } from './util';
 
 /** Refetches of one chunk before the attempt fails. */
 const CHUNK_FETCH_ATTEMPTS = 4;
+/** Bytes the loader keeps unanswered on the node while it shares the process with the copy. */
+const OVERLAPPED_LOAD_IN_FLIGHT_BYTES = 2 * 1024 * 1024;
+/** Bytes per read of a snapshot file by that loader. */
+const OVERLAPPED_LOAD_READ_BYTES = 256 * 1024;
 /** Pause between GetMeta calls while the master builds its snapshot. */
 const META_POLL_PAUSE_MS = 500;
 
@@ -115,54 +119,86 @@ export class SyncRun {
     }
   }
 
+  /**
+   * Copy and load overlap: file i (manifest order) is loaded as soon as the copier has verified it
+   * (size, whole-file CRC32C) while later files are still being copied; the state stays `copying`
+   * until every file is copied, goes through `verifying`, and is `loading` for the files still to
+   * load and the count verification. Confirmation still needs every proof (applier.ts); reads are
+   * gated throughout. The loader keeps one node connection for the attempt, so the FLUSHALL that
+   * begins each snapshot's load (also after a snapshot change) is ordered after everything an
+   * earlier snapshot's load sent.
+   */
   private async fullSync(client: SyncClientLike): Promise<never> {
     const { machine, status, config, signal, logger } = this.deps;
     resetForFullSync(status);
     let changes = 0;
     let meta: MetaAnswer;
     let copied: CopiedSnapshot;
-    for (;;) {
-      machine.transition('fetching_meta', changes === 0 ? 'handshake done' : `snapshot changed (${changes} in this attempt)`);
-      meta = await this.fetchMeta(client);
-      if (meta.formatVersion !== SNAPSHOT_FORMAT_VERSION) throw new SyncProxyError('PROTOCOL_VERSION_MISMATCH', `master snapshot format ${meta.formatVersion}, this proxy loads ${SNAPSHOT_FORMAT_VERSION}`);
-      validateManifest(meta, stagingRoot(config.dataDir));
-      status.snapshotId = meta.snapshotId;
-      // Offsets count within one write log: a new snapshot may come from a new log (restarted master).
-      status.masterOffset = meta.masterOffset;
-      machine.transition('copying', `snapshot ${meta.snapshotId}: ${meta.files.length} files, ${meta.totalBytes} bytes, log offset ${meta.logOffset}`);
-      try {
-        copied = await copySnapshot({
-          client, manifest: meta, masterRunId: status.masterRunId ?? '', dataDir: config.dataDir, workers: config.sync.workers,
-          chunkSize: config.sync.chunkSize, throttle: this.throttle, chunkRetry: this.chunkRetry, replica: this.deps.replica,
-          logger, signal, stats: status.copy,
-        });
-        machine.transition('verifying', `${copied.files.length} files copied`);
-        await verifyCopied(copied);
-        break;
-      } catch (err) {
-        if (!(err instanceof SyncProxyError) || err.code !== 'SNAPSHOT_CHANGED' || signal.aborted) throw err;
-        changes++;
-        status.snapshotChanges++;
-        logger.warn({ snapshotId: meta.snapshotId, changes }, `snapshot changed during the copy: ${err.message}`);
-        if (changes > config.sync.maxAttempts) throw new SyncProxyError('SNAPSHOT_CHANGED', `the snapshot changed ${changes} times in one attempt`, { cause: err });
+    let loader: SnapshotLoader | undefined;
+    let loading: OverlappedLoad | undefined;
+    try {
+      for (;;) {
+        machine.transition('fetching_meta', changes === 0 ? 'handshake done' : `snapshot changed (${changes} in this attempt)`);
+        meta = await this.fetchMeta(client);
+        if (meta.formatVersion !== SNAPSHOT_FORMAT_VERSION) throw new SyncProxyError('PROTOCOL_VERSION_MISMATCH', `master snapshot format ${meta.formatVersion}, this proxy loads ${SNAPSHOT_FORMAT_VERSION}`);
+        validateManifest(meta, stagingRoot(config.dataDir));
+        status.snapshotId = meta.snapshotId;
+        // Offsets count within one write log: a new snapshot may come from a new log (restarted master).
+        status.masterOffset = meta.masterOffset;
+        status.loadBytesDone = 0;
+        status.loadBytesTotal = meta.totalBytes;
+        machine.transition('copying', `snapshot ${meta.snapshotId}: ${meta.files.length} files, ${meta.totalBytes} bytes, log offset ${meta.logOffset}`);
+        // Fewer bytes in flight than a lone load: the copy's chunks share the memory (invariant 6).
+        loader ??= await SnapshotLoader.connect(this.nodeAddress(), logger, signal, undefined, OVERLAPPED_LOAD_IN_FLIGHT_BYTES, OVERLAPPED_LOAD_READ_BYTES);
+        loading = new OverlappedLoad(loader, meta, status, signal);
+        const copyAbort = new AbortController();
+        const onAbort = (): void => copyAbort.abort(signal.reason);
+        signal.addEventListener('abort', onAbort, { once: true });
+        // A load failure stops the copy at once; it is the error the attempt reports.
+        loading.onFailure = (err) => copyAbort.abort(err);
+        try {
+          const current = loading;
+          copied = await copySnapshot({
+            client, manifest: meta, masterRunId: status.masterRunId ?? '', dataDir: config.dataDir, workers: config.sync.workers,
+            chunkSize: config.sync.chunkSize, throttle: this.throttle, chunkRetry: this.chunkRetry, replica: this.deps.replica,
+            logger, signal: copyAbort.signal, stats: status.copy, onFileVerified: (index, path) => current.fileVerified(index, path),
+          });
+          machine.transition('verifying', `${copied.files.length} files copied`);
+          await verifyCopied(copied);
+          break;
+        } catch (err) {
+          await loading.stop();
+          if (loading.failure !== undefined) throw loading.failure;
+          if (!(err instanceof SyncProxyError) || err.code !== 'SNAPSHOT_CHANGED' || signal.aborted) throw err;
+          changes++;
+          status.snapshotChanges++;
+          logger.warn({ snapshotId: meta.snapshotId, changes }, `snapshot changed during the copy: ${err.message}`);
+          if (changes > config.sync.maxAttempts) throw new SyncProxyError('SNAPSHOT_CHANGED', `the snapshot changed ${changes} times in one attempt`, { cause: err });
+          // Nothing of the old snapshot stays on the node (the next load's FLUSHALL would also remove it).
+          if (loader.snapshotId !== undefined) await loader.discard();
+        } finally {
+          signal.removeEventListener('abort', onAbort);
+        }
       }
-    }
-    // Every file of the snapshot about to be loaded came from that one snapshot id.
-    status.proof.filesVerified = copied.files.length === meta.files.length && copied.snapshotId === meta.snapshotId;
-    status.proof.snapshotUnchanged = copied.snapshotId === meta.snapshotId;
+      // Every file of the snapshot about to be loaded came from that one snapshot id.
+      status.proof.filesVerified = copied.files.length === meta.files.length && copied.snapshotId === meta.snapshotId;
+      status.proof.snapshotUnchanged = copied.snapshotId === meta.snapshotId;
 
-    machine.transition('loading', `loading snapshot ${meta.snapshotId} into the node`);
-    status.loadBegun = true;
-    status.loadBytesTotal = meta.totalBytes;
-    const load = await loadSnapshot({
-      node: this.nodeAddress(), manifest: meta, files: copied.files, logger, signal,
-      onProgress: (bytes) => (status.loadBytesDone = bytes),
-    });
-    status.load = load;
-    status.proof.recordsApplied = true;
-    status.proof.countsMatched = load.dbs.length === meta.dbs.length;
-    status.apply = { logId: meta.logId, appliedOffset: meta.logOffset, sentOffset: meta.logOffset, masterOffset: meta.masterOffset, lastIoMs: Date.now(), entriesApplied: 0 };
-    machine.transition('catching_up', `loaded ${load.commands} commands; applying the write log from offset ${meta.logOffset + 1}`);
+      machine.transition('loading', `loading snapshot ${meta.snapshotId} into the node (${loading.filesLoaded}/${meta.files.length} files loaded during the copy)`);
+      await loading.done();
+      const load = await loader.finish();
+      status.load = load;
+      status.proof.recordsApplied = true;
+      status.proof.countsMatched = load.dbs.length === meta.dbs.length;
+      status.apply = { logId: meta.logId, appliedOffset: meta.logOffset, sentOffset: meta.logOffset, masterOffset: meta.masterOffset, lastIoMs: Date.now(), entriesApplied: 0 };
+      loader.close();
+      loader = undefined;
+      machine.transition('catching_up', `loaded ${load.commands} commands; applying the write log from offset ${meta.logOffset + 1}`);
+    } finally {
+      // Never leave a load running behind the attempt (SLAVEOF NO ONE flushes after the run ends).
+      await loading?.stop();
+      loader?.close();
+    }
     return this.follow(client);
   }
 
@@ -238,5 +274,81 @@ async function verifyCopied(copied: CopiedSnapshot): Promise<void> {
     const stat = await fsp.stat(file.path).catch(() => undefined);
     if (!stat) throw new SyncProxyError('SIZE_MISMATCH', `${file.name} is missing after the copy`);
     if (stat.size !== file.size) throw new SyncProxyError('SIZE_MISMATCH', `${file.name} is ${stat.size} bytes, the manifest says ${file.size}`);
+  }
+}
+
+/**
+ * Loads a snapshot's files in manifest order, each as soon as the copier reports it verified. The
+ * first file begins the load (FLUSHALL). `stop` ends it (reading stops, everything sent is
+ * answered); `done` waits until every file is loaded.
+ */
+class OverlappedLoad {
+  private readonly ready: Array<string | undefined>;
+  private readonly stopper = new AbortController();
+  private wake?: () => void;
+  private readonly run: Promise<void>;
+  failure?: unknown;
+  onFailure?: (err: unknown) => void;
+  filesLoaded = 0;
+
+  constructor(private readonly loader: SnapshotLoader, private readonly meta: MetaAnswer, private readonly status: ReplicaStatus, signal: AbortSignal) {
+    this.ready = new Array<string | undefined>(meta.files.length).fill(undefined);
+    const onAbort = (): void => {
+      this.stopper.abort(signal.reason);
+      this.wake?.();
+    };
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+    this.run = this.loadAll()
+      .catch((err) => {
+        if (this.stopper.signal.aborted && this.failure === undefined) return;
+        this.failure = err;
+        this.onFailure?.(err);
+      })
+      .finally(() => signal.removeEventListener('abort', onAbort));
+  }
+
+  fileVerified(index: number, path: string): void {
+    this.ready[index] = path;
+    this.wake?.();
+  }
+
+  /** Resolves once every file is loaded; throws the load's failure. */
+  async done(): Promise<void> {
+    await this.run;
+    if (this.failure !== undefined) throw this.failure;
+    if (this.stopper.signal.aborted) throw this.stopper.signal.reason;
+  }
+
+  /** Stops reading files and waits until the node has answered everything sent. */
+  async stop(): Promise<void> {
+    if (!this.stopper.signal.aborted) this.stopper.abort(new SyncProxyError('INTERNAL', 'load stopped'));
+    this.wake?.();
+    await this.run;
+    await this.loader.drain().catch(() => undefined);
+  }
+
+  private async loadAll(): Promise<void> {
+    const { meta, status, loader } = this;
+    const stop = this.stopper.signal;
+    for (let i = 0; i < meta.files.length || i === 0; i++) {
+      if (i < meta.files.length) {
+        while (this.ready[i] === undefined) {
+          if (stop.aborted) return;
+          await new Promise<void>((resolve) => (this.wake = resolve));
+          this.wake = undefined;
+        }
+      }
+      if (stop.aborted) return;
+      if (i === 0) {
+        // From here on SLAVEOF NO ONE flushes the node (nothing partial may stay).
+        status.loadBegun = true;
+        await loader.begin(meta, (bytes) => (status.loadBytesDone = bytes));
+      }
+      if (i < meta.files.length) {
+        await loader.loadFile({ name: meta.files[i].name, path: this.ready[i]! }, stop);
+        this.filesLoaded++;
+      }
+    }
   }
 }
