@@ -4,7 +4,6 @@
  * key (test/helpers/compare-nodes.ts). Crash/resume and snapshot replacement: replica-resume.test.ts.
  */
 import { expect } from 'chai';
-import Redis from 'ioredis';
 import { keyCounts } from './helpers/compare-nodes';
 import { encodeArgs } from '../src/resp/request-parser';
 import { RespClient } from './helpers/resp-client';

@@ -21,7 +21,3 @@ export function decodeReply(raw: Buffer): Decoded {
   if (values.length !== 1) throw new Error(`expected one reply, decoded ${values.length}`);
   return values[0];
 }
-
-export function isErrorReply(raw: Buffer): boolean {
-  return raw[0] === 45; // '-'
-}

@@ -15,7 +15,6 @@ export interface FramedReply {
   type: number;
 }
 
-const CR = 13;
 /** Aggregate types whose header counts nested replies (RESP2 '*', RESP3 '%' '~' '>' '|'). */
 const AGGREGATE = new Set([42, 37, 126, 62, 124]);
 /** Blob types whose header is a byte length ('$', RESP3 '!' '='). */

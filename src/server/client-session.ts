@@ -182,8 +182,6 @@ export class ClientSession {
       case 'blocking':
         if (this.ctx.replication.role === 'replica') return this.reply(READONLY_ERROR);
         return runBlocking(this, name, args);
-      case 'blocking-read':
-        return this.blockingRead(raw);
     }
   }
 

@@ -15,7 +15,6 @@ export type Category =
   | 'connection' // handled by the proxy per client (AUTH, SELECT, PING, CLIENT, ...)
   | 'replication' // handled by the proxy (SLAVEOF, ROLE, SYNCPROXY, INFO)
   | 'blocking' // a blocking write, emulated on the ordered path (BLPOP, ...)
-  | 'blocking-read' // a blocking read on a dedicated connection (XREAD BLOCK)
   | 'pubsub'
   | 'transaction'
   | 'refused'; // cannot be logged or would break the shared connection
@@ -189,8 +188,4 @@ export function commandKeys(spec: CommandSpec, args: readonly Buffer[]): Buffer[
 /** XREAD/XREADGROUP with a BLOCK option are blocking; without it they are plain commands. */
 export function hasBlockOption(args: readonly Buffer[]): boolean {
   return args.some((a, i) => i > 0 && a.length === 5 && a.toString().toLowerCase() === 'block');
-}
-
-export function allCommands(): CommandSpec[] {
-  return [...TABLE.values()];
 }

@@ -1,6 +1,6 @@
 /**
  * The one ordered path to the node. Every client command of the proxy (except dedicated pub/sub
- * and blocking-read connections) goes through one shared NodeConnection, so the order in which
+ * and XREAD BLOCK connections) goes through one shared NodeConnection, so the order in which
  * the node answers is the order in which it executed, and the write log appended from replies is
  * in the node's execution order (DESIGN.md §4).
  *
@@ -11,7 +11,6 @@
 import type { Logger } from 'pino';
 import { NodeConnection, ReplyCallback } from '../backend/node-connection';
 import { encodeArgs } from '../resp/request-parser';
-import type { FramedReply } from '../resp/reply-framer';
 import { execToLogCommands, toLogCommands } from '../source/log-rewrite';
 import type { OrderedPath as OrderedPathContract, WriteScope } from '../source/types';
 
@@ -26,6 +25,8 @@ export interface LogSink {
 export type KeysListener = (scope: WriteScope, origin?: object) => void;
 
 const PING = encodeArgs(['PING']);
+const MULTI = encodeArgs(['MULTI']);
+const EXEC = encodeArgs(['EXEC']);
 const selectCache = new Map<number, Buffer>();
 function selectCommand(db: number): Buffer {
   let raw = selectCache.get(db);
@@ -98,19 +99,17 @@ export class OrderedPath implements OrderedPathContract {
   sendTransaction(db: number, queued: { args: Buffer[]; raw: Buffer; write: boolean }[], scopes: WriteScope[], cb: ReplyCallback): void {
     if (this.connection.isUp) this.selectDb(db);
     for (const scope of scopes) for (const l of this.dispatchListeners) l(scope);
-    let failure: FramedReply | undefined;
-    const intermediate: ReplyCallback = (reply) => {
-      if (reply && reply.type === 45 && !failure) failure = reply;
-    };
-    this.connection.send(encodeArgs(['MULTI']), intermediate);
+    // +OK/+QUEUED are dropped: a command refused at queue time makes the node answer EXEC with
+    // EXECABORT, which reaches the client as EXEC's reply.
+    const intermediate: ReplyCallback = () => undefined;
+    this.connection.send(MULTI, intermediate);
     for (const q of queued) this.connection.send(q.raw, intermediate);
     // A SELECT inside the transaction moves the connection to another db as soon as EXEC runs,
     // before its reply arrives: commands sent after this batch must re-select (now, not in the callback).
     const selects = queued.some((q) => q.args[0].length === 6 && q.args[0].toString().toLowerCase() === 'select');
-    this.connection.send(encodeArgs(['EXEC']), (reply, err) => {
+    this.connection.send(EXEC, (reply, err) => {
       if (reply && reply.type === 42) {
-        const writes = new Set(queued.filter((q) => q.write).map((q) => q.args));
-        this.appendToLog(db, () => execToLogCommands(queued.map((q) => q.args), reply.raw, Date.now(), (args) => writes.has(args)));
+        this.appendTransaction(db, queued, reply.raw);
         for (const scope of scopes) for (const l of this.appliedListeners) l(scope);
       }
       cb(reply, err);
@@ -118,7 +117,7 @@ export class OrderedPath implements OrderedPathContract {
     if (selects) this.connection.db = -1;
   }
 
-  /** `appendToLog` for one write, without a closure per request (the hot path). */
+  /** Logs one executed write; no closure per request (the hot path). */
   private appendWrite(db: number, args: Buffer[], replyRaw: Buffer): void {
     if (!this.logging) return;
     try {
@@ -129,10 +128,11 @@ export class OrderedPath implements OrderedPathContract {
     }
   }
 
-  private appendToLog(db: number, build: () => Buffer[][] | null): void {
+  private appendTransaction(db: number, queued: { args: Buffer[]; write: boolean }[], execReplyRaw: Buffer): void {
     if (!this.logging) return;
     try {
-      const commands = build();
+      const writes = new Set(queued.filter((q) => q.write).map((q) => q.args));
+      const commands = execToLogCommands(queued.map((q) => q.args), execReplyRaw, Date.now(), (args) => writes.has(args));
       if (commands && commands.length > 0) this.log.append(db, commands);
     } catch (err) {
       this.appendFailed(err);

@@ -18,7 +18,7 @@ interface Queued {
   scope?: WriteScope;
 }
 
-const NOT_IN_TRANSACTION = new Set(['replication', 'pubsub', 'refused', 'blocking-read']);
+const NOT_IN_TRANSACTION = new Set(['replication', 'pubsub', 'refused']);
 
 export class Transaction {
   private readonly queued: Queued[] = [];

@@ -42,14 +42,8 @@ export interface ReplicaIdentity {
 
 export type MetaAnswer = Manifest & { masterOffset: number; protocolVersion: number };
 
-export interface ChunkAnswer {
-  snapshotId: string;
-  file: string;
-  offset: number;
-  data: Buffer;
-  crc32c: number;
-  eof: boolean;
-}
+/** A chunk message after validation (echoed file and offset, length, CRC32C): same shape. */
+export type ChunkAnswer = ChunkMsg;
 
 export interface LogStreamMessage {
   entry?: LogEntry;
