@@ -19,7 +19,7 @@ import Redis from 'ioredis';
 import { ProxyProcess } from '../test/helpers/proxy-process';
 import { RedisServer } from '../test/helpers/redis-server';
 import { loadMixedKeys } from './lib/mixed-data';
-import { Cleanup, RssSampler, busyMachineWarning, environmentLine, formatMiB, formatOps, markdownTable, numericFlag, parseInfo, ratio, requireCommands, sleep, writeResult } from './lib/tools';
+import { Cleanup, RssSampler, busyMachineWarning, environmentLine, formatMiB, formatOps, markdownTable, numericFlag, cpuMeter, formatCpu, parseInfo, ratio, requireCommands, sleep, writeResult } from './lib/tools';
 
 const POLL_MS = 100;
 
@@ -116,7 +116,9 @@ async function main(): Promise<void> {
     console.error('redis REPLICAOF: redis C replicates redis A');
     const redisC = await RedisServer.start();
     cleanup.add('redis C', () => redisC.stop());
+    const redisCpu = cpuMeter({ 'redis A (master)': redisA.pid, 'redis C (replica)': redisC.pid });
     const redisMs = await timeRedisReplication(redisA, redisC, timeoutMs);
+    const redisCpuUsed = redisCpu();
     const clientC = redisC.client();
     const dbsizeC = await clientC.dbsize();
     clientC.disconnect();
@@ -128,7 +130,9 @@ async function main(): Promise<void> {
     const samplerB = new RssSampler(proxyB.pid!, 200).start();
     const replica = proxyB.client();
     cleanup.add('replica client', () => replica.disconnect());
+    const proxyCpu = cpuMeter({ 'proxy A (master)': proxyA.pid, 'redis A (master node)': redisA.pid, 'proxy B (replica)': proxyB.pid, 'redis B (replica node)': redisB.pid });
     const sync = await timeProxySync(replica, proxyA, timeoutMs);
+    const proxyCpuUsed = proxyCpu();
     const peakA = samplerA.stop();
     const peakB = samplerB.stop();
     const status = await replica.call('SYNCPROXY', 'STATUS').catch((err: Error) => `(SYNCPROXY STATUS failed: ${err.message})`);
@@ -167,6 +171,9 @@ async function main(): Promise<void> {
       ),
       '',
       `Master DBSIZE ${dbsizeA}. Snapshot bytes copied (master_sync_total_bytes): ${formatMiB(sync.totalBytes)}; copy phase ${(copyMs / 1000).toFixed(2)} s ${copySource} → ${formatMiB(copyRate)}/s.`,
+      '',
+      'CPU seconds used during each replication (user + system, from /proc/<pid>/stat): ' +
+        `Redis REPLICAOF — ${formatCpu(redisCpuUsed)}; proxy SLAVEOF — ${formatCpu(proxyCpuUsed)}.`,
       '',
       'Phases: observed by polling sync_state every 100 ms (±100 ms), and as SYNCPROXY STATUS reports them:',
       '',

@@ -15,7 +15,7 @@ import { SyncClient, MetaAnswer } from '../src/sync/sync-client';
 import { ProxyProcess } from '../test/helpers/proxy-process';
 import { RedisServer } from '../test/helpers/redis-server';
 import { loadMixedKeys } from './lib/mixed-data';
-import { Cleanup, RssSampler, busyMachineWarning, environmentLine, formatMiB, formatOps, markdownTable, numericFlag, parseInfo, requireCommands, writeResult } from './lib/tools';
+import { Cleanup, RssSampler, busyMachineWarning, environmentLine, formatMiB, formatOps, cpuMeter, formatCpu, markdownTable, numericFlag, parseInfo, requireCommands, writeResult } from './lib/tools';
 
 /** GetMeta until the build is done: SNAPSHOT_BUILDING only means "ask again". */
 async function getMetaWaiting(client: SyncClient, timeoutMs: number): Promise<MetaAnswer> {
@@ -50,9 +50,11 @@ async function main(): Promise<void> {
     const client = new SyncClient({ host: '127.0.0.1', port: proxy.syncPort, rpcTimeoutMs: 60_000, logger: silentLogger() });
     cleanup.add('sync client', () => client.close());
     const sampler = new RssSampler(proxy.pid!, 200).start();
+    const cpu = cpuMeter({ proxy: proxy.pid, redis: redis.pid });
     const started = Date.now();
     const meta = await getMetaWaiting(client, timeoutMs);
     const buildMs = Date.now() - started;
+    const cpuUsed = cpu();
     const peak = sampler.stop();
     const reuseStarted = Date.now();
     const again = await getMetaWaiting(client, timeoutMs);
@@ -72,6 +74,8 @@ async function main(): Promise<void> {
         ['keys in snapshot', 'files', 'snapshot bytes', 'build time', 'keys/s', 'MB/s (snapshot bytes)', 'proxy peak RSS', 'second GetMeta (reuse)'],
         [[formatOps(records), meta.files.length, formatMiB(meta.totalBytes), `${seconds.toFixed(2)} s`, formatOps(records / seconds), (meta.totalBytes / 1e6 / seconds).toFixed(1), formatMiB(peak), `${reuseMs} ms, ${again.snapshotId === meta.snapshotId ? 'same snapshot' : 'NEW snapshot'}`]],
       ),
+      '',
+      `CPU seconds during the build (user + system, /proc/<pid>/stat): ${formatCpu(cpuUsed)}.`,
       '',
       'Reproduce: `npm run build && node dist/bench/snapshot-build.js --keys ' + keys + '`',
       '',

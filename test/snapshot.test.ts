@@ -7,6 +7,7 @@ import Redis from 'ioredis';
 import { SyncProxyError } from '../src/errors';
 import { silentLogger } from '../src/logger';
 import { RequestParser } from '../src/resp/request-parser';
+import { parseVolatileDbs } from '../src/source/expiry-census';
 import { SnapshotStore } from '../src/source/snapshot-store';
 import { Manifest, OrderedPath, WriteScope } from '../src/source/types';
 import { WriteLog } from '../src/source/write-log';
@@ -134,6 +135,17 @@ async function populate(node: RedisServer): Promise<void> {
   c.disconnect();
 }
 
+/** How often the node ran `command` (INFO commandstats; 0 when it never did). */
+async function commandCalls(node: RedisServer, command: string): Promise<number> {
+  const c = node.client();
+  try {
+    const info = await c.info('commandstats');
+    return Number(new RegExp(`^cmdstat_${command}:calls=(\\d+)`, 'm').exec(info)?.[1] ?? 0);
+  } finally {
+    c.disconnect();
+  }
+}
+
 /** An OrderedPath for tests where nothing writes: the log's last offset. */
 function idlePath(log: WriteLog): OrderedPath {
   return { barrier: async () => log.lastOffset };
@@ -183,7 +195,10 @@ for (const pikaProfile of [false, true]) {
       writeFileSync(path.join(dataDir, 'snapshots', 'old', 'manifest.json'), '{}');
       await newStore().init();
       expect(readdirSync(path.join(dataDir, 'snapshots'))).to.deep.equal([]);
+      const pttlBefore = await commandCalls(source, 'pttl');
       const manifest = await store.ensureSnapshot(120_000);
+      // Only db 0 holds keys with a TTL: its 13 keys are probed with PTTL, dbs 1 and 3 are not.
+      expect((await commandCalls(source, 'pttl')) - pttlBefore, 'PTTL probes').to.equal(13);
       expect(store.currentSnapshotId()).to.equal(manifest.snapshotId);
       expect(manifest.formatVersion).to.equal(1);
       expect(manifest.logId).to.equal(log.logId);
@@ -381,6 +396,10 @@ for (const pikaProfile of [false, true]) {
       expect(manifest.logOffset).to.be.at.least(20);
       expect(log.lastOffset).to.be.greaterThan(manifest.logOffset + 100);
       expect(gated, 'writes waited for the copy-on-write gate').to.be.greaterThan(0);
+      // No key had a TTL when the build started: no PTTL probe at all, although the writers set
+      // TTLs during the build (their keys were read before those writes; the log replays them).
+      expect(await commandCalls(source, 'pttl'), 'PTTL probes').to.equal(0);
+      expect(await commandCalls(source, 'mget'), 'strings read with MGET').to.be.greaterThan(0);
 
       const tc = target.client();
       await loadSnapshot(path.join(dataDir, 'snapshots'), manifest, tc);
@@ -449,5 +468,14 @@ describe('snapshot store cleanup', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('expiry census (INFO keyspace parsing)', () => {
+  it('names the dbs with keys that have a TTL; refuses a keyspace line of another shape', () => {
+    expect([...parseVolatileDbs('# Keyspace\r\ndb0:keys=10,expires=0,avg_ttl=0\r\ndb3:keys=5,expires=2,avg_ttl=9,subexpiry=0\r\n')!]).to.deep.equal([3]);
+    expect([...parseVolatileDbs('# Keyspace\r\n')!]).to.deep.equal([]);
+    // Pika's keyspace section lists per-type counts: no shortcut is taken from it.
+    expect(parseVolatileDbs('# Keyspace\r\ndb0 Strings_keys=10, expires=0, invalid_keys=0\r\n')).to.equal(undefined);
   });
 });

@@ -46,6 +46,31 @@ export function readRss(pid: number): number | undefined {
   }
 }
 
+/** CPU time (user + system) a process has used so far, in seconds; undefined once it is gone. */
+export function readCpuSeconds(pid: number): number | undefined {
+  try {
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15 (proc(5)).
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+  } catch {
+    return undefined;
+  }
+}
+/** USER_HZ: 100 on every Linux architecture Node supports. */
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/** Starts measuring the CPU time of named processes; the returned function reads what each used since. */
+export function cpuMeter(pids: Record<string, number | undefined>): () => Array<{ name: string; seconds: number }> {
+  const start = Object.entries(pids).map(([name, pid]) => ({ name, pid, at: pid === undefined ? undefined : readCpuSeconds(pid) }));
+  return () => start.map(({ name, pid, at }) => ({ name, seconds: pid === undefined || at === undefined ? Number.NaN : (readCpuSeconds(pid) ?? Number.NaN) - at }));
+}
+
+export function formatCpu(used: Array<{ name: string; seconds: number }>): string {
+  const total = used.reduce((sum, u) => sum + u.seconds, 0);
+  return `${used.map((u) => `${u.name} ${u.seconds.toFixed(2)} s`).join(', ')}; total ${total.toFixed(2)} s`;
+}
+
 /** Samples VmRSS of a process at a fixed interval and keeps the peak. */
 export class RssSampler {
   peak = 0;

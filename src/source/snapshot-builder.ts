@@ -15,6 +15,7 @@
 import type { Logger } from 'pino';
 import { SyncProxyError, describeError, toSyncProxyError } from '../errors';
 import { NodeErrorReply, Reply, bulkItems } from '../resp/reply-reader';
+import { dbsWithoutExpiries } from './expiry-census';
 import { KeyReader, NodeAddress, WithSink } from './key-reader';
 import { SnapshotWriter } from './snapshot-writer';
 import type { Manifest, OrderedPath, WriteGate, WriteLogView, WriteScope } from './types';
@@ -138,10 +139,15 @@ export class SnapshotBuilder implements WriteGate {
       const logId = this.options.log.logId;
       const createdAtMs = Date.now();
       this.logOffset = logOffset;
+      // Writes wait for `started`: the node is exactly at logOffset while this census runs.
+      const dbs = await this.discoverDbs();
+      const withoutExpiries = await dbsWithoutExpiries(await this.scanner.connection(0), dbs.length);
+      this.scanner.dbsWithoutExpiries = withoutExpiries;
+      this.priority.dbsWithoutExpiries = withoutExpiries;
       this.state = 'scanning';
       this.started.resolve();
-      this.logger.info({ logOffset, logId }, 'snapshot build started');
-      for (const db of await this.discoverDbs()) {
+      this.logger.info({ logOffset, logId, dbsWithoutExpiries: withoutExpiries.size }, 'snapshot build started');
+      for (const db of dbs) {
         this.currentDb = db;
         await this.scanDb(db);
         this.dbDeferred(db).resolve();
