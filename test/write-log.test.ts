@@ -1,13 +1,14 @@
 import { crc32c } from '@node-rs/crc32';
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { SyncProxyError } from '../src/errors';
 import { silentLogger } from '../src/logger';
 import { ENTRY_HEADER_BYTES, crc32cRange, decodeEntry, encodeEntry, encodeEntryInto, encodedEntryLength } from '../src/source/log-format';
 import { LogEntry } from '../src/source/types';
+import { SegmentFile } from '../src/source/segment-file';
 import { WriteLog } from '../src/source/write-log';
 
 const b = (s: string): Buffer => Buffer.from(s);
@@ -21,6 +22,19 @@ async function collect(log: WriteLog, from: number, count: number): Promise<LogE
     if (out.length === count) ac.abort();
   }
   return out;
+}
+
+/** Paths of the files this process holds open under `dir`. */
+function openFilesUnder(dir: string): string[] {
+  return readdirSync('/proc/self/fd')
+    .map((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`);
+      } catch {
+        return '';
+      }
+    })
+    .filter((target) => target.startsWith(dir));
 }
 
 async function expectError(p: Promise<unknown>, code: string): Promise<SyncProxyError> {
@@ -153,6 +167,38 @@ describe('WriteLog', () => {
     );
     expect(err.message).to.match(/checksum/);
     expect(got).to.deep.equal([1, 2, 3, 4]);
+  });
+
+  it('closes rolled segments after their fdatasync, and close() waits until every fd is closed', async () => {
+    await openLog(64 * 1024, 2 * 1024);
+    const value = Buffer.alloc(500, 'v');
+    for (let i = 1; i <= 100; i++) {
+      log.append(0, [[b('SET'), b(`k${i}`), value]]);
+      if (i % 7 === 0) await tick();
+    }
+    await tick();
+    expect(readdirSync(dir).length).to.be.greaterThan(5);
+    await log.close();
+    expect(openFilesUnder(dir)).to.deep.equal([]);
+    const onDisk = readdirSync(dir).reduce((n, f) => n + readFileSync(path.join(dir, f)).length, 0);
+    expect(onDisk).to.equal(log.bytes);
+  });
+
+  it('a segment file is never closed under a running fdatasync', async () => {
+    mkdirSync(dir, { recursive: true });
+    const file = new SegmentFile(path.join(dir, 'a.seg'));
+    const order: string[] = [];
+    file.write(b('first'), 0, 5);
+    const synced = file.sync().then(() => order.push('sync'));
+    file.write(b('second'), 0, 6);
+    const again = file.sync().then(() => order.push('second sync'));
+    expect(file.needsSync).to.equal(true);
+    const closed = file.close(false).then(() => order.push('close'));
+    await Promise.all([synced, again, closed]);
+    expect(order).to.deep.equal(['sync', 'second sync', 'close']);
+    expect(openFilesUnder(dir)).to.deep.equal([]);
+    expect(readFileSync(path.join(dir, 'a.seg')).toString()).to.equal('firstsecond');
+    expect(() => file.write(b('late'), 0, 4)).to.throw(/closed/);
   });
 
   it('open removes segments of a previous run and picks a new log id', async () => {

@@ -10,13 +10,16 @@
  */
 import type { Logger } from 'pino';
 import { NodeConnection, ReplyCallback } from '../backend/node-connection';
+import { lowerName } from '../resp/command-name';
 import { encodeArgs } from '../resp/request-parser';
-import { execToLogCommands, toLogCommands } from '../source/log-rewrite';
+import { execToLogCommands, replaysAsSent, toLogCommands } from '../source/log-rewrite';
 import type { OrderedPath as OrderedPathContract, WriteScope } from '../source/types';
 
 /** The parts of the write log the data path uses. */
 export interface LogSink {
   append(db: number, commands: Buffer[][]): number;
+  /** `append(db, [args])` for the request's own bytes `buf[start, end)` (a RESP multibulk). */
+  appendRequest(db: number, buf: Buffer, start: number, end: number): number;
   reset(reason: string): void;
   readonly lastOffset: number;
 }
@@ -84,7 +87,7 @@ export class OrderedPath implements OrderedPathContract {
     for (const l of this.dispatchListeners) l(scope, origin);
     this.connection.send(raw, (reply, err) => {
       if (reply && reply.type !== 45) {
-        this.appendWrite(db, args, reply.raw);
+        this.appendWrite(db, args, raw, reply.raw);
         for (const l of this.appliedListeners) l(scope, origin);
       }
       cb(reply, err);
@@ -117,10 +120,17 @@ export class OrderedPath implements OrderedPathContract {
     if (selects) this.connection.db = -1;
   }
 
-  /** Logs one executed write; no closure per request (the hot path). */
-  private appendWrite(db: number, args: Buffer[], replyRaw: Buffer): void {
+  /**
+   * Logs one executed write; no closure per request. A write that replays as sent is logged from
+   * its request bytes (the hot path: no clock read, no array per entry).
+   */
+  private appendWrite(db: number, args: Buffer[], raw: Buffer, replyRaw: Buffer): void {
     if (!this.logging) return;
     try {
+      if (replaysAsSent(lowerName(args[0]), args.length)) {
+        this.log.appendRequest(db, raw, 0, raw.length);
+        return;
+      }
       const commands = toLogCommands(args, replyRaw, Date.now());
       if (commands && commands.length > 0) this.log.append(db, commands);
     } catch (err) {

@@ -67,6 +67,62 @@ export function encodeEntryInto(buf: Buffer, pos: number, offset: number, db: nu
   return pos;
 }
 
+/** An upper bound of the entry bytes `encodeRequestInto` writes for a request of `requestBytes`. */
+export function requestEntryBound(requestBytes: number): number {
+  // Per argument, `$<len>\r\n...\r\n` is at least 6 bytes where the log uses 4; `*<n>\r\n` at
+  // least 4 where the log uses 4 (the argument count): the payload never exceeds 16 + the request.
+  return ENTRY_HEADER_BYTES + 16 + requestBytes;
+}
+
+/**
+ * Encodes one command given as its RESP multibulk request `src[start, end)` (`*<n>\r\n` then
+ * `$<len>\r\n<bytes>\r\n` per argument, as the request parser validated it) into `buf` at `pos`;
+ * the bytes are those `encodeEntryInto` writes for the parsed arguments. Why: a plain write is
+ * logged from the bytes the client sent, without a Buffer view per argument. The caller made
+ * room: `requestEntryBound`. Returns the end position.
+ */
+export function encodeRequestInto(buf: Buffer, pos: number, offset: number, db: number, src: Buffer, start: number, end: number): number {
+  const entryStart = pos;
+  pos += ENTRY_HEADER_BYTES;
+  writeU32(buf, pos, Math.floor(offset / 0x1_0000_0000));
+  writeU32(buf, pos + 4, offset % 0x1_0000_0000);
+  writeU32(buf, pos + 8, db);
+  writeU32(buf, pos + 12, 1);
+  pos += 16;
+  if (src[start] !== 42) throw new RangeError('write log: a request must be a RESP multibulk');
+  let r = start + 1;
+  let argc = 0;
+  for (let c = src[r]; c !== 13; c = src[++r]) argc = argc * 10 + digit(c);
+  r += 2;
+  writeU32(buf, pos, argc);
+  pos += 4;
+  for (let a = 0; a < argc; a++) {
+    if (src[r] !== 36) throw new RangeError('write log: a request argument must be a RESP bulk string');
+    let len = 0;
+    for (let c = src[++r]; c !== 13; c = src[++r]) len = len * 10 + digit(c);
+    r += 2;
+    if (r + len + 2 > end) throw new RangeError('write log: a request argument overruns the request');
+    writeU32(buf, pos, len);
+    pos += 4;
+    if (len <= 32) {
+      for (let i = 0; i < len; i++) buf[pos + i] = src[r + i];
+    } else {
+      src.copy(buf, pos, r, r + len);
+    }
+    pos += len;
+    r += len + 2;
+  }
+  writeU32(buf, entryStart, pos - entryStart - ENTRY_HEADER_BYTES);
+  writeU32(buf, entryStart + 4, crc32cRange(buf, entryStart + ENTRY_HEADER_BYTES, pos));
+  return pos;
+}
+
+/** A header digit's value (a byte past the end is undefined: refused like any non-digit). */
+function digit(c: number | undefined): number {
+  if (c === undefined || c < 48 || c > 57) throw new RangeError('write log: malformed length in a request');
+  return c - 48;
+}
+
 /** Big-endian u32; `value` must be a non-negative integer below 2^32. */
 function writeU32(buf: Buffer, pos: number, value: number): void {
   if (!(value >= 0 && value <= 0xffff_ffff)) throw new RangeError(`write log: value ${value} does not fit a u32`);

@@ -12,7 +12,7 @@
  * INCRBYFLOAT/HINCRBYFLOAT are logged unchanged: the increment is applied to the same value on
  * the replica, and the alternative (SET ... KEEPTTL) does not exist on Pika.
  */
-import { upperName } from '../resp/command-name';
+import { lowerName, upperName } from '../resp/command-name';
 import { Decoded, decodeReply } from '../resp/decode';
 
 type Reply = () => Decoded;
@@ -20,14 +20,21 @@ type Reply = () => Decoded;
 const upper = (b: Buffer | undefined): string => (b ? b.toString('latin1').toUpperCase() : '');
 const B = (s: string): Buffer => Buffer.from(s);
 
-/** The commands `rewrite` may change; every other write replays as it is. */
-const REWRITTEN = new Set(['EXPIRE', 'PEXPIRE', 'EXPIREAT', 'PEXPIREAT', 'SETEX', 'PSETEX', 'SET', 'GETEX', 'SPOP', 'XADD']);
+/** The commands `rewrite` may change (lower case); every other write replays as it is. */
+const REWRITTEN = new Set(['expire', 'pexpire', 'expireat', 'pexpireat', 'setex', 'psetex', 'set', 'getex', 'spop', 'xadd']);
+
+/**
+ * Whether a write replays exactly as the client sent it: most writes, and a plain SET. `name` is
+ * the command name in lower case, `argc` its argument count (name included).
+ */
+export function replaysAsSent(name: string, argc: number): boolean {
+  return !REWRITTEN.has(name) || (name === 'set' && argc <= 3);
+}
 
 /** Replay commands for one executed write, or null when nothing must be replayed. */
 export function toLogCommands(args: Buffer[], replyRaw: Buffer, nowMs: number): Buffer[][] | null {
-  // The hot path: most writes (and a plain SET) replay as they are, without a reply thunk.
-  const name = upperName(args[0]);
-  if (!REWRITTEN.has(name) || (name === 'SET' && args.length <= 3)) return [args];
+  // The hot path replays the write as it is, without a reply thunk.
+  if (replaysAsSent(lowerName(args[0]), args.length)) return [args];
   let decoded: { v: Decoded } | undefined;
   return rewrite(args, () => (decoded ??= { v: decodeReply(replyRaw) }).v, nowMs);
 }

@@ -5,17 +5,18 @@
  * Why a fresh log id on every open (and old segments removed): a restarted proxy cannot prove the
  * node was not written while it was down, so a replica holding an old log id must full-sync.
  *
- * `append` is synchronous (the data path calls it in reply order); entries are buffered and
- * written once per event-loop tick with one synchronous write (page cache: cheap, and it keeps
- * file order = offset order without an async queue), fdatasync at most once per second.
+ * `append` is synchronous (the data path calls it in reply order) and encodes the entry at once
+ * into the turn's buffer (no object per entry); the buffer is written once per event-loop turn
+ * with one synchronous write (./segment-file.ts), and fdatasynced at most once per second off the
+ * event loop.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, fdatasyncSync, mkdirSync, openSync, readdirSync, unlinkSync, writeSync } from 'node:fs';
-import path from 'node:path';
+import { mkdirSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { SyncProxyError, describeError } from '../errors';
-import { encodeEntryInto, encodedEntryLength } from './log-format';
+import { ENTRY_HEADER_BYTES, decodeEntry, encodeEntryInto, encodeRequestInto, encodedEntryLength, requestEntryBound } from './log-format';
 import { readSegment } from './log-segment-reader';
+import { LogSegments } from './log-segments';
 import type { LogEntry, WriteLogView } from './types';
 
 export interface WriteLogOptions {
@@ -25,32 +26,21 @@ export interface WriteLogOptions {
   logger: Logger;
 }
 
-interface Segment {
-  file: string;
-  firstOffset: number;
-  lastOffset: number;
-  /** Bytes written (flushed) so far. */
-  bytes: number;
-}
-
-const FSYNC_INTERVAL_MS = 1000;
-/** A turn's entries are encoded into one reused buffer up to this size (bigger turns allocate). */
-const SCRATCH_MAX_BYTES = 1024 * 1024;
-const SEGMENT_SUFFIX = '.seg';
+/** The turn buffer starts at this size and grows for big turns... */
+const BATCH_INITIAL_BYTES = 64 * 1024;
+/** ...and is replaced by a small one after a turn that made it grow past this. */
+const BATCH_KEEP_BYTES = 1024 * 1024;
 
 export class WriteLog implements WriteLogView {
   private id = '';
   private first = 1;
   private last = 0;
-  private segments: Segment[] = [];
-  private fd: number | undefined;
-  /** Appended, not yet written: encoded at flush time, all of a turn into one buffer. */
-  private pending: LogEntry[] = [];
-  private scratch: Buffer | undefined;
+  private readonly segments: LogSegments;
+  /** Entries appended and not yet written, encoded back to back: offsets `written + 1 .. last`. */
+  private batch = Buffer.allocUnsafeSlow(BATCH_INITIAL_BYTES);
+  private batchEnd = 0;
+  private written = 0;
   private flushScheduled = false;
-  private fsyncTimer: NodeJS.Timeout | undefined;
-  private lastFsyncAt = 0;
-  private dirty = false;
   private opened = false;
   private closed = false;
   private waiters = new Set<() => void>();
@@ -61,6 +51,7 @@ export class WriteLog implements WriteLogView {
       throw new SyncProxyError('CONFIG_INVALID', 'write log: maxBytes must be at least segmentBytes > 0');
     }
     this.logger = options.logger.child({ component: 'write-log' });
+    this.segments = new LogSegments({ ...options, logger: this.logger, onSyncFailure: (reason) => this.syncFailed(reason) });
   }
 
   get logId(): string {
@@ -74,26 +65,58 @@ export class WriteLog implements WriteLogView {
   }
   /** Bytes of the segment files on disk (entries not yet flushed are not counted). */
   get bytes(): number {
-    return this.segments.reduce((sum, s) => sum + s.bytes, 0);
+    return this.segments.bytes;
   }
 
   async open(): Promise<void> {
     mkdirSync(this.options.dir, { recursive: true });
-    this.removeAllSegmentFiles();
     this.id = newLogId();
+    this.segments.removeAll(this.id);
     this.opened = true;
     this.logger.info({ logId: this.id }, 'write log opened with a new log id');
   }
 
   append(db: number, commands: Buffer[][]): number {
+    const offset = this.nextOffset(db);
+    const pos = this.reserve(encodedEntryLength(commands));
+    this.batchEnd = encodeEntryInto(this.batch, pos, offset, db, commands);
+    return this.appended(offset);
+  }
+
+  /**
+   * Appends one command given as the RESP multibulk request `buf[start, end)` the client sent (the
+   * entry is the one `append(db, [args])` makes): a plain write is logged without a view per
+   * argument.
+   */
+  appendRequest(db: number, buf: Buffer, start: number, end: number): number {
+    const offset = this.nextOffset(db);
+    const pos = this.reserve(requestEntryBound(end - start));
+    this.batchEnd = encodeRequestInto(this.batch, pos, offset, db, buf, start, end);
+    return this.appended(offset);
+  }
+
+  private nextOffset(db: number): number {
     if (!this.opened || this.closed) throw new SyncProxyError('INTERNAL', 'write log is not open');
-    const offset = this.last + 1;
     if (!Number.isInteger(db) || db < 0 || db > 0xffff_ffff) throw new SyncProxyError('INTERNAL', `write log: invalid db ${db}`);
-    this.pending.push({ offset, db, commands });
+    return this.last + 1;
+  }
+
+  /** Makes room for `bytes` more in the turn buffer; returns where they go. */
+  private reserve(bytes: number): number {
+    const pos = this.batchEnd;
+    if (pos + bytes > this.batch.length) {
+      const grown = Buffer.allocUnsafeSlow(Math.max(2 * this.batch.length, pos + bytes));
+      this.batch.copy(grown, 0, 0, pos);
+      this.batch = grown;
+    }
+    return pos;
+  }
+
+  private appended(offset: number): number {
     this.last = offset;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      setImmediate(() => this.flush());
+      setImmediate(this.scheduledFlush);
     }
     this.wakeFollowers();
     return offset;
@@ -102,17 +125,12 @@ export class WriteLog implements WriteLogView {
   /** Starts a new log id: offsets restart at 1, segments are removed, followers get LOG_OFFSET_GONE. */
   reset(reason: string): void {
     const old = this.id;
-    try {
-      this.closeSegment();
-    } catch (err) {
-      this.logger.error({ err: describeError(err) }, 'closing the write log segment failed during reset');
-    }
-    this.pending = [];
-    this.removeAllSegmentFiles();
-    this.segments = [];
+    this.batchEnd = 0;
     this.id = newLogId();
+    this.segments.removeAll(this.id);
     this.first = 1;
     this.last = 0;
+    this.written = 0;
     this.logger.warn({ oldLogId: old, logId: this.id, reason }, 'write log reset');
     this.wakeFollowers();
   }
@@ -129,9 +147,9 @@ export class WriteLog implements WriteLogView {
         await this.waitForAppend(signal);
         continue;
       }
-      const firstPending = this.pending.length > 0 ? this.pending[0].offset : Infinity;
-      if (next >= firstPending) {
-        for (const p of this.pending.slice(next - firstPending)) {
+      if (next > this.written) {
+        // Decoded now: the turn buffer is reused once written, while this generator is suspended.
+        for (const p of this.unwritten(next)) {
           yield p;
           next = p.offset + 1;
           position = undefined;
@@ -140,7 +158,7 @@ export class WriteLog implements WriteLogView {
         }
         continue;
       }
-      const seg = this.segmentFor(next);
+      const seg = this.segments.segmentFor(next);
       if (!seg) throw gone(`offset ${next} is not held by the write log`);
       const start = position && position.file === seg.file ? position.pos : 0;
       for await (const { entry, end } of readSegment(seg.file, start, seg.bytes)) {
@@ -160,11 +178,21 @@ export class WriteLog implements WriteLogView {
   async close(): Promise<void> {
     if (this.closed) return;
     this.flush();
-    if (this.fsyncTimer) clearTimeout(this.fsyncTimer);
-    this.fsyncTimer = undefined;
-    this.closeSegment();
     this.closed = true;
     this.wakeFollowers();
+    await this.segments.close();
+  }
+
+  /** The entries from `from` (> written) to the last, decoded from the turn buffer. */
+  private unwritten(from: number): LogEntry[] {
+    const out: LogEntry[] = [];
+    let pos = 0;
+    for (let offset = this.written + 1; offset <= this.last; offset++) {
+      const end = pos + ENTRY_HEADER_BYTES + this.batch.readUInt32BE(pos);
+      if (offset >= from) out.push(decodeEntry(this.batch, pos, 'write log buffer'));
+      pos = end;
+    }
+    return out;
   }
 
   private checkHeld(logId: string, next: number, atStart: boolean): void {
@@ -174,14 +202,6 @@ export class WriteLog implements WriteLogView {
     if (atStart && (!Number.isSafeInteger(next) || next > this.last + 1)) {
       throw gone(`offset ${next} is beyond the log's end ${this.last}`);
     }
-  }
-
-  private segmentFor(offset: number): Segment | undefined {
-    for (let i = this.segments.length - 1; i >= 0; i--) {
-      const s = this.segments[i];
-      if (s.firstOffset <= offset) return offset <= s.lastOffset ? s : undefined;
-    }
-    return undefined;
   }
 
   private waitForAppend(signal: AbortSignal): Promise<void> {
@@ -201,38 +221,13 @@ export class WriteLog implements WriteLogView {
     for (const w of [...this.waiters]) w();
   }
 
+  private readonly scheduledFlush = (): void => this.flush();
+
   private flush(): void {
     this.flushScheduled = false;
-    if (this.pending.length === 0 || this.closed) return;
-    const batch = this.pending;
+    if (this.batchEnd === 0 || this.closed) return;
     try {
-      let total = 0;
-      for (let i = 0; i < batch.length; i++) total += encodedEntryLength(batch[i].commands);
-      let buf: Buffer;
-      if (total <= SCRATCH_MAX_BYTES) {
-        if (!this.scratch || this.scratch.length < total) this.scratch = Buffer.allocUnsafeSlow(Math.min(SCRATCH_MAX_BYTES, Math.max(total, 64 * 1024)));
-        buf = this.scratch;
-      } else {
-        buf = Buffer.allocUnsafeSlow(total);
-      }
-      let chunkStart = 0;
-      let pos = 0;
-      for (let i = 0; i < batch.length; i++) {
-        const e = batch[i];
-        const end = encodeEntryInto(buf, pos, e.offset, e.db, e.commands);
-        let seg = this.segments[this.segments.length - 1];
-        const chunkBytes = pos - chunkStart;
-        if (this.fd !== undefined && seg.bytes + chunkBytes > 0 && seg.bytes + chunkBytes + (end - pos) > this.options.segmentBytes) {
-          this.writeChunk(buf, chunkStart, pos);
-          chunkStart = pos;
-          this.closeSegment();
-        }
-        if (this.fd === undefined) seg = this.openSegment(e.offset);
-        seg.lastOffset = e.offset;
-        pos = end;
-      }
-      this.writeChunk(buf, chunkStart, pos);
-      this.pending = [];
+      this.segments.write(this.batch, this.batchEnd, this.written + 1, this.last);
     } catch (err) {
       // Entries the node already executed cannot be persisted: followers must not miss them
       // silently, so the log starts over and replicas full-sync.
@@ -240,84 +235,16 @@ export class WriteLog implements WriteLogView {
       this.reset(`write failed: ${describeError(err)}`);
       return;
     }
-    this.trim();
-    this.scheduleFsync();
+    this.written = this.last;
+    this.batchEnd = 0;
+    if (this.batch.length > BATCH_KEEP_BYTES) this.batch = Buffer.allocUnsafeSlow(BATCH_INITIAL_BYTES);
+    this.first = this.segments.trim() ?? this.first;
   }
 
-  /** Writes `data[start, end)` to the current segment. */
-  private writeChunk(data: Buffer, start: number, end: number): void {
-    if (end === start || this.fd === undefined) return;
-    let written = start;
-    while (written < end) written += writeSync(this.fd, data, written, end - written);
-    this.segments[this.segments.length - 1].bytes += end - start;
-    this.dirty = true;
-  }
-
-  private openSegment(firstOffset: number): Segment {
-    const file = path.join(this.options.dir, `${this.id}-${String(firstOffset).padStart(20, '0')}${SEGMENT_SUFFIX}`);
-    this.fd = openSync(file, 'wx');
-    const seg: Segment = { file, firstOffset, lastOffset: firstOffset - 1, bytes: 0 };
-    this.segments.push(seg);
-    return seg;
-  }
-
-  private closeSegment(): void {
-    if (this.fd === undefined) return;
-    const fd = this.fd;
-    this.fd = undefined;
-    try {
-      if (this.dirty) fdatasyncSync(fd);
-    } finally {
-      this.dirty = false;
-      closeSync(fd);
-    }
-  }
-
-  /** Removes the oldest segments while the log exceeds maxBytes; the current one always stays. */
-  private trim(): void {
-    let total = this.bytes;
-    while (this.segments.length > 1 && total > this.options.maxBytes) {
-      const oldest = this.segments.shift() as Segment;
-      total -= oldest.bytes;
-      this.first = oldest.lastOffset + 1;
-      unlinkQuiet(oldest.file);
-      this.logger.info({ file: path.basename(oldest.file), firstOffset: this.first }, 'write log segment trimmed');
-    }
-  }
-
-  private scheduleFsync(): void {
-    if (this.fsyncTimer || !this.dirty) return;
-    const delay = Math.max(0, FSYNC_INTERVAL_MS - (Date.now() - this.lastFsyncAt));
-    this.fsyncTimer = setTimeout(() => {
-      this.fsyncTimer = undefined;
-      this.lastFsyncAt = Date.now();
-      if (this.fd === undefined || !this.dirty) return;
-      try {
-        fdatasyncSync(this.fd);
-        this.dirty = false;
-      } catch (err) {
-        this.logger.error({ err: describeError(err) }, 'write log fsync failed; resetting the log');
-        this.reset(`fsync failed: ${describeError(err)}`);
-      }
-    }, delay);
-    this.fsyncTimer.unref();
-  }
-
-  private removeAllSegmentFiles(): void {
-    let names: string[] = [];
-    try {
-      names = readdirSync(this.options.dir);
-    } catch {
-      return;
-    }
-    for (const name of names) {
-      if (!name.endsWith(SEGMENT_SUFFIX)) continue;
-      try {
-        unlinkQuiet(path.join(this.options.dir, name));
-      } catch (err) {
-        this.logger.error({ err: describeError(err), file: name }, 'could not remove an old write log segment');
-      }
-    }
+  private syncFailed(reason: string): void {
+    if (this.closed) return void this.logger.error({ reason }, 'write log fsync failed after close');
+    this.logger.error({ reason }, 'write log fsync failed; resetting the log');
+    this.reset(reason);
   }
 }
 
@@ -327,12 +254,4 @@ function newLogId(): string {
 
 function gone(message: string): SyncProxyError {
   return new SyncProxyError('LOG_OFFSET_GONE', message);
-}
-
-function unlinkQuiet(file: string): void {
-  try {
-    unlinkSync(file);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
 }
