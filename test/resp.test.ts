@@ -42,6 +42,21 @@ describe('resp: request parser', () => {
     expect(p.next()!.raw.equals(raw)).to.equal(true);
   });
 
+  it('gives the name, argument count and arguments of a request without views made up front', () => {
+    const p = new RequestParser();
+    const raw = encodeArgs([Buffer.from('HsEt'), Buffer.from([0, 13, 10]), '', 'v'.repeat(40)]);
+    p.feed(Buffer.concat([raw, Buffer.from('get k\r\n')]));
+    const r = p.next()!;
+    expect(r.name).to.equal('hset');
+    expect(r.argc).to.equal(4);
+    expect(r.buf.subarray(r.start, r.end).equals(raw)).to.equal(true);
+    expect(r.args.map((a) => a.toString('latin1'))).to.deep.equal(['HsEt', '\u0000\r\n', '', 'v'.repeat(40)]);
+    const inline = p.next()!;
+    expect([inline.name, inline.argc]).to.deep.equal(['get', 2]);
+    expect(inline.raw.equals(encodeArgs(['get', 'k']))).to.equal(true);
+    expect(inline.buf.toString('latin1', inline.nameStart, inline.nameEnd)).to.equal('get');
+  });
+
   it('refuses oversized bulk lengths and multibulk counts from the header alone', () => {
     const p1 = new RequestParser();
     p1.feed(Buffer.from('*1\r\n$536870913\r\n'));

@@ -1,6 +1,6 @@
 /**
- * One RESP connection to the node behind the proxy. Requests are written as raw bytes (batched
- * per tick with cork/uncork), replies are framed without decoding and matched FIFO to their
+ * One RESP connection to the node behind the proxy. Requests are written as raw bytes (one write
+ * per event-loop turn), replies are framed without decoding and matched FIFO to their
  * callbacks. When the link drops, every request in flight fails with BACKEND_CONNECTION_LOST;
  * while it is down, new requests fail at once with BACKEND_UNAVAILABLE naming the node; a
  * reconnecting connection retries with the retry policy's backoff.
@@ -13,8 +13,30 @@ import { encodeArgs } from '../resp/request-parser';
 import { FramedReply, ReplyFramer } from '../resp/reply-framer';
 import { RetryPolicy } from '../retry';
 import { Fifo } from './fifo';
+import { Outbox } from './outbox';
 
 export type ReplyCallback = (reply: FramedReply | null, error?: SyncProxyError) => void;
+
+/**
+ * Receives replies as byte ranges of the read buffer, with the tag its request was sent with:
+ * the data path's way, without a closure per request or an object and a view per reply.
+ */
+export interface ReplyTarget {
+  /** The reply is `buf[start, end)`; `buf` is never reused, so a view of it may be kept. */
+  onReply(tag: number, buf: Buffer, start: number, end: number): void;
+  onReplyError(tag: number, error: SyncProxyError): void;
+}
+
+/** Hands the reply `buf[start, end)` to a callback (as a FramedReply) or a target. */
+export function deliverReply(target: ReplyCallback | ReplyTarget, tag: number, buf: Buffer, start: number, end: number): void {
+  if (typeof target === 'function') target({ raw: buf.subarray(start, end), type: buf[start] });
+  else target.onReply(tag, buf, start, end);
+}
+
+export function deliverError(target: ReplyCallback | ReplyTarget, tag: number, error: SyncProxyError): void {
+  if (typeof target === 'function') target(null, error);
+  else target.onReplyError(tag, error);
+}
 
 export interface NodeConnectionOptions {
   host: string;
@@ -34,10 +56,12 @@ const RECONNECT_POLICY = new RetryPolicy({ maxAttempts: Number.MAX_SAFE_INTEGER,
 export class NodeConnection extends EventEmitter {
   private socket?: net.Socket;
   private framer = new ReplyFramer();
-  private readonly pending = new Fifo<ReplyCallback>();
+  private readonly pending = new Fifo<ReplyCallback | ReplyTarget>();
+  /** The tag of each pending request (0 for callbacks), in the same order. */
+  private readonly tags = new Fifo<number>();
   private up = false;
   private closing = false;
-  private outbox: Buffer[] = [];
+  private readonly outbox = new Outbox();
   private flushScheduled = false;
   private reconnectAttempt = 0;
   private reconnectTimer?: NodeJS.Timeout;
@@ -102,7 +126,7 @@ export class NodeConnection extends EventEmitter {
           return;
         }
         this.markUp();
-      }, true);
+      });
     });
     socket.on('timeout', () => socket.destroy(new Error(`connect timeout after ${this.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS} ms`)));
     socket.on('data', (chunk) => this.onData(chunk));
@@ -121,20 +145,23 @@ export class NodeConnection extends EventEmitter {
   }
 
   private onData(chunk: Buffer): void {
-    this.framer.feed(chunk);
+    const framer = this.framer;
+    framer.feed(chunk);
     for (;;) {
-      let reply: FramedReply | null;
       try {
-        reply = this.framer.next();
+        if (!framer.advance()) return;
       } catch (err) {
         this.options.logger.error({ err: (err as Error).message }, 'malformed reply from backend; dropping the link');
         this.socket?.destroy();
         return;
       }
-      if (!reply) return;
-      const cb = this.pending.shift();
-      if (cb) cb(reply);
-      else if (this.pushSink) this.pushSink(reply);
+      const buf = framer.current;
+      const start = framer.lastStart;
+      const end = framer.lastEnd;
+      const target = this.pending.shift();
+      const tag = this.tags.shift()!;
+      if (target) deliverReply(target, tag, buf, start, end);
+      else if (this.pushSink) this.pushSink({ raw: buf.subarray(start, end), type: buf[start] });
       else this.options.logger.warn('reply from backend with no request waiting; ignored');
     }
   }
@@ -144,13 +171,14 @@ export class NodeConnection extends EventEmitter {
     const wasUp = this.up;
     this.up = false;
     this.socket = undefined;
-    this.outbox = [];
+    this.outbox.clear();
     const lost = this.pending.drain();
+    const tags = this.tags.drain();
     const error = wasUp
       ? new SyncProxyError('BACKEND_CONNECTION_LOST', `backend ${this.address} connection lost`, { cause: this.lastError })
       : this.lastError ?? new SyncProxyError('BACKEND_UNAVAILABLE', `backend ${this.address} unavailable`);
     if (!wasUp) this.lastError = error;
-    for (const cb of lost) cb(null, error);
+    lost.forEach((target, i) => deliverError(target, tags[i], error));
     if (wasUp) {
       this.options.logger.warn({ backend: this.address, inFlight: lost.length }, 'backend link down');
       this.emit('down', { hadInFlight: lost.length > 0 });
@@ -168,35 +196,41 @@ export class NodeConnection extends EventEmitter {
    * link is down or drops before the reply.
    */
   send(raw: Buffer, cb: ReplyCallback): void {
-    if (!this.up || !this.socket) {
-      const err = this.lastError ?? new SyncProxyError('BACKEND_UNAVAILABLE', `backend ${this.address} unavailable`);
-      queueMicrotask(() => cb(null, err));
-      return;
-    }
-    this.write(raw, cb, false);
+    this.sendRange(raw, 0, raw.length, cb, 0);
   }
 
-  private write(raw: Buffer, cb: ReplyCallback, handshake: boolean): void {
-    this.pending.push(cb);
-    if (handshake) {
-      this.socket!.write(raw);
+  /**
+   * Sends the request `buf[start, end)`; `target` gets its reply (or error) with `tag`. `buf` must
+   * not change until the turn ends (the bytes are copied when the turn's batch is written).
+   */
+  sendRange(buf: Buffer, start: number, end: number, target: ReplyCallback | ReplyTarget, tag: number): void {
+    if (!this.up || !this.socket) {
+      const err = this.lastError ?? new SyncProxyError('BACKEND_UNAVAILABLE', `backend ${this.address} unavailable`);
+      queueMicrotask(() => deliverError(target, tag, err));
       return;
     }
+    this.pending.push(target);
+    this.tags.push(tag);
     // Requests of one event-loop turn leave in one write: one syscall and one buffer for the batch
     // (cork + many small writes costs a writev entry per request).
-    this.outbox.push(raw);
+    this.outbox.add(buf, start, end);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(this.flushOutbox);
     }
   }
 
+  /** The handshake's AUTH: written at once, before the link counts as up. */
+  private write(raw: Buffer, cb: ReplyCallback): void {
+    this.pending.push(cb);
+    this.tags.push(0);
+    this.socket!.write(raw);
+  }
+
   private readonly flushOutbox = (): void => {
     this.flushScheduled = false;
-    const batch = this.outbox;
-    this.outbox = [];
-    if (batch.length === 0 || !this.socket) return;
-    this.socket.write(batch.length === 1 ? batch[0] : Buffer.concat(batch));
+    const data = this.outbox.take();
+    if (data && this.socket) this.socket.write(data);
   };
 
   /** Bytes queued in the socket and not yet sent (backpressure signal). */

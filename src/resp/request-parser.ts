@@ -8,6 +8,7 @@
  * span of each command. redis-parser is used for replies (./decode.ts).
  */
 import { SyncProxyError } from '../errors';
+import { Request } from './request';
 
 export interface RequestLimits {
   maxBulkLength: number;
@@ -20,12 +21,6 @@ export const REDIS_LIMITS: Readonly<RequestLimits> = Object.freeze({
   maxMultibulkLength: 1024 * 1024,
   maxInlineLength: 64 * 1024,
 });
-
-export interface ParsedRequest {
-  args: Buffer[];
-  /** The request's bytes as received (multibulk), or re-encoded for an inline command. */
-  raw: Buffer;
-}
 
 const CR = 13;
 const STAR = 42;
@@ -67,7 +62,7 @@ export class RequestParser {
   }
 
   /** The next complete request, or null when more bytes are needed. Throws PROTOCOL_ERROR. */
-  next(): ParsedRequest | null {
+  next(): Request | null {
     if (this.buffer.length - this.offset + this.pendingLength < this.needed) return null;
     this.absorbPending();
     this.needed = 0;
@@ -77,7 +72,7 @@ export class RequestParser {
     return this.buffer[this.offset] === STAR ? this.parseMultibulk() : this.parseInline();
   }
 
-  private parseInline(): ParsedRequest | null {
+  private parseInline(): Request | null {
     const end = this.buffer.indexOf('\n', this.offset);
     if (end === -1) {
       if (this.buffer.length - this.offset > this.limits.maxInlineLength) throw protocolError('too big inline request');
@@ -87,10 +82,11 @@ export class RequestParser {
     this.offset = end + 1;
     const args = splitInline(line).map((a) => Buffer.from(a, 'latin1'));
     if (args.length === 0) return this.next();
-    return { args, raw: encodeArgs(args) };
+    return requestOf(args);
   }
 
-  private parseMultibulk(): ParsedRequest | null {
+  /** Checks the request's headers and finds its end; no view of the bytes is made (see Request). */
+  private parseMultibulk(): Request | null {
     const buf = this.buffer;
     const start = this.offset;
     let pos = start;
@@ -99,7 +95,8 @@ export class RequestParser {
     const count = parseLength(buf, pos + 1, headerEnd, 'invalid multibulk length');
     if (count > this.limits.maxMultibulkLength) throw protocolError('invalid multibulk length');
     pos = headerEnd + 2;
-    const args: Buffer[] = new Array(Math.max(0, count));
+    let nameStart = 0;
+    let nameEnd = 0;
     for (let i = 0; i < count; i++) {
       if (pos >= buf.length) return this.incomplete(start, pos);
       if (buf[pos] !== DOLLAR) throw protocolError(`expected '$', got '${String.fromCharCode(buf[pos])}'`);
@@ -112,12 +109,15 @@ export class RequestParser {
         this.needed = dataEnd + 2 - start;
         return this.incomplete(start, dataEnd);
       }
-      args[i] = buf.subarray(end + 2, dataEnd);
+      if (i === 0) {
+        nameStart = end + 2;
+        nameEnd = dataEnd;
+      }
       pos = dataEnd + 2;
     }
     this.offset = pos;
     if (count <= 0) return this.next();
-    return { args, raw: buf.subarray(start, pos) };
+    return new Request(buf, start, pos, count, nameStart, nameEnd);
   }
 
   /** Rewinds to the request's start; `lineStart` is where the unfinished header line begins. */
@@ -202,6 +202,13 @@ export function splitInline(line: string): string[] {
     args.push(current);
   }
   return args;
+}
+
+/** A Request for arguments made by the proxy (or an inline command): encoded as a multibulk. */
+export function requestOf(args: Buffer[]): Request {
+  const raw = encodeArgs(args);
+  const nameStart = raw.indexOf(10, raw.indexOf(10) + 1) + 1;
+  return new Request(raw, 0, raw.length, args.length, nameStart, nameStart + args[0].length, args);
 }
 
 /** RESP multibulk encoding of a command. */

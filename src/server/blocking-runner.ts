@@ -5,7 +5,7 @@
  */
 import type { FramedReply } from '../resp/reply-framer';
 import * as encode from '../resp/encode';
-import { encodeArgs } from '../resp/request-parser';
+import { requestOf } from '../resp/request-parser';
 import { planBlocking } from './blocking';
 import type { ClientSession } from './client-session';
 import { errorReply } from './refusals';
@@ -26,7 +26,7 @@ export async function runBlocking(s: ClientSession, name: string, args: Buffer[]
         const wait = s.gate(scope);
         if (wait) await wait;
         const reply = await new Promise<FramedReply>((resolve, reject) => {
-          s.ctx.path.sendWrite(s.db, attempt.args, encodeArgs(attempt.args), scope, (r, err) => (r ? resolve(r) : reject(err)), s);
+          s.ctx.path.sendWrite(s.db, requestOf(attempt.args), scope, (r, err) => (r ? resolve(r) : reject(err)), 0, s);
         });
         if (reply.type === 45) return s.fill(slot, reply.raw);
         const converted = attempt.convert(reply.raw);

@@ -11,11 +11,12 @@
 import net from 'node:net';
 import type { Logger } from 'pino';
 import { Fifo } from '../backend/fifo';
-import type { NodeConnection, ReplyCallback } from '../backend/node-connection';
+import type { NodeConnection, ReplyTarget } from '../backend/node-connection';
+import type { SyncProxyError } from '../errors';
 import * as encode from '../resp/encode';
-import { ParsedRequest, RequestParser } from '../resp/request-parser';
+import type { Request } from '../resp/request';
+import { RequestParser } from '../resp/request-parser';
 import type { WriteScope } from '../source/types';
-import { lowerName } from '../resp/command-name';
 import { CommandSpec, arityOk, commandKeys, hasBlockOption, lookupLowerCase } from './command-table';
 import { handleConnectionCommand } from './connection-commands';
 import type { ProxyContext } from './context';
@@ -35,7 +36,7 @@ const NO_SCOPE: WriteScope = Object.freeze({ kind: 'keys', db: 0, keys: [] as Bu
 
 let nextId = 1;
 
-export class ClientSession {
+export class ClientSession implements ReplyTarget {
   readonly id = nextId++;
   readonly createdAt = Date.now();
   db = 0;
@@ -48,7 +49,9 @@ export class ClientSession {
   pubsub: PubSubMode | null = null;
   private blockingConnection?: NodeConnection;
   private readonly parser = new RequestParser();
-  private readonly requests = new Fifo<ParsedRequest>();
+  private readonly requests = new Fifo<Request>();
+  /** A protocol error to answer once the requests parsed before it are answered. */
+  private protocolError: string | undefined;
   private readonly replies: ReplyQueue;
   private busy = false;
   private paused = false;
@@ -91,18 +94,20 @@ export class ClientSession {
       this.ctx.stats.protocolErrors++;
       this.logger.info({ err: (err as Error).message }, 'protocol error; closing the connection');
       // As Redis: answer the requests already parsed, then the protocol error, then close.
-      this.requests.push({ args: [], raw: Buffer.from(`-ERR ${(err as Error).message}`) });
+      this.protocolError = `ERR ${(err as Error).message}`;
     }
     this.pump();
   }
 
   private pump(): void {
-    while (!this.busy && !this.closed && !this.closing && this.requests.length > 0) {
-      const req = this.requests.shift()!;
-      if (req.args.length === 0) {
-        this.reply(encode.error(req.raw.toString().slice(1)));
-        this.closing = true;
-        this.socket.pause();
+    while (!this.busy && !this.closed && !this.closing) {
+      const req = this.requests.shift();
+      if (!req) {
+        if (this.protocolError !== undefined) {
+          this.reply(encode.error(this.protocolError));
+          this.closing = true;
+          this.socket.pause();
+        }
         break;
       }
       this.ctx.stats.commandsProcessed++;
@@ -138,50 +143,52 @@ export class ClientSession {
     }
   }
 
-  /** Runs one command; a returned promise holds this client's later commands until it settles. */
-  private execute(req: ParsedRequest): Promise<void> | void {
-    const { args, raw } = req;
-    const name = lowerName(args[0]);
+  /**
+   * Runs one command; a returned promise holds this client's later commands until it settles.
+   * The hot paths (forwarded reads, plain writes) never make the argument views (see Request).
+   */
+  private execute(req: Request): Promise<void> | void {
+    const name = req.name;
     this.lastCommand = name;
     const spec = lookupLowerCase(name);
     if (!this.authenticated && !ALWAYS_ALLOWED_BEFORE_AUTH.has(name)) return this.reply(encode.error('NOAUTH Authentication required.'));
-    if (this.pubsub) return this.pubsub.handle(name, args, raw);
-    if (spec && !arityOk(spec, args.length)) {
+    if (this.pubsub) return this.pubsub.handle(name, req.args, req.raw);
+    if (spec && !arityOk(spec, req.argc)) {
       this.transaction?.abort();
       return this.reply(encode.error(`ERR wrong number of arguments for '${name}' command`));
     }
     if (this.transaction && !['exec', 'discard', 'multi', 'watch', 'quit', 'reset'].includes(name)) {
-      return this.reply(this.transaction.queue(name, spec, args, raw));
+      return this.reply(this.transaction.queue(name, spec, req.args, req.raw));
     }
-    if (!spec) return this.forwardRead(raw);
+    if (!spec) return this.forwardRead(req);
     switch (spec.category) {
       case 'connection':
-        return this.replyMaybeAsync(handleConnectionCommand(this, name, args));
+        return this.replyMaybeAsync(handleConnectionCommand(this, name, req.args));
       case 'replication':
-        return this.replyMaybeAsync(handleReplicationCommand(this, name, args, raw));
+        return this.replyMaybeAsync(handleReplicationCommand(this, name, req.args, req.raw));
       case 'transaction':
-        return Transaction.handle(this, name, args);
+        return Transaction.handle(this, name, req.args);
       case 'pubsub':
-        return PubSubMode.enter(this, name, raw);
+        return PubSubMode.enter(this, name, req);
       case 'refused':
         return this.reply(encode.error(`ERR '${name}' is not supported through pika-sync-proxy: ${refusalReason(name)}`));
       case 'admin':
-        if (name === 'config' && changesNodeAuth(args)) {
+        if (name === 'config' && changesNodeAuth(req.args)) {
           return this.reply(encode.error('ERR CONFIG SET of requirepass/masterauth/masteruser is not allowed through pika-sync-proxy: the proxy authenticates to its node with --backend-password'));
         }
-        return this.forward(raw);
+        return this.forward(req);
       case 'read':
-        if (name === 'xread' && hasBlockOption(args)) return this.blockingRead(raw);
-        return this.forwardRead(raw);
+        if (name === 'xread' && hasBlockOption(req.args)) return this.blockingRead(req.raw);
+        return this.forwardRead(req);
       case 'write':
-        if (name === 'xreadgroup' && hasBlockOption(args)) {
+        if (name === 'xreadgroup' && hasBlockOption(req.args)) {
           if (this.ctx.replication.role === 'replica') return this.reply(READONLY_ERROR);
-          return runBlocking(this, name, args);
+          return runBlocking(this, name, req.args);
         }
-        return this.write(spec, args, raw);
+        return this.write(spec, req);
       case 'blocking':
         if (this.ctx.replication.role === 'replica') return this.reply(READONLY_ERROR);
-        return runBlocking(this, name, args);
+        return runBlocking(this, name, req.args);
     }
   }
 
@@ -198,14 +205,14 @@ export class ClientSession {
     return gate ? encode.error(gate) : null;
   }
 
-  forwardRead(raw: Buffer): void {
+  private forwardRead(req: Request): void {
     const refusal = this.readRefusal();
     if (refusal) return this.reply(refusal);
-    this.forward(raw);
+    this.forward(req);
   }
 
-  forward(raw: Buffer): void {
-    this.ctx.path.send(this.db, raw, this.callbackFor(this.slot()));
+  forward(req: Request): void {
+    this.ctx.path.forward(this.db, req, this, this.slot());
   }
 
   scopeOf(spec: CommandSpec | undefined, args: Buffer[]): WriteScope {
@@ -220,15 +227,15 @@ export class ClientSession {
     return this.ctx.writeGate()?.beforeWrite(scope) ?? null;
   }
 
-  write(spec: CommandSpec, args: Buffer[], raw: Buffer): Promise<void> | void {
+  private write(spec: CommandSpec, req: Request): Promise<void> | void {
     if (this.ctx.replication.role === 'replica') return this.reply(READONLY_ERROR);
     // Keys are worked out only when someone needs them: a snapshot build, a WATCH, a parked pop.
     const gate = this.ctx.writeGate();
-    const scope = gate || this.ctx.watches.active || this.ctx.blocked.active ? this.scopeOf(spec, args) : NO_SCOPE;
+    const scope = gate || this.ctx.watches.active || this.ctx.blocked.active ? this.scopeOf(spec, req.args) : NO_SCOPE;
     const wait = gate ? gate.beforeWrite(scope) : null;
     // The common case (no gate to wait for) dispatches without making a closure.
-    if (!wait) return this.ctx.path.sendWrite(this.db, args, raw, scope, this.callbackFor(this.slot()));
-    return wait.then(() => this.ctx.path.sendWrite(this.db, args, raw, scope, this.callbackFor(this.slot())));
+    if (!wait) return this.ctx.path.sendWrite(this.db, req, scope, this, this.slot());
+    return wait.then(() => this.ctx.path.sendWrite(this.db, req, scope, this, this.slot()));
   }
 
   /** XREAD BLOCK: a read that may block, on this client's own connection to the node. */
@@ -260,8 +267,13 @@ export class ClientSession {
     }
   }
 
-  callbackFor(slot: Slot): ReplyCallback {
-    return (reply, err) => this.fill(slot, reply ? reply.raw : errorReply(err));
+  /** A reply from the node to the request that took `slot` (ReplyTarget). */
+  onReply(slot: Slot, buf: Buffer, start: number, end: number): void {
+    this.replies.fillRange(slot, buf, start, end);
+  }
+
+  onReplyError(slot: Slot, error: SyncProxyError): void {
+    this.fill(slot, errorReply(error));
   }
 
   slot(): Slot {

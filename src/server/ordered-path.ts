@@ -9,8 +9,9 @@
  * writes touch.
  */
 import type { Logger } from 'pino';
-import { NodeConnection, ReplyCallback } from '../backend/node-connection';
-import { lowerName } from '../resp/command-name';
+import { NodeConnection, ReplyCallback, ReplyTarget, deliverError, deliverReply } from '../backend/node-connection';
+import type { SyncProxyError } from '../errors';
+import type { Request } from '../resp/request';
 import { encodeArgs } from '../resp/request-parser';
 import { execToLogCommands, replaysAsSent, toLogCommands } from '../source/log-rewrite';
 import type { OrderedPath as OrderedPathContract, WriteScope } from '../source/types';
@@ -78,20 +79,29 @@ export class OrderedPath implements OrderedPathContract {
     this.connection.send(raw, cb);
   }
 
+  /** Forwards a client's non-write request in `db`; `target` gets the reply with `tag`. */
+  forward(db: number, req: Request, target: ReplyTarget, tag: number): void {
+    if (this.connection.isUp) this.selectDb(db);
+    this.connection.sendRange(req.buf, req.start, req.end, target, tag);
+  }
+
   /**
    * Forwards a write (the caller has already waited for the snapshot gate) and appends it to the
-   * log once the node accepted it.
+   * log once the node accepted it; then `target` gets the reply with `tag`.
    */
-  sendWrite(db: number, args: Buffer[], raw: Buffer, scope: WriteScope, cb: ReplyCallback, origin?: object): void {
+  sendWrite(db: number, req: Request, scope: WriteScope, target: ReplyCallback | ReplyTarget, tag: number, origin?: object): void {
     if (this.connection.isUp) this.selectDb(db);
     for (const l of this.dispatchListeners) l(scope, origin);
-    this.connection.send(raw, (reply, err) => {
-      if (reply && reply.type !== 45) {
-        this.appendWrite(db, args, raw, reply.raw);
-        for (const l of this.appliedListeners) l(scope, origin);
-      }
-      cb(reply, err);
-    });
+    this.connection.sendRange(req.buf, req.start, req.end, new PendingWrite(this, db, req, scope, origin, target, tag), 0);
+  }
+
+  /** The node answered a write sent by `sendWrite`. */
+  answered(w: PendingWrite, buf: Buffer, start: number, end: number): void {
+    if (buf[start] !== 45) {
+      this.appendWrite(w.db, w.req, buf, start, end);
+      for (const l of this.appliedListeners) l(w.scope, w.origin);
+    }
+    deliverReply(w.target, w.tag, buf, start, end);
   }
 
   /**
@@ -121,17 +131,17 @@ export class OrderedPath implements OrderedPathContract {
   }
 
   /**
-   * Logs one executed write; no closure per request. A write that replays as sent is logged from
-   * its request bytes (the hot path: no clock read, no array per entry).
+   * Logs one executed write. A write that replays as sent is logged from its request bytes (the
+   * hot path: no view, no clock read).
    */
-  private appendWrite(db: number, args: Buffer[], raw: Buffer, replyRaw: Buffer): void {
+  private appendWrite(db: number, req: Request, replyBuf: Buffer, replyStart: number, replyEnd: number): void {
     if (!this.logging) return;
     try {
-      if (replaysAsSent(lowerName(args[0]), args.length)) {
-        this.log.appendRequest(db, raw, 0, raw.length);
+      if (replaysAsSent(req.name, req.argc)) {
+        this.log.appendRequest(db, req.buf, req.start, req.end);
         return;
       }
-      const commands = toLogCommands(args, replyRaw, Date.now());
+      const commands = toLogCommands(req.args, replyBuf.subarray(replyStart, replyEnd), Date.now());
       if (commands && commands.length > 0) this.log.append(db, commands);
     } catch (err) {
       this.appendFailed(err);
@@ -161,5 +171,26 @@ export class OrderedPath implements OrderedPathContract {
     return new Promise((resolve, reject) => {
       this.connection.send(PING, (_reply, err) => (err ? reject(err) : resolve(this.log.lastOffset)));
     });
+  }
+}
+
+/** A write waiting for the node's reply: logged, then answered, by its ordered path. */
+class PendingWrite implements ReplyTarget {
+  constructor(
+    private readonly path: OrderedPath,
+    readonly db: number,
+    readonly req: Request,
+    readonly scope: WriteScope,
+    readonly origin: object | undefined,
+    readonly target: ReplyCallback | ReplyTarget,
+    readonly tag: number,
+  ) {}
+
+  onReply(_tag: number, buf: Buffer, start: number, end: number): void {
+    this.path.answered(this, buf, start, end);
+  }
+
+  onReplyError(_tag: number, error: SyncProxyError): void {
+    deliverError(this.target, this.tag, error);
   }
 }

@@ -8,6 +8,7 @@ import type { NodeConnection } from '../backend/node-connection';
 import { decodeReply } from '../resp/decode';
 import * as encode from '../resp/encode';
 import type { FramedReply } from '../resp/reply-framer';
+import type { Request } from '../resp/request';
 import type { ClientSession } from './client-session';
 
 const ALLOWED = new Set(['subscribe', 'psubscribe', 'ssubscribe', 'unsubscribe', 'punsubscribe', 'sunsubscribe', 'ping', 'quit', 'reset']);
@@ -17,8 +18,8 @@ export class PubSubMode {
   private constructor(private readonly session: ClientSession, private readonly conn: NodeConnection) {}
 
   /** A pub/sub command outside pub/sub mode. */
-  static async enter(s: ClientSession, name: string, raw: Buffer): Promise<void> {
-    if (!SUBSCRIBING.has(name)) return void s.forward(raw); // UNSUBSCRIBE while not subscribed
+  static async enter(s: ClientSession, name: string, req: Request): Promise<void> {
+    if (!SUBSCRIBING.has(name)) return void s.forward(req); // UNSUBSCRIBE while not subscribed
     await s.repliesSettled();
     const conn = s.ctx.dedicatedConnection();
     try {
@@ -31,7 +32,7 @@ export class PubSubMode {
     conn.pushSink = (frame) => mode.onFrame(frame);
     // The node dropped the subscriber link: close the client so its library resubscribes.
     conn.on('down', mode.onLinkDown);
-    conn.send(raw, (frame) => frame && mode.onFrame(frame));
+    conn.send(req.raw, (frame) => frame && mode.onFrame(frame));
   }
 
   handle(name: string, args: Buffer[], raw: Buffer): void {

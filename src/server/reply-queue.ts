@@ -1,18 +1,36 @@
 /**
  * A client's replies in request order. Each request takes a slot when it is dispatched; answers
- * fill slots in any order (from the node, or made by the proxy) and leave in one write per client
- * per event-loop turn, in slot order. A client whose unsent bytes pass the output limit is cut off
+ * fill slots in any order (from the node, or made by the proxy). A reply whose slot is next in
+ * order goes straight to the client's outbox (as a byte range of the node's read buffer: no copy,
+ * no view); one that arrives early waits for the earlier ones. Outboxes leave in one write per
+ * client per event-loop turn. A client whose unsent bytes pass the output limit is cut off
  * instead of growing the proxy's memory.
  */
 import type net from 'node:net';
+import { Outbox } from '../backend/outbox';
+
 /** A reply's place in the queue: its sequence number (no object per request). */
 export type Slot = number;
 
+/** Queues with bytes to write this turn: flushed by one shared setImmediate, not one per client. */
+let dirty: ReplyQueue[] = [];
+
+function flushDirty(): void {
+  const queues = dirty;
+  dirty = [];
+  for (const q of queues) q.scheduledFlush();
+}
+
 export class ReplyQueue {
-  /** Replies owed in slot order; undefined = not answered yet. items[head] is slot `first`. */
-  private items: (Buffer | undefined)[] = [];
-  private head = 0;
-  private first = 0;
+  /** Slots handed out so far. */
+  private slots = 0;
+  /** The first slot whose reply is not in the outbox yet. */
+  private next = 0;
+  /** Replies whose slot is not next yet, by slot. */
+  private readonly early = new Map<Slot, Buffer>();
+  /** Replies in slot order from `written` to `next`, not yet written. */
+  private readonly outbox = new Outbox();
+  private written = 0;
   private flushScheduled = false;
 
   constructor(
@@ -25,60 +43,54 @@ export class ReplyQueue {
 
   /** Replies owed (requests dispatched and not yet written back). */
   get length(): number {
-    return this.items.length - this.head;
+    return this.slots - this.written;
   }
 
   slot(): Slot {
-    const s = this.first + this.items.length - this.head;
-    this.items.push(undefined);
-    return s;
+    return this.slots++;
   }
 
   fill(slot: Slot, data: Buffer): void {
-    if (slot < this.first) return; // already written (a slot is filled once)
-    this.items[this.head + slot - this.first] = data;
+    this.fillRange(slot, data, 0, data.length);
+  }
+
+  /** Fills `slot` with `buf[start, end)`; `buf` must not change until the reply is written. */
+  fillRange(slot: Slot, buf: Buffer, start: number, end: number): void {
+    if (slot < this.next) return; // already answered (a slot is filled once)
+    if (slot !== this.next) {
+      this.early.set(slot, buf.subarray(start, end));
+      return;
+    }
+    this.outbox.add(buf, start, end);
+    this.next++;
+    if (this.early.size > 0) this.takeEarly();
     if (this.flushScheduled) return;
     this.flushScheduled = true;
     // After the poll phase: replies from several node reads leave in one write per client.
-    setImmediate(this.scheduledFlush);
+    if (dirty.length === 0) setImmediate(flushDirty);
+    dirty.push(this);
   }
 
-  private readonly scheduledFlush = (): void => {
+  /** Moves the early replies that are now in order to the outbox. */
+  private takeEarly(): void {
+    for (let data = this.early.get(this.next); data; data = this.early.get(this.next)) {
+      this.early.delete(this.next);
+      this.outbox.add(data, 0, data.length);
+      this.next++;
+    }
+  }
+
+  scheduledFlush(): void {
     this.flushScheduled = false;
     this.flush();
-  };
+  }
 
   /** Writes every reply that is ready and not behind an unanswered one. */
   flush(): void {
     if (this.socket.destroyed) return;
-    const items = this.items;
-    const start = this.head;
-    let end = start;
-    while (end < items.length && items[end] !== undefined) end++;
-    if (end > start) {
-      const n = end - start;
-      let data: Buffer;
-      if (n === 1) {
-        data = items[start]!;
-        items[start] = undefined;
-      } else {
-        const out: Buffer[] = new Array(n);
-        for (let i = 0; i < n; i++) {
-          out[i] = items[start + i]!;
-          items[start + i] = undefined;
-        }
-        data = Buffer.concat(out);
-      }
-      this.head = end;
-      this.first += n;
-      // Compact once the consumed prefix dominates, keeping this amortised O(1).
-      if (this.head === items.length) {
-        items.length = 0;
-        this.head = 0;
-      } else if (this.head > 1024 && this.head * 2 > items.length) {
-        this.items = items.slice(this.head);
-        this.head = 0;
-      }
+    const data = this.outbox.take();
+    if (data) {
+      this.written = this.next;
       this.socket.write(data);
     }
     if (this.socket.writableLength > this.outputLimit) {
