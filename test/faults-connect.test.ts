@@ -10,6 +10,7 @@ import path from 'node:path';
 import { crc32c } from '@node-rs/crc32';
 import * as grpc from '@grpc/grpc-js';
 import { SyncProxyError } from '../src/errors';
+import { encodeArgs } from '../src/resp/request-parser';
 import { RedisServer } from './helpers/redis-server';
 import { FakeGrpcMaster, FaultedMaster, Replica, fakeMeta, infoReplication, readReply, replicaFlags, seed } from './faults-fixture';
 
@@ -112,6 +113,32 @@ describe('faults before the copy (CLI replica, real or fake master)', function (
     replica = await Replica.start(replicaFlags());
     await replica.slaveof('127.0.0.1', fake.port);
     await expectFailed(replica, 'NOT_A_SYNC_PROXY', 1);
+  });
+
+  it('3h. a partial manifest whose next answer changes a file already announced: MALFORMED_RESPONSE, retried, failed', async () => {
+    // A well-formed (empty) snapshot file, so its early load succeeds and only the manifest is wrong.
+    const data = Buffer.concat([encodeArgs(['PSP.FILE', '1', 'snap-fake-1', 'part-000001.resp']), encodeArgs(['PSP.EOF', '0'])]);
+    const first = { name: 'part-000001.resp', size: data.length, crc32c: crc32c(data) >>> 0 };
+    const asked: number[] = [];
+    fake = await FakeGrpcMaster.start({
+      getMeta: (call) => {
+        const req = call.request as { acceptPartial: boolean; knownFiles: number };
+        asked.push(req.acceptPartial ? req.knownFiles : -1);
+        // First the finished file; then a "complete" manifest in which that file has other bytes.
+        if (req.knownFiles === 0) return fakeMeta([first], { partial: true, dbs: [] });
+        return fakeMeta([{ ...first, crc32c: (first.crc32c + 1) >>> 0 }, { name: 'part-000002.resp', size: 10, crc32c: 5 }]);
+      },
+      getChunk: (req) => {
+        const part = data.subarray(req.offset, Math.min(data.length, req.offset + req.length));
+        return { snapshotId: req.snapshotId, file: req.file, offset: req.offset, data: part, crc32c: crc32c(part) >>> 0, eof: req.offset + part.length >= data.length };
+      },
+    });
+    replica = await Replica.start(replicaFlags());
+    await replica.slaveof('127.0.0.1', fake.port);
+    await expectFailed(replica, 'MALFORMED_RESPONSE', 3);
+    expect((await replica.status()).lastError).to.include('does not extend the one it sent before (part-000001.resp differs)');
+    // Every attempt asked for a partial manifest first (0 files known), then for more than 1.
+    expect(asked).to.deep.equal([0, 1, 0, 1, 0, 1]);
   });
 
   it('3c. malformed meta (empty snapshot id, totals that do not add up): MALFORMED_RESPONSE, retried, failed', async () => {

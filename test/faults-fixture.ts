@@ -306,7 +306,7 @@ export class FakeGrpcMaster {
 export function fakeMeta(files: Array<{ name: string; size: number; crc32c: number }>, overrides: Partial<MetaMsg> = {}): MetaMsg {
   return {
     protocolVersion: 1, formatVersion: 1, snapshotId: 'snap-fake-1', logId: 'log-fake', logOffset: 0, createdAtMs: Date.now(),
-    files, dbs: [{ db: 0, records: 1 }], totalBytes: files.reduce((a, f) => a + f.size, 0), masterOffset: 0, ...overrides,
+    files, dbs: [{ db: 0, records: 1 }], totalBytes: files.reduce((a, f) => a + f.size, 0), masterOffset: 0, partial: false, ...overrides,
   };
 }
 

@@ -306,7 +306,7 @@ describe('sync service', function () {
     const goodMeta = (): MetaMsg => ({
       protocolVersion: SYNC_PROTOCOL_VERSION, formatVersion: 1, snapshotId: 's', logId: 'l', logOffset: 5, createdAtMs: 1,
       files: [{ name: 'part-000001.resp', size: 10, crc32c: 7 }, { name: 'part-000002.resp', size: 5, crc32c: 8 }],
-      dbs: [{ db: 0, records: 3 }], totalBytes: 15, masterOffset: 9,
+      dbs: [{ db: 0, records: 3 }], totalBytes: 15, masterOffset: 9, partial: false,
     });
     const metaServer = (meta: Partial<MetaMsg>): Promise<number> =>
       fakeMaster({ GetMeta: (_call: unknown, cb: grpc.sendUnaryData<MetaMsg>) => cb(null, { ...goodMeta(), ...meta } as MetaMsg) });
@@ -652,6 +652,62 @@ describe('sync service', function () {
       expect(again.logOffset).to.equal(3);
       expect(again.masterOffset).to.equal(4);
       expect(server.replicas().map((r) => r.state)).to.deep.equal(['sync']);
+    });
+
+    it('a replica accepting partial manifests gets the files finished so far while the build runs; the complete manifest extends them', async () => {
+      const dir = path.join(groupDir, 'snapshots-partial');
+      const partialStore = new SnapshotStore({
+        dir, node: { host: node.host, port: node.port }, fileSize: 8 * 1024,
+        maxAgeMs: 600_000, maxTrackedKeys: 100_000, log, ordered: { barrier: async () => log.lastOffset }, logger,
+      });
+      await partialStore.init();
+      const partialServer = new SyncServer({ bind: '127.0.0.1', port: 0, password: 'pw', store: partialStore, log, runId: 'p'.repeat(40), isMaster: () => true, logger });
+      const pc = new SyncClient({ host: '127.0.0.1', port: await partialServer.start(), password: 'pw', rpcTimeoutMs: 10_000, logger });
+      try {
+        const readWhole = async (snapshotId: string, f: { name: string; size: number; crc32c: number }): Promise<Buffer> => {
+          const parts: Buffer[] = [];
+          for (let offset = 0; offset < f.size; ) {
+            const got = await pc.getChunk({ snapshotId, file: f.name, offset, length: 3000, replica: REPLICA });
+            parts.push(got.data);
+            offset += got.data.length;
+          }
+          const whole = Buffer.concat(parts);
+          expect(crc32c(whole) >>> 0, f.name).to.equal(f.crc32c);
+          return whole;
+        };
+        const first = await pc.getMeta({ waitMs: 60_000, replica: REPLICA, knownFiles: 0 });
+        expect(first.partial, 'the first answer comes at the first finished file').to.equal(true);
+        expect(first.files.length).to.be.greaterThan(0);
+        expect(first.dbs).to.deep.equal([]);
+        expect(first.totalBytes).to.equal(first.files.reduce((n, f) => n + f.size, 0));
+        // A finished file is served while the build goes on.
+        const early = await readWhole(first.snapshotId, first.files[0]);
+        let meta = first;
+        const counts = [first.files.length];
+        while (meta.partial) {
+          meta = await pc.getMeta({ waitMs: 60_000, replica: REPLICA, knownFiles: meta.files.length });
+          // A partial answer adds files; the complete one may list exactly the last partial's files.
+          if (meta.partial) expect(meta.files.length, 'each partial answer adds files').to.be.greaterThan(counts[counts.length - 1]);
+          else expect(meta.files.length).to.be.at.least(counts[counts.length - 1]);
+          counts.push(meta.files.length);
+        }
+        expect(meta.snapshotId).to.equal(first.snapshotId);
+        expect(meta.files.slice(0, first.files.length)).to.deep.equal(first.files);
+        expect(meta.dbs.find((d) => d.db === 0)?.records).to.equal(2001);
+        expect(meta.logOffset).to.equal(first.logOffset);
+        expect(early.equals(readFileSync(path.join(dir, meta.snapshotId, first.files[0].name)))).to.equal(true);
+        for (const f of meta.files) await readWhole(meta.snapshotId, f);
+        // Without accept_partial the answer is always the complete manifest.
+        expect((await pc.getMeta({ waitMs: 0, replica: REPLICA })).partial).to.equal(false);
+        // Continuing a snapshot by id: that snapshot's manifest, or SNAPSHOT_NOT_FOUND once it is gone.
+        const continued = await pc.getMeta({ waitMs: 0, replica: REPLICA, knownFiles: meta.files.length, snapshotId: meta.snapshotId });
+        expect(continued.files).to.deep.equal(meta.files);
+        await expectCode(pc.getMeta({ waitMs: 0, replica: REPLICA, knownFiles: 0, snapshotId: 'no-such-snapshot' }), 'SNAPSHOT_NOT_FOUND');
+      } finally {
+        pc.close();
+        await partialServer.stop();
+        await partialStore.close();
+      }
     });
 
     it('chunks reassemble into files whose size and CRC32C match the manifest', async () => {

@@ -38,7 +38,15 @@ export function emptyCopyStats(): CopyStats {
 
 export interface CopierOptions {
   client: SyncClientLike;
+  /** Possibly partial (the master still building): then `nextManifest` brings the rest. */
   manifest: Manifest;
+  /**
+   * The master's next manifest of the same snapshot with more than `knownFiles` files, partial or
+   * complete (GetMeta with known_files). Needed when `manifest` is partial.
+   */
+  nextManifest?: (knownFiles: number) => Promise<Manifest>;
+  /** Each manifest that added files, after it was checked to extend the previous one. */
+  onManifest?: (manifest: Manifest) => void;
   masterRunId: string;
   dataDir: string;
   workers: number;
@@ -61,6 +69,8 @@ export interface CopierOptions {
 
 export interface CopiedSnapshot {
   snapshotId: string;
+  /** The complete manifest (the last one received). */
+  manifest: Manifest;
   dir: string;
   /** Final paths in manifest order, each verified by size and whole-file CRC32C. */
   files: Array<ManifestFile & { path: string }>;
@@ -98,27 +108,63 @@ export async function copySnapshot(options: CopierOptions): Promise<CopiedSnapsh
   const dir = resolvePlainName(root, manifest.snapshotId, 'snapshot id');
   const record = await prepareStaging(store, root, dir, manifest, options.masterRunId, logger);
 
-  stats.bytesTotal = manifest.totalBytes;
-  stats.filesTotal = manifest.files.length;
+  stats.bytesTotal = 0;
+  stats.filesTotal = 0;
   stats.bytesDone = 0;
   stats.filesDone = 0;
   stats.resumedBytes = 0;
-  const states: FileState[] = [];
-  for (const meta of manifest.files) {
-    const finalPath = resolvePlainName(dir, meta.name);
-    const state: FileState = { meta, finalPath, partialPath: `${finalPath}.partial`, contiguous: 0, persisted: 0, ranges: new Map(), chunksLeft: 0 };
-    await restoreFile(state, record.files[meta.name], logger);
-    record.files[meta.name] = { size: meta.size, crc32c: meta.crc32c, verifiedBytes: state.contiguous, complete: state.contiguous === meta.size && state.chunksLeft === 0 && !state.handle && (await exists(finalPath)) };
-    if (record.files[meta.name].complete) stats.filesDone++;
-    stats.bytesDone += state.contiguous;
-    stats.resumedBytes += state.contiguous;
-    states.push(state);
-  }
-  await store.save(record);
+  /** File states for `files` (the ones not seen yet), restored from a previous run's progress. */
+  const statesOf = async (files: readonly ManifestFile[]): Promise<FileState[]> => {
+    const added: FileState[] = [];
+    for (const meta of files) {
+      const finalPath = resolvePlainName(dir, meta.name);
+      const state: FileState = { meta, finalPath, partialPath: `${finalPath}.partial`, contiguous: 0, persisted: 0, ranges: new Map(), chunksLeft: 0 };
+      await restoreFile(state, record.files[meta.name], logger);
+      record.files[meta.name] = { size: meta.size, crc32c: meta.crc32c, verifiedBytes: state.contiguous, complete: state.contiguous === meta.size && state.chunksLeft === 0 && !state.handle && (await exists(finalPath)) };
+      if (record.files[meta.name].complete) stats.filesDone++;
+      stats.bytesTotal += meta.size;
+      stats.filesTotal++;
+      stats.bytesDone += state.contiguous;
+      stats.resumedBytes += state.contiguous;
+      added.push(state);
+    }
+    return added;
+  };
 
-  const copy = new CopyRun(options, states, record, store, logger);
-  await copy.run();
-  return { snapshotId: manifest.snapshotId, dir, files: states.map((s) => ({ ...s.meta, path: s.finalPath })) };
+  const copy = new CopyRun(options, record, store, logger);
+  let current = manifest;
+  await copy.run(await statesOf(manifest.files), async (add) => {
+    // The master is still building: copy what it has finished while asking for the rest.
+    while (current.partial) {
+      if (!options.nextManifest) throw new SyncProxyError('INTERNAL', 'a partial manifest without a way to ask for the rest');
+      const next = await raceAbort(options.nextManifest(current.files.length), options.signal).catch((err: unknown) => {
+        if (err instanceof SyncProxyError && err.code === 'SNAPSHOT_NOT_FOUND') throw new SyncProxyError('SNAPSHOT_CHANGED', `snapshot ${current.snapshotId} is gone on the master`, { cause: err });
+        throw err;
+      });
+      checkExtends(current, next);
+      validateManifest(next, root);
+      const fresh = next.files.slice(current.files.length);
+      current = next;
+      options.onManifest?.(next);
+      if (fresh.length > 0) await add(await statesOf(fresh));
+    }
+  });
+  return { snapshotId: manifest.snapshotId, manifest: current, dir, files: copy.states.map((s) => ({ ...s.meta, path: s.finalPath })) };
+}
+
+/**
+ * A later manifest must be the same snapshot with the same files first: a file the master
+ * announced as finished never changes. Another snapshot id means the build was replaced.
+ */
+function checkExtends(previous: Manifest, next: Manifest): void {
+  if (next.snapshotId !== previous.snapshotId) {
+    throw new SyncProxyError('SNAPSHOT_CHANGED', `the master now builds snapshot ${next.snapshotId}, copying ${previous.snapshotId}`, { details: { newSnapshotId: next.snapshotId } });
+  }
+  const same = next.logId === previous.logId && next.logOffset === previous.logOffset && next.formatVersion === previous.formatVersion && next.files.length >= previous.files.length;
+  const changed = previous.files.find((f, i) => next.files[i]?.name !== f.name || next.files[i].size !== f.size || next.files[i].crc32c !== f.crc32c);
+  if (!same || changed) {
+    throw new SyncProxyError('MALFORMED_RESPONSE', `the master's manifest of snapshot ${next.snapshotId} does not extend the one it sent before${changed ? ` (${changed.name} differs)` : ''}`);
+  }
 }
 
 /** Keeps the staging dir only for the same master and snapshot; anything else is wiped. */
@@ -177,42 +223,47 @@ async function exists(file: string): Promise<boolean> {
   return fsp.stat(file).then(() => true, () => false);
 }
 
+type AddFiles = (states: FileState[]) => Promise<void>;
+
 class CopyRun {
+  readonly states: FileState[] = [];
   private readonly jobs: ChunkJob[] = [];
   private nextJob = 0;
   private failure?: unknown;
   private readonly abort = new AbortController();
   private lastSave = 0;
   private saving: Promise<void> = Promise.resolve();
+  /** The manifest may still grow: idle workers wait for `wakeWorkers`. */
+  private growing = true;
+  private wakeWorkers: Array<() => void> = [];
 
   constructor(
     private readonly options: CopierOptions,
-    private readonly states: FileState[],
     private readonly record: ProgressRecord,
     private readonly store: ProgressStore,
     private readonly logger: Logger,
-  ) {
-    for (const state of states) {
-      if (this.record.files[state.meta.name].complete) continue;
-      for (let start = state.contiguous; start < state.meta.size; start += options.chunkSize) {
-        this.jobs.push({ file: state, start, end: Math.min(state.meta.size, start + options.chunkSize) });
-        state.chunksLeft++;
-      }
-    }
-  }
+  ) {}
 
-  async run(): Promise<void> {
-    const onAbort = (): void => this.abort.abort(this.options.signal.reason);
+  /** Copies `initial` and every file `feed` adds, until `feed` resolves and all are copied. */
+  async run(initial: FileState[], feed: (add: AddFiles) => Promise<void>): Promise<void> {
+    const onAbort = (): void => {
+      this.abort.abort(this.options.signal.reason);
+      this.wake();
+    };
     this.options.signal.addEventListener('abort', onAbort, { once: true });
     try {
-      // Files with no chunk left (empty, or fully written before a crash) are finished first.
-      for (const state of this.states) {
-        if (!this.record.files[state.meta.name].complete && state.chunksLeft === 0) await this.finishFile(state);
-        else if (this.record.files[state.meta.name].complete) this.verified(state);
-      }
+      await this.add(initial);
       const workers = Array.from({ length: Math.max(1, this.options.workers) }, () => this.worker());
-      await Promise.all(workers);
+      const feeding = feed((states) => this.add(states)).then(
+        () => undefined,
+        (err: unknown) => this.fail(err),
+      ).finally(() => {
+        this.growing = false;
+        this.wake();
+      });
+      await Promise.all([...workers, feeding]);
       if (this.failure !== undefined) throw this.failure;
+      if (this.abort.signal.aborted) throw this.abort.signal.reason;
     } catch (err) {
       this.failure ??= err;
       throw this.failure;
@@ -224,19 +275,55 @@ class CopyRun {
     }
   }
 
+  /** Queues the chunks of files new to the run; files with nothing left to fetch are finished now. */
+  private async add(states: FileState[]): Promise<void> {
+    for (const state of states) {
+      this.states.push(state);
+      if (this.record.files[state.meta.name].complete) continue;
+      for (let start = state.contiguous; start < state.meta.size; start += this.options.chunkSize) {
+        this.jobs.push({ file: state, start, end: Math.min(state.meta.size, start + this.options.chunkSize) });
+        state.chunksLeft++;
+      }
+    }
+    // Through persist(): one save of progress.json at a time.
+    await this.persist(true);
+    this.wake();
+    // Files with no chunk left (empty, or fully written before a crash) are finished first.
+    for (const state of states) {
+      if (!this.record.files[state.meta.name].complete && state.chunksLeft === 0) await this.finishFile(state);
+      else if (this.record.files[state.meta.name].complete) this.verified(state);
+    }
+  }
+
   private async worker(): Promise<void> {
-    while (this.failure === undefined && this.nextJob < this.jobs.length) {
+    while (this.failure === undefined && !this.abort.signal.aborted) {
+      if (this.nextJob >= this.jobs.length) {
+        if (!this.growing) return;
+        await new Promise<void>((resolve) => this.wakeWorkers.push(resolve));
+        continue;
+      }
       const job = this.jobs[this.nextJob++];
       try {
         await this.copyChunk(job);
       } catch (err) {
-        if (this.failure === undefined) {
-          this.failure = err;
-          this.abort.abort(err);
-        }
+        this.fail(err);
         return;
       }
     }
+  }
+
+  private fail(err: unknown): void {
+    if (this.failure === undefined) {
+      this.failure = err;
+      this.abort.abort(err);
+    }
+    this.wake();
+  }
+
+  private wake(): void {
+    const waiting = this.wakeWorkers;
+    this.wakeWorkers = [];
+    for (const resolve of waiting) resolve();
   }
 
   private async copyChunk(job: ChunkJob): Promise<void> {

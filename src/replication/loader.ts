@@ -107,6 +107,15 @@ export class SnapshotLoader {
     }
   }
 
+  /** A later manifest of the snapshot being loaded (a partial one grew, or became complete). */
+  extend(manifest: Manifest): void {
+    const current = this.manifest;
+    if (!current || current.snapshotId !== manifest.snapshotId || manifest.files.length < current.files.length) {
+      throw new SyncProxyError('INTERNAL', `manifest of ${manifest.snapshotId} does not extend the one being loaded (${current?.snapshotId ?? 'none'})`);
+    }
+    this.manifest = manifest;
+  }
+
   /** Loads the next file in manifest order; `stop` ends the reading early (the load is then incomplete). */
   async loadFile(file: { name: string; path: string }, stop: AbortSignal): Promise<void> {
     const manifest = this.manifest;
@@ -150,6 +159,7 @@ export class SnapshotLoader {
     const manifest = this.manifest;
     try {
       if (!manifest) throw new SyncProxyError('INTERNAL', 'load finished before it began');
+      if (manifest.partial) throw new SyncProxyError('INTERNAL', 'load finished with a partial manifest');
       if (this.nextFile !== manifest.files.length) throw new SyncProxyError('INTERNAL', `load finished after ${this.nextFile} of ${manifest.files.length} files`);
       await node.flush();
       const manifestDbs = new Map(manifest.dbs.map((d) => [d.db, d.records]));

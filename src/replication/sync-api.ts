@@ -11,7 +11,7 @@ export type { ChunkAnswer, MetaAnswer, ReplicaIdentity };
 export type LogMessage = LogStreamMessage;
 
 export interface SyncClientLike {
-  getMeta(request: { waitMs: number; replica: ReplicaIdentity }): Promise<MetaAnswer>;
+  getMeta(request: { waitMs: number; replica: ReplicaIdentity; knownFiles?: number; snapshotId?: string }): Promise<MetaAnswer>;
   getChunk(request: { snapshotId: string; file: string; offset: number; length: number; replica: ReplicaIdentity }): Promise<ChunkAnswer>;
   streamLog(request: { logId: string; fromOffset: number; replica: ReplicaIdentity }, signal: AbortSignal): AsyncIterable<LogMessage>;
   close(): void | Promise<void>;

@@ -120,6 +120,9 @@ export class SyncRun {
   }
 
   /**
+   * The copy overlaps the master's build: GetMeta accepts a partial manifest (the files the
+   * master has finished so far) and the copier asks for more while it copies, until the manifest
+   * is complete; every later manifest must extend the earlier one (same snapshot, same files).
    * Copy and load overlap: file i (manifest order) is loaded as soon as the copier has verified it
    * (size, whole-file CRC32C) while later files are still being copied; the state stays `copying`
    * until every file is copied, goes through `verifying`, and is `loading` for the files still to
@@ -139,7 +142,7 @@ export class SyncRun {
     try {
       for (;;) {
         machine.transition('fetching_meta', changes === 0 ? 'handshake done' : `snapshot changed (${changes} in this attempt)`);
-        meta = await this.fetchMeta(client);
+        meta = await this.fetchMeta(client, 0);
         if (meta.formatVersion !== SNAPSHOT_FORMAT_VERSION) throw new SyncProxyError('PROTOCOL_VERSION_MISMATCH', `master snapshot format ${meta.formatVersion}, this proxy loads ${SNAPSHOT_FORMAT_VERSION}`);
         validateManifest(meta, stagingRoot(config.dataDir));
         status.snapshotId = meta.snapshotId;
@@ -147,7 +150,7 @@ export class SyncRun {
         status.masterOffset = meta.masterOffset;
         status.loadBytesDone = 0;
         status.loadBytesTotal = meta.totalBytes;
-        machine.transition('copying', `snapshot ${meta.snapshotId}: ${meta.files.length} files, ${meta.totalBytes} bytes, log offset ${meta.logOffset}`);
+        machine.transition('copying', `snapshot ${meta.snapshotId}: ${meta.files.length} files, ${meta.totalBytes} bytes${meta.partial ? ' finished so far (the master is still building)' : ''}, log offset ${meta.logOffset}`);
         // Fewer bytes in flight than a lone load: the copy's chunks share the memory (invariant 6).
         loader ??= await SnapshotLoader.connect(this.nodeAddress(), logger, signal, undefined, OVERLAPPED_LOAD_IN_FLIGHT_BYTES, OVERLAPPED_LOAD_READ_BYTES);
         loading = new OverlappedLoad(loader, meta, status, signal);
@@ -158,11 +161,21 @@ export class SyncRun {
         loading.onFailure = (err) => copyAbort.abort(err);
         try {
           const current = loading;
+          let latest = meta;
+          const copyingId = meta.snapshotId;
           copied = await copySnapshot({
             client, manifest: meta, masterRunId: status.masterRunId ?? '', dataDir: config.dataDir, workers: config.sync.workers,
             chunkSize: config.sync.chunkSize, throttle: this.throttle, chunkRetry: this.chunkRetry, replica: this.deps.replica,
             logger, signal: copyAbort.signal, stats: status.copy, onFileVerified: (index, path) => current.fileVerified(index, path),
+            nextManifest: async (knownFiles) => (latest = await this.fetchMeta(client, knownFiles, copyingId)),
+            onManifest: () => {
+              status.loadBytesTotal = latest.totalBytes;
+              current.extend(latest);
+            },
           });
+          meta = latest;
+          if (meta.partial || copied.manifest !== meta) throw new SyncProxyError('INTERNAL', 'the copy ended before the manifest was complete');
+          status.masterOffset = meta.masterOffset;
           machine.transition('verifying', `${copied.files.length} files copied`);
           await verifyCopied(copied);
           break;
@@ -186,6 +199,7 @@ export class SyncRun {
 
       machine.transition('loading', `loading snapshot ${meta.snapshotId} into the node (${loading.filesLoaded}/${meta.files.length} files loaded during the copy)`);
       await loading.done();
+      loader.extend(meta);
       const load = await loader.finish();
       status.load = load;
       status.proof.recordsApplied = true;
@@ -202,13 +216,16 @@ export class SyncRun {
     return this.follow(client);
   }
 
-  /** GetMeta, waiting (within sync-snapshot-wait-ms) while the master builds the snapshot. */
-  private async fetchMeta(client: SyncClientLike): Promise<MetaAnswer> {
+  /**
+   * GetMeta, waiting (within sync-snapshot-wait-ms) while the master builds the snapshot: the
+   * complete manifest, or a partial one with more than `knownFiles` files.
+   */
+  private async fetchMeta(client: SyncClientLike, knownFiles: number, snapshotId?: string): Promise<MetaAnswer> {
     const { config, signal, logger, status } = this.deps;
     const deadline = Date.now() + config.sync.snapshotWaitMs;
     for (;;) {
       try {
-        const meta = await raceAbort(client.getMeta({ waitMs: Math.max(0, deadline - Date.now()), replica: this.deps.replica }), signal);
+        const meta = await raceAbort(client.getMeta({ waitMs: Math.max(0, deadline - Date.now()), replica: this.deps.replica, knownFiles, snapshotId }), signal);
         status.lastIoMs = Date.now();
         return meta;
       } catch (err) {
@@ -279,11 +296,12 @@ async function verifyCopied(copied: CopiedSnapshot): Promise<void> {
 
 /**
  * Loads a snapshot's files in manifest order, each as soon as the copier reports it verified. The
- * first file begins the load (FLUSHALL). `stop` ends it (reading stops, everything sent is
- * answered); `done` waits until every file is loaded.
+ * first file begins the load (FLUSHALL). The manifest may be partial: `extend` brings later ones,
+ * and the load is done once the complete manifest's files are loaded. `stop` ends it (reading
+ * stops, everything sent is answered); `done` waits until every file is loaded.
  */
 class OverlappedLoad {
-  private readonly ready: Array<string | undefined>;
+  private readonly ready: Array<string | undefined> = [];
   private readonly stopper = new AbortController();
   private wake?: () => void;
   private readonly run: Promise<void>;
@@ -291,8 +309,7 @@ class OverlappedLoad {
   onFailure?: (err: unknown) => void;
   filesLoaded = 0;
 
-  constructor(private readonly loader: SnapshotLoader, private readonly meta: MetaAnswer, private readonly status: ReplicaStatus, signal: AbortSignal) {
-    this.ready = new Array<string | undefined>(meta.files.length).fill(undefined);
+  constructor(private readonly loader: SnapshotLoader, private meta: MetaAnswer, private readonly status: ReplicaStatus, signal: AbortSignal) {
     const onAbort = (): void => {
       this.stopper.abort(signal.reason);
       this.wake?.();
@@ -306,6 +323,12 @@ class OverlappedLoad {
         this.onFailure?.(err);
       })
       .finally(() => signal.removeEventListener('abort', onAbort));
+  }
+
+  /** A later manifest of the same snapshot (the copier checked that it extends this one). */
+  extend(meta: MetaAnswer): void {
+    this.meta = meta;
+    this.wake?.();
   }
 
   fileVerified(index: number, path: string): void {
@@ -329,26 +352,27 @@ class OverlappedLoad {
   }
 
   private async loadAll(): Promise<void> {
-    const { meta, status, loader } = this;
+    const { status, loader } = this;
     const stop = this.stopper.signal;
-    for (let i = 0; i < meta.files.length || i === 0; i++) {
-      if (i < meta.files.length) {
-        while (this.ready[i] === undefined) {
-          if (stop.aborted) return;
-          await new Promise<void>((resolve) => (this.wake = resolve));
-          this.wake = undefined;
-        }
+    for (let i = 0; ; i++) {
+      // File i is verified, or the complete manifest has no file i (an empty snapshot has none).
+      while (this.ready[i] === undefined && (this.meta.partial || i < this.meta.files.length)) {
+        if (stop.aborted) return;
+        await new Promise<void>((resolve) => (this.wake = resolve));
+        this.wake = undefined;
       }
       if (stop.aborted) return;
       if (i === 0) {
         // From here on SLAVEOF NO ONE flushes the node (nothing partial may stay).
         status.loadBegun = true;
-        await loader.begin(meta, (bytes) => (status.loadBytesDone = bytes));
+        await loader.begin(this.meta, (bytes) => (status.loadBytesDone = bytes));
       }
-      if (i < meta.files.length) {
-        await loader.loadFile({ name: meta.files[i].name, path: this.ready[i]! }, stop);
-        this.filesLoaded++;
-      }
+      const path = this.ready[i];
+      if (path === undefined) return;
+      loader.extend(this.meta);
+      await loader.loadFile({ name: this.meta.files[i].name, path }, stop);
+      this.filesLoaded++;
     }
   }
+
 }

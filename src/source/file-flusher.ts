@@ -23,7 +23,8 @@ export class FileFlusher {
   private waiters: Array<() => void> = [];
   failure: SyncProxyError | undefined;
 
-  constructor(private readonly dir: string, private readonly logger: Logger) {}
+  /** `onFileDone` is called once a file is fsynced and closed (it may then be served). */
+  constructor(private readonly dir: string, private readonly logger: Logger, private readonly onFileDone: (name: string) => void) {}
 
   /** Creates `name` in the directory (it must not exist); later writes go to it. */
   open(name: string): void {
@@ -91,6 +92,7 @@ export class FileFlusher {
             await fh?.close();
           });
           this.logger.debug({ file: op.name, size: op.size, records: op.records }, 'snapshot file complete');
+          this.onFileDone(op.name);
         }
       }
     } catch (err) {

@@ -18,7 +18,7 @@ import { NodeErrorReply, Reply, bulkItems } from '../resp/reply-reader';
 import { dbsWithoutExpiries } from './expiry-census';
 import { KeyReader, NodeAddress, WithSink } from './key-reader';
 import { SnapshotWriter } from './snapshot-writer';
-import type { Manifest, OrderedPath, WriteGate, WriteLogView, WriteScope } from './types';
+import { Manifest, OrderedPath, SNAPSHOT_FORMAT_VERSION, WriteGate, WriteLogView, WriteScope } from './types';
 
 export interface SnapshotBuilderOptions {
   /** `<dataDir>/snapshots` */
@@ -30,6 +30,8 @@ export interface SnapshotBuilderOptions {
   log: WriteLogView;
   ordered: OrderedPath;
   logger: Logger;
+  /** One more file is finished on disk: a partial manifest grew. */
+  onFileDone?: () => void;
 }
 
 export type BuildState = 'starting' | 'scanning' | 'finishing' | 'done' | 'failed';
@@ -51,7 +53,7 @@ const SCAN_COUNT = 1000;
 const BATCH = 1000;
 const BATCH_BYTES = 2 * 1024 * 1024;
 const MIN_BATCH = 16;
-const PIPELINE_DEPTH = 6;
+const PIPELINE_DEPTH = 12;
 
 interface Deferred {
   promise: Promise<void>;
@@ -106,6 +108,8 @@ export class SnapshotBuilder implements WriteGate {
   private dbCount = Infinity;
   private currentDb: number | undefined;
   private logOffset: number | undefined;
+  private logId = '';
+  private createdAtMs = 0;
   private failure: SyncProxyError | undefined;
   private lock: Promise<void> = Promise.resolve();
   /** First-page bytes per key, averaged over recent batches (starts at "small keys"). */
@@ -113,7 +117,7 @@ export class SnapshotBuilder implements WriteGate {
 
   constructor(private readonly options: SnapshotBuilderOptions) {
     this.logger = options.logger.child({ component: 'snapshot-builder', snapshotId: options.snapshotId });
-    this.writer = new SnapshotWriter({ dir: options.dir, snapshotId: options.snapshotId, fileSize: options.fileSize, logger: this.logger });
+    this.writer = new SnapshotWriter({ dir: options.dir, snapshotId: options.snapshotId, fileSize: options.fileSize, logger: this.logger, onFileDone: options.onFileDone });
     this.scanner = new KeyReader(options.node, this.logger);
     this.priority = new KeyReader(options.node, this.logger);
   }
@@ -131,6 +135,35 @@ export class SnapshotBuilder implements WriteGate {
     };
   }
 
+  get snapshotId(): string {
+    return this.options.snapshotId;
+  }
+
+  /** Where the running build's finished files are (they move to their final place at the end). */
+  get buildDir(): string {
+    return this.writer.buildDir;
+  }
+
+  /**
+   * The files finished so far, once the snapshot's log offset is known (types.ts `partial`);
+   * undefined before that and after a failure.
+   */
+  partialManifest(): Manifest | undefined {
+    if (this.logOffset === undefined || this.failure || (this.state !== 'scanning' && this.state !== 'finishing')) return undefined;
+    const files = [...this.writer.finishedFiles];
+    return {
+      formatVersion: SNAPSHOT_FORMAT_VERSION,
+      snapshotId: this.options.snapshotId,
+      logId: this.logId,
+      logOffset: this.logOffset,
+      createdAtMs: this.createdAtMs,
+      files,
+      dbs: [],
+      totalBytes: files.reduce((sum, f) => sum + f.size, 0),
+      partial: true,
+    };
+  }
+
   /** Builds the snapshot; the gate must already be installed in the data path. */
   async run(): Promise<Manifest> {
     try {
@@ -138,12 +171,14 @@ export class SnapshotBuilder implements WriteGate {
       const logOffset = await this.options.ordered.barrier();
       const logId = this.options.log.logId;
       const createdAtMs = Date.now();
-      this.logOffset = logOffset;
+      this.logId = logId;
+      this.createdAtMs = createdAtMs;
       // Writes wait for `started`: the node is exactly at logOffset while this census runs.
       const dbs = await this.discoverDbs();
       const withoutExpiries = await dbsWithoutExpiries(await this.scanner.connection(0), dbs.length);
       this.scanner.dbsWithoutExpiries = withoutExpiries;
       this.priority.dbsWithoutExpiries = withoutExpiries;
+      this.logOffset = logOffset;
       this.state = 'scanning';
       this.started.resolve();
       this.logger.info({ logOffset, logId, dbsWithoutExpiries: withoutExpiries.size }, 'snapshot build started');

@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import { SyncProxyError, describeError, toSyncProxyError } from '../errors';
 import type { NodeAddress } from './key-reader';
 import { BuildStatus, SnapshotBuilder } from './snapshot-builder';
-import type { Manifest, OrderedPath, SnapshotStoreView, WriteGate, WriteLogView, WriteScope } from './types';
+import type { Manifest, ManifestFile, OrderedPath, SnapshotStoreView, WriteGate, WriteLogView, WriteScope } from './types';
 
 export interface SnapshotStoreOptions {
   /** `<dataDir>/snapshots` */
@@ -46,6 +46,8 @@ export class SnapshotStore implements SnapshotStoreView, WriteGate {
   private building: Promise<Manifest> | undefined;
   private lastError: string | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
+  /** Callers waiting for the running build to finish one more file (partial manifests). */
+  private readonly fileWaiters = new Set<() => void>();
   private closed = false;
   private readonly logger: Logger;
 
@@ -80,34 +82,81 @@ export class SnapshotStore implements SnapshotStoreView, WriteGate {
     return this.builder ? this.builder.status() : { state: 'idle', lastError: this.lastError };
   }
 
-  async ensureSnapshot(waitMs: number): Promise<Manifest> {
+  async ensureSnapshot(waitMs: number, knownFiles?: number, snapshotId?: string): Promise<Manifest> {
     if (this.closed) throw new SyncProxyError('SNAPSHOT_BUILD_FAILED', 'snapshot store closed');
-    if (this.current && this.isFresh(this.current.manifest)) {
+    if (snapshotId !== undefined) {
+      // A replica continuing a snapshot it copies: that one, however old, never a newer one.
+      const held = this.held.get(snapshotId);
+      if (held) {
+        held.lastReadAt = Date.now();
+        return held.manifest;
+      }
+      if (!this.building || this.builder?.snapshotId !== snapshotId) {
+        throw new SyncProxyError('SNAPSHOT_NOT_FOUND', `snapshot '${snapshotId.slice(0, 80)}' is neither held nor building (current: ${this.currentSnapshotId() ?? 'none'})`, { details: { current: this.currentSnapshotId() } });
+      }
+    } else if (this.current && this.isFresh(this.current.manifest)) {
       this.current.lastReadAt = Date.now();
       return this.current.manifest;
     }
     const build = this.building ?? this.startBuild();
+    const builder = this.builder;
+    const grown = (): Manifest | undefined => {
+      if (knownFiles === undefined || this.builder !== builder) return undefined;
+      const partial = builder?.partialManifest();
+      return partial && partial.files.length > knownFiles ? partial : undefined;
+    };
     let timer: NodeJS.Timeout | undefined;
+    let onFile: (() => void) | undefined;
     const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), Math.max(0, waitMs))));
+    const moreFiles = new Promise<Manifest>((resolve) => {
+      onFile = () => {
+        const partial = grown();
+        if (partial) resolve(partial);
+      };
+      this.fileWaiters.add(onFile);
+      onFile();
+    });
     try {
-      const result = await Promise.race([build, timeout]);
+      const result = await Promise.race([build, moreFiles, timeout]);
       if (result === 'timeout') {
         const status = this.buildStatus();
         throw new SyncProxyError('SNAPSHOT_BUILDING', `snapshot build still running: ${JSON.stringify(status)}`, { details: { ...status } });
       }
+      if (result.partial) this.logger.debug({ snapshotId: result.snapshotId, files: result.files.length, knownFiles }, 'answered a partial manifest');
       return result;
     } finally {
       clearTimeout(timer);
+      if (onFile) this.fileWaiters.delete(onFile);
     }
   }
 
   async readChunk(snapshotId: string, file: string, offset: number, length: number): Promise<{ data: Buffer; eof: boolean }> {
+    const found = this.locate(snapshotId);
+    try {
+      return await this.readFrom(found, snapshotId, file, offset, length);
+    } catch (err) {
+      // The build finished between locate() and open(): its directory was renamed into place.
+      const again = err instanceof SyncProxyError && err.code === 'SNAPSHOT_NOT_FOUND' && found.building ? this.locate(snapshotId) : undefined;
+      if (again && again.dir !== found.dir) return this.readFrom(again, snapshotId, file, offset, length);
+      throw err;
+    }
+  }
+
+  /** A held snapshot, or the running build (its finished files only). */
+  private locate(snapshotId: string): { dir: string; files: readonly ManifestFile[]; building: boolean; held?: Held } {
     const held = typeof snapshotId === 'string' ? this.held.get(snapshotId) : undefined;
-    if (!held) throw new SyncProxyError('SNAPSHOT_NOT_FOUND', `snapshot '${String(snapshotId).slice(0, 80)}' is not held (current: ${this.currentSnapshotId() ?? 'none'})`, { details: { current: this.currentSnapshotId() } });
+    if (held) return { dir: held.dir, files: held.manifest.files, building: false, held };
+    const builder = this.builder;
+    const partial = builder?.snapshotId === snapshotId ? builder.partialManifest() : undefined;
+    if (builder && partial) return { dir: builder.buildDir, files: partial.files, building: true };
+    throw new SyncProxyError('SNAPSHOT_NOT_FOUND', `snapshot '${String(snapshotId).slice(0, 80)}' is not held (current: ${this.currentSnapshotId() ?? 'none'})`, { details: { current: this.currentSnapshotId() } });
+  }
+
+  private async readFrom(found: { dir: string; files: readonly ManifestFile[]; held?: Held }, snapshotId: string, file: string, offset: number, length: number): Promise<{ data: Buffer; eof: boolean }> {
     if (typeof file !== 'string' || file === '' || /[/\\\0]/.test(file) || file.includes('..')) {
       throw new SyncProxyError('HOSTILE_FILE_NAME', `refused file name ${JSON.stringify(String(file).slice(0, 200))}`);
     }
-    const entry = held.manifest.files.find((f) => f.name === file);
+    const entry = found.files.find((f) => f.name === file);
     if (!entry) throw new SyncProxyError('FILE_NOT_IN_MANIFEST', `${file} is not a file of snapshot ${snapshotId}`);
     if (!Number.isSafeInteger(offset) || offset < 0 || offset > entry.size) {
       throw new SyncProxyError('INVALID_REQUEST', `offset ${offset} outside 0..${entry.size} of ${file}`);
@@ -115,9 +164,9 @@ export class SnapshotStore implements SnapshotStoreView, WriteGate {
     if (!Number.isSafeInteger(length) || length <= 0 || length > MAX_CHUNK_LENGTH) {
       throw new SyncProxyError('INVALID_REQUEST', `length ${length} outside 1..${MAX_CHUNK_LENGTH}`);
     }
-    const full = path.join(held.dir, file);
-    if (path.dirname(full) !== held.dir) throw new SyncProxyError('HOSTILE_FILE_NAME', `refused file name ${JSON.stringify(file)}`);
-    held.lastReadAt = Date.now();
+    const full = path.join(found.dir, file);
+    if (path.dirname(full) !== found.dir) throw new SyncProxyError('HOSTILE_FILE_NAME', `refused file name ${JSON.stringify(file)}`);
+    if (found.held) found.held.lastReadAt = Date.now();
     const want = Math.min(length, entry.size - offset);
     const data = Buffer.alloc(want);
     let fh: fsp.FileHandle | undefined;
@@ -163,6 +212,9 @@ export class SnapshotStore implements SnapshotStoreView, WriteGate {
       log: this.options.log,
       ordered: this.options.ordered,
       logger: this.logger,
+      onFileDone: () => {
+        for (const wake of [...this.fileWaiters]) wake();
+      },
     });
     // The gate is live from here on: builder.run() takes its barrier after this assignment.
     this.builder = builder;

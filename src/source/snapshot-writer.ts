@@ -29,6 +29,8 @@ export interface SnapshotWriterOptions {
   snapshotId: string;
   fileSize: number;
   logger: Logger;
+  /** Called each time one more file is finished on disk. */
+  onFileDone?: () => void;
 }
 
 /** Where one record's commands go; implemented by SnapshotWriter (appends are synchronous). */
@@ -62,6 +64,8 @@ export class SnapshotWriter implements RecordSink {
   /** Bytes of the current file already handed to the flusher (covered by fileCrc). */
   private fileHanded = 0;
   private files: ManifestFile[] = [];
+  /** How many of `files` are fsynced and closed: the prefix a partial manifest lists. */
+  private filesOnDisk = 0;
   private recordsByDb = new Map<number, number>();
   private currentKey: { db: number; key: Buffer } | undefined;
   private totalBytes = 0;
@@ -71,7 +75,12 @@ export class SnapshotWriter implements RecordSink {
   constructor(private readonly options: SnapshotWriterOptions) {
     this.buildDir = path.join(options.dir, `${options.snapshotId}.tmp`);
     this.finalDir = path.join(options.dir, options.snapshotId);
-    this.flusher = new FileFlusher(this.buildDir, options.logger);
+    this.flusher = new FileFlusher(this.buildDir, options.logger, (name) => this.fileOnDisk(name));
+  }
+
+  /** The finished files so far (fsynced, final size and CRC32C), in manifest order. */
+  get finishedFiles(): readonly ManifestFile[] {
+    return this.files.slice(0, this.filesOnDisk);
   }
 
   /** Bytes written so far (all files, buffered included). */
@@ -184,6 +193,13 @@ export class SnapshotWriter implements RecordSink {
       await fsyncDir(this.options.dir);
     });
     return manifest;
+  }
+
+  private fileOnDisk(name: string): void {
+    // The flusher closes files in the order they were ended.
+    if (this.files[this.filesOnDisk]?.name !== name) throw new SyncProxyError('INTERNAL', `snapshot file ${name} closed out of order`);
+    this.filesOnDisk++;
+    this.options.onFileDone?.();
   }
 
   /** Drops the unfinished build (nothing servable remains). */

@@ -56,6 +56,12 @@ export interface Manifest {
   files: ManifestFile[];
   dbs: ManifestDb[];
   totalBytes: number;
+  /**
+   * True while the build still runs: `files` are the files finished so far (written, fsynced,
+   * final size and CRC32C), a prefix of the complete list; `dbs` is empty. A replica may copy
+   * and load them and ask again (DESIGN.md §5: the copy overlaps the master's build).
+   */
+  partial?: boolean;
 }
 
 /** One write-log entry: the commands the node executed, as they must be replayed. */
@@ -113,10 +119,17 @@ export interface SnapshotStoreView {
   /**
    * The manifest of a fresh snapshot, starting a build if there is none (one build shared by
    * every caller). Throws SNAPSHOT_BUILDING (retryable, with progress in details) when the build
-   * is still running after `waitMs`, SNAPSHOT_BUILD_FAILED when it failed.
+   * is still running after `waitMs`, SNAPSHOT_BUILD_FAILED when it failed. With `knownFiles` set
+   * the caller accepts a partial manifest: it is answered as soon as the running build has
+   * finished more than `knownFiles` files (or completes). With `snapshotId` too, the caller
+   * continues that snapshot: its manifest (held, or growing while it builds), never a newer one;
+   * SNAPSHOT_NOT_FOUND once it is neither held nor building.
    */
-  ensureSnapshot(waitMs: number): Promise<Manifest>;
-  /** Throws SNAPSHOT_NOT_FOUND, FILE_NOT_IN_MANIFEST, HOSTILE_FILE_NAME, INVALID_REQUEST. */
+  ensureSnapshot(waitMs: number, knownFiles?: number, snapshotId?: string): Promise<Manifest>;
+  /**
+   * Bytes of a finished file of a held snapshot or of the running build. Throws
+   * SNAPSHOT_NOT_FOUND, FILE_NOT_IN_MANIFEST, HOSTILE_FILE_NAME, INVALID_REQUEST.
+   */
   readChunk(snapshotId: string, file: string, offset: number, length: number): Promise<{ data: Buffer; eof: boolean }>;
   /** The current snapshot id, if any (a replica asking for another one learns it changed). */
   currentSnapshotId(): string | undefined;

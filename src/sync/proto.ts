@@ -76,6 +76,9 @@ export interface MetaRequestMsg {
   protocolVersion: number;
   waitMs: number;
   replica: ReplicaIdentityMsg | null;
+  acceptPartial: boolean;
+  knownFiles: number;
+  snapshotId: string;
 }
 
 export interface FileInfoMsg {
@@ -100,6 +103,7 @@ export interface MetaMsg {
   dbs: DbCountMsg[];
   totalBytes: number;
   masterOffset: number;
+  partial: boolean;
 }
 
 export interface ChunkRequestMsg {

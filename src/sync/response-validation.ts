@@ -56,7 +56,9 @@ export function validateMeta(msg: MetaMsg, what: string): MetaAnswer {
     return { name: f.name, size: f.size, crc32c: f.crc32c };
   });
   if (sum !== msg.totalBytes) throw malformed(what, `total_bytes ${msg.totalBytes} differs from the sum of file sizes ${sum}`);
+  if (typeof msg.partial !== 'boolean') throw malformed(what, `partial ${String(msg.partial)}`);
   if (!Array.isArray(msg.dbs)) throw malformed(what, 'no database counts');
+  if (msg.partial && msg.dbs.length > 0) throw malformed(what, 'a partial manifest with database counts');
   const dbSeen = new Set<number>();
   const dbs: ManifestDb[] = msg.dbs.map((d) => {
     if (!d || !isUint32(d.db) || !isCount(d.records)) throw malformed(what, `database count ${JSON.stringify(d)}`);
@@ -75,6 +77,7 @@ export function validateMeta(msg: MetaMsg, what: string): MetaAnswer {
     dbs,
     totalBytes: msg.totalBytes,
     masterOffset: msg.masterOffset,
+    partial: msg.partial,
   };
 }
 

@@ -19,6 +19,13 @@ import { validateChunk, validateLogMessage, validateMeta } from './response-vali
 export const DEFAULT_STREAM_IDLE_TIMEOUT_MS = 10_000;
 /** The master caps its own wait for a snapshot build at this (sync-server MAX_META_WAIT_MS). */
 const MASTER_MAX_META_WAIT_MS = 60_000;
+/**
+ * HTTP/2 receive window (per stream and per connection). The default 64 KiB makes the master stop
+ * after every 64 KiB of a chunk until the replica's WINDOW_UPDATE arrives; 16 MiB lets the copy
+ * workers' chunks (4 x 4 MiB by default) flow without those stalls. Memory stays bounded: only
+ * chunks the copier asked for are ever sent.
+ */
+const FLOW_CONTROL_WINDOW_BYTES = 16 * 1024 * 1024;
 
 export interface SyncClientOptions {
   host: string;
@@ -40,7 +47,7 @@ export interface ReplicaIdentity {
   port: number;
 }
 
-export type MetaAnswer = Manifest & { masterOffset: number; protocolVersion: number };
+export type MetaAnswer = Manifest & { masterOffset: number; protocolVersion: number; partial: boolean };
 
 /** A chunk message after validation (echoed file and offset, length, CRC32C): same shape. */
 export type ChunkAnswer = ChunkMsg;
@@ -68,6 +75,7 @@ export class SyncClient {
     const Sync = loadSyncService();
     this.client = new Sync(this.endpoint, credentials, {
       'grpc.max_receive_message_length': MAX_RECEIVE_MESSAGE_BYTES,
+      'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW_BYTES,
       // Fail fast and let the replica's retry policy decide; no hidden reconnect loops.
       'grpc.enable_retries': 0,
       'grpc.initial_reconnect_backoff_ms': 100,
@@ -75,11 +83,19 @@ export class SyncClient {
     });
   }
 
-  async getMeta(req: { waitMs: number; replica: ReplicaIdentity }): Promise<MetaAnswer> {
+  /**
+   * With `knownFiles` a partial manifest (the master still building) may come back; with
+   * `snapshotId` too, only that snapshot's manifest (SNAPSHOT_NOT_FOUND once it is gone).
+   */
+  async getMeta(req: { waitMs: number; replica: ReplicaIdentity; knownFiles?: number; snapshotId?: string }): Promise<MetaAnswer> {
     const what = `GetMeta from ${this.endpoint}`;
     const waitMs = Math.max(0, Math.min(Math.floor(req.waitMs), MASTER_MAX_META_WAIT_MS));
-    const msg = await this.unary<MetaMsg>('GetMeta', { protocolVersion: SYNC_PROTOCOL_VERSION, waitMs, replica: req.replica }, waitMs + this.options.rpcTimeoutMs, what);
-    return validateMeta(msg, what);
+    const partial = req.knownFiles === undefined ? {} : { acceptPartial: true, knownFiles: req.knownFiles, snapshotId: req.snapshotId ?? '' };
+    const msg = await this.unary<MetaMsg>('GetMeta', { protocolVersion: SYNC_PROTOCOL_VERSION, waitMs, replica: req.replica, ...partial }, waitMs + this.options.rpcTimeoutMs, what);
+    const meta = validateMeta(msg, what);
+    if (meta.partial && req.knownFiles === undefined) throw new SyncProxyError('MALFORMED_RESPONSE', `${what}: a partial manifest that was not asked for`);
+    if (meta.partial && meta.files.length <= req.knownFiles!) throw new SyncProxyError('MALFORMED_RESPONSE', `${what}: a partial manifest with ${meta.files.length} files, ${req.knownFiles} were known`);
+    return meta;
   }
 
   async getChunk(req: { snapshotId: string; file: string; offset: number; length: number; replica: ReplicaIdentity }): Promise<ChunkAnswer> {

@@ -143,7 +143,10 @@ export class SyncServer {
     }
     const waitMs = Math.min(nonNegativeInt(req.waitMs, 'wait_ms'), MAX_META_WAIT_MS);
     this.registry.syncing(replica, this.options.log.lastOffset);
-    const m = await this.options.store.ensureSnapshot(waitMs);
+    const knownFiles = req.acceptPartial === true ? nonNegativeInt(req.knownFiles, 'known_files') : undefined;
+    if (typeof req.snapshotId !== 'string' || req.snapshotId.length > MAX_ID_LENGTH) throw new SyncProxyError('INVALID_REQUEST', 'snapshot_id must be a string of at most 256 characters');
+    const continuing = knownFiles !== undefined && req.snapshotId !== '' ? req.snapshotId : undefined;
+    const m = await this.options.store.ensureSnapshot(waitMs, knownFiles, continuing);
     return {
       protocolVersion: SYNC_PROTOCOL_VERSION,
       formatVersion: m.formatVersion,
@@ -155,6 +158,7 @@ export class SyncServer {
       dbs: m.dbs.map((d) => ({ db: d.db, records: d.records })),
       totalBytes: m.totalBytes,
       masterOffset: this.options.log.lastOffset,
+      partial: m.partial === true,
     };
   }
 
