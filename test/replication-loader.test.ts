@@ -119,6 +119,32 @@ describe('replication loader (real redis-server)', function () {
     db1.disconnect();
   });
 
+  it('plain string records go to the node as one MSET per DEL group; strings with a TTL and other shapes stay single commands', async () => {
+    const future = String(Date.now() + 3_600_000);
+    const f = await writeRawFile(dir, 'part-000001.resp', [
+      ['PSP.FILE', '1', SNAP, 'part-000001.resp'],
+      ['PSP.KEY', '0', 's1', 'string', '-1'], ['SET', 's1', 'v1'],
+      ['PSP.KEY', '0', 's2', 'string', '-1'], ['set', 's2', ''],
+      ['PSP.KEY', '0', 'bin', 'string', '-1'], ['SET', 'bin', 'a\r\nb'],
+      ['PSP.KEY', '0', 't', 'string', future], ['SET', 't', 'ttl'], ['PEXPIREAT', 't', future],
+      ['PSP.KEY', '0', 'h', 'hash', '-1'], ['HMSET', 'h', 'f', 'v'],
+      // a duplicate closes the group: the second value must win, counted as one key
+      ['PSP.KEY', '0', 's1', 'string', '-1'], ['SET', 's1', 'v2'],
+      ['PSP.KEY', '0', 'kept', 'string', '-1'], ['SET', 'kept', 'x', 'KEEPTTL'],
+      ['PSP.EOF', '7'],
+    ]);
+    await client.config('RESETSTAT');
+    const result = await loadSnapshot({ node: node(), manifest: manifestFor([f], [{ db: 0, records: 7 }]), files: [f], logger: silentLogger(), signal: new AbortController().signal });
+    expect(result.dbs[0]).to.include({ records: 7, distinctKeys: 6, volatileKeys: 1, nodeKeys: 6 });
+    expect(await client.mget('s1', 's2', 'bin', 't', 'kept')).to.deep.equal(['v2', '', 'a\r\nb', 'ttl', 'x']);
+    expect(await client.pttl('t')).to.be.greaterThan(3_000_000);
+    const stats = await client.info('commandstats');
+    const calls = (name: string): number => Number(new RegExp(`^cmdstat_${name}:calls=(\\d+)`, 'm').exec(stats)?.[1] ?? 0);
+    // s1, s2, bin in the first group, s1 again in the second: two MSETs; t (TTL) and kept (4 args) as SET.
+    expect(calls('mset')).to.equal(2);
+    expect(calls('set')).to.equal(2);
+  });
+
   it('variadic DEL groups: thousands of records (groups split at MAX_GROUP_KEYS and chunk ends) with duplicates count exactly', async () => {
     const commands: string[][] = [['PSP.FILE', '1', SNAP, 'part-000001.resp']];
     let records = 0;

@@ -204,6 +204,10 @@ async function loadFile(node: NodePipeline, file: { name: string; path: string }
   let sawEof = false;
   let recordsInFile = 0;
   let inRecord = false;
+  /** The open record is a string without a TTL: its one SET may join the group's MSET. */
+  let plainString = false;
+  /** The open record's SET joined the MSET: a further command of it must follow that MSET. */
+  let joinedMset = false;
 
   const parseDb = (arg: Buffer, marker: string): number => {
     const db = arg.length === 1 && arg[0] >= 48 && arg[0] <= 57 ? arg[0] - 48 : Number(arg.toString('latin1'));
@@ -239,7 +243,15 @@ async function loadFile(node: NodePipeline, file: { name: string; path: string }
           if (!sawHeader) throw failLoad('does not begin with PSP.FILE');
           if (!inRecord) throw failLoad(`${data.toString('latin1', scanner.nameStart, scanner.nameEnd).toUpperCase()} outside a key record`);
           state.commands++;
-          batch.forward(data, scanner.start, scanner.end);
+          if (plainString && argc === 3 && batch.set(data, scanner.start, scanner.end)) {
+            joinedMset = true;
+          } else {
+            // Only a malformed record has more after its SET; its order on the key is kept.
+            if (joinedMset) batch.closeGroup();
+            joinedMset = false;
+            batch.forward(data, scanner.start, scanner.end);
+          }
+          plainString = false;
           continue;
         }
         if (sawHeader && argc === 5 && isKeyMarker(data, scanner.nameStart, scanner.nameEnd)) {
@@ -249,7 +261,8 @@ async function loadFile(node: NodePipeline, file: { name: string; path: string }
           const keyBulk = dbEnd + 2;
           const keyStart = bulkData(data, keyBulk);
           const keyBulkEnd = bulkEnd + 2;
-          bulkData(data, keyBulkEnd); // the type
+          const typeStart = bulkData(data, keyBulkEnd);
+          const isString = bulkEnd - typeStart === 6 && data.toString('latin1', typeStart, bulkEnd) === 'string';
           const ttlStart = bulkData(data, bulkEnd + 2);
           const volatile = !(bulkEnd - ttlStart === 2 && data[ttlStart] === 45 && data[ttlStart + 1] === 49);
           const db = dbEnd - dbStart === 1 && data[dbStart] >= 48 && data[dbStart] <= 57 ? data[dbStart] - 48 : parseDb(data.subarray(dbStart, dbEnd), 'PSP.KEY');
@@ -260,8 +273,12 @@ async function loadFile(node: NodePipeline, file: { name: string; path: string }
           inRecord = true;
           select(db);
           batch.del(data, keyBulk, keyStart, keyBulkEnd, tally, volatile);
+          plainString = isString && !volatile;
+          joinedMset = false;
           continue;
         }
+        plainString = false;
+        joinedMset = false;
         const args = argsOf(data.subarray(scanner.start, scanner.end));
         const name = markerName(args[0]);
         if (!sawHeader) {
