@@ -4,6 +4,7 @@
  *  1. redis A (master node) behind proxy A; redis B behind proxy B; redis C a plain replica.
  *  2. N mixed keys (bench/lib/mixed-data.ts, ~150 B of value per key) are written into A through
  *     proxy A with ioredis pipelines of 1000.
+ *  Each round (--rounds, default 3; the median ratio is the result):
  *  3. Redis: `REPLICAOF A` on C, timed until INFO replication on C shows master_link_status:up and
  *     master_sync_in_progress:0; then C detaches and stops (its memory is not needed any more).
  *  4. Proxy: `SLAVEOF <proxy A>` on proxy B, timed until its INFO replication shows
@@ -12,7 +13,7 @@
  *     throughput is master_sync_total_bytes over the observed copying time.
  *  5. Peak RSS of both proxies, sampled every 200 ms during step 4.
  *
- * Reproduce:  npm run build && node dist/bench/full-sync.js [--keys 1000000] [--timeout-s 3600]
+ * Reproduce:  npm run build && node dist/bench/full-sync.js [--keys 1000000] [--rounds 3] [--timeout-s 3600]
  * Writes bench/results/full-sync.md.
  */
 import Redis from 'ioredis';
@@ -87,10 +88,69 @@ function reportedPhases(status: string): Map<string, number> {
   return phases;
 }
 
+interface Round {
+  round: number;
+  redisMs: number;
+  redisCpuUsed: Array<{ name: string; seconds: number }>;
+  dbsizeC: number;
+  sync: Awaited<ReturnType<typeof timeProxySync>>;
+  proxyCpuUsed: Array<{ name: string; seconds: number }>;
+  peakA: number;
+  peakB: number;
+  status: unknown;
+  dbsizeB: number;
+}
+
+/** One round: Redis's REPLICAOF into a fresh redis C, then SLAVEOF between the proxies (then NO ONE). */
+async function runRound(
+  round: number,
+  env: { redisA: RedisServer; redisB: RedisServer; proxyA: ProxyProcess; proxyB: ProxyProcess; timeoutMs: number },
+): Promise<Round> {
+  const { redisA, redisB, proxyA, proxyB, timeoutMs } = env;
+  console.error(`round ${round}: redis REPLICAOF (redis C replicates redis A)`);
+  const redisC = await RedisServer.start();
+  let redisMs: number;
+  let redisCpuUsed: Array<{ name: string; seconds: number }>;
+  let dbsizeC: number;
+  try {
+    const redisCpu = cpuMeter({ 'redis A (master)': redisA.pid, 'redis C (replica)': redisC.pid });
+    redisMs = await timeRedisReplication(redisA, redisC, timeoutMs);
+    redisCpuUsed = redisCpu();
+    const clientC = redisC.client();
+    dbsizeC = await clientC.dbsize();
+    clientC.disconnect();
+  } finally {
+    await redisC.stop();
+  }
+  console.error(`round ${round}: redis replication ${(redisMs / 1000).toFixed(2)} s; proxy SLAVEOF (proxy B replicates proxy A)`);
+  const samplerA = new RssSampler(proxyA.pid!, 200).start();
+  const samplerB = new RssSampler(proxyB.pid!, 200).start();
+  const replica = proxyB.client();
+  try {
+    const proxyCpu = cpuMeter({ 'proxy A (master)': proxyA.pid, 'redis A (master node)': redisA.pid, 'proxy B (replica)': proxyB.pid, 'redis B (replica node)': redisB.pid });
+    const sync = await timeProxySync(replica, proxyA, timeoutMs);
+    const proxyCpuUsed = proxyCpu();
+    const peakA = samplerA.stop();
+    const peakB = samplerB.stop();
+    const status = await replica.call('SYNCPROXY', 'STATUS').catch((err: Error) => `(SYNCPROXY STATUS failed: ${err.message})`);
+    const directB = redisB.client();
+    const dbsizeB = await directB.dbsize();
+    directB.disconnect();
+    await replica.call('SLAVEOF', 'NO', 'ONE');
+    console.error(`round ${round}: proxy sync ${(sync.ms / 1000).toFixed(2)} s (${ratio(sync.ms, redisMs)} x Redis)`);
+    return { round, redisMs, redisCpuUsed, dbsizeC, sync, proxyCpuUsed, peakA, peakB, status, dbsizeB };
+  } finally {
+    samplerA.stop();
+    samplerB.stop();
+    replica.disconnect();
+  }
+}
+
 async function main(): Promise<void> {
   requireCommands([{ command: 'redis-server', aptPackage: 'redis-server' }]);
   const keys = numericFlag('keys', 1_000_000);
   const timeoutMs = numericFlag('timeout-s', 3600) * 1000;
+  const roundsWanted = numericFlag('rounds', 3);
   const cleanup = new Cleanup();
   try {
     // Diskless sync without the default 5 s wait for more replicas: Redis at its fastest.
@@ -98,7 +158,8 @@ async function main(): Promise<void> {
     cleanup.add('redis A', () => redisA.stop());
     const redisB = await RedisServer.start();
     cleanup.add('redis B', () => redisB.stop());
-    const proxyA = await ProxyProcess.start({ backend: redisA, extraArgs: ['--log-level', 'warn'] });
+    // --snapshot-max-age-ms 0: every round's SLAVEOF gets a newly built snapshot, as the first does.
+    const proxyA = await ProxyProcess.start({ backend: redisA, extraArgs: ['--log-level', 'warn', '--snapshot-max-age-ms', '0'] });
     cleanup.add('proxy A', () => proxyA.stop());
     const proxyB = await ProxyProcess.start({ backend: redisB, extraArgs: ['--log-level', 'warn'] });
     cleanup.add('proxy B', () => proxyB.stop());
@@ -113,34 +174,12 @@ async function main(): Promise<void> {
     const usedMemoryA = Number(parseInfo(await directA.info('memory')).used_memory ?? 0);
     console.error(`loaded ${formatOps(load.keys)} keys in ${(load.ms / 1000).toFixed(1)} s (${formatOps((load.keys / load.ms) * 1000)} keys/s); DBSIZE ${dbsizeA}`);
 
-    console.error('redis REPLICAOF: redis C replicates redis A');
-    const redisC = await RedisServer.start();
-    cleanup.add('redis C', () => redisC.stop());
-    const redisCpu = cpuMeter({ 'redis A (master)': redisA.pid, 'redis C (replica)': redisC.pid });
-    const redisMs = await timeRedisReplication(redisA, redisC, timeoutMs);
-    const redisCpuUsed = redisCpu();
-    const clientC = redisC.client();
-    const dbsizeC = await clientC.dbsize();
-    clientC.disconnect();
-    await redisC.stop();
-    console.error(`redis replication: ${(redisMs / 1000).toFixed(2)} s, DBSIZE ${dbsizeC}`);
-
-    console.error('proxy SLAVEOF: proxy B replicates proxy A');
-    const samplerA = new RssSampler(proxyA.pid!, 200).start();
-    const samplerB = new RssSampler(proxyB.pid!, 200).start();
-    const replica = proxyB.client();
-    cleanup.add('replica client', () => replica.disconnect());
-    const proxyCpu = cpuMeter({ 'proxy A (master)': proxyA.pid, 'redis A (master node)': redisA.pid, 'proxy B (replica)': proxyB.pid, 'redis B (replica node)': redisB.pid });
-    const sync = await timeProxySync(replica, proxyA, timeoutMs);
-    const proxyCpuUsed = proxyCpu();
-    const peakA = samplerA.stop();
-    const peakB = samplerB.stop();
-    const status = await replica.call('SYNCPROXY', 'STATUS').catch((err: Error) => `(SYNCPROXY STATUS failed: ${err.message})`);
-    const directB = redisB.client();
-    const dbsizeB = await directB.dbsize();
-    directB.disconnect();
-    await replica.call('SLAVEOF', 'NO', 'ONE');
-
+    // Rounds alternate nothing: each is Redis's replication then ours, back to back, so both see
+    // the same machine; the median ratio is the result (a shared 2-vCPU machine varies a lot).
+    const rounds: Round[] = [];
+    for (let r = 1; r <= roundsWanted; r++) rounds.push(await runRound(r, { redisA, redisB, proxyA, proxyB, timeoutMs }));
+    const median = [...rounds].sort((x, y) => x.sync.ms / x.redisMs - y.sync.ms / y.redisMs)[Math.floor((rounds.length - 1) / 2)];
+    const { sync, status, redisCpuUsed, proxyCpuUsed } = median;
     const phases = phaseDurations(sync.transitions, sync.ms);
     const statusText = typeof status === 'string' ? status : Array.isArray(status) ? status.map(String).join('\n') : JSON.stringify(status);
     const reported = reportedPhases(statusText);
@@ -163,12 +202,14 @@ async function main(): Promise<void> {
       '',
       busyMachineWarning(),
       markdownTable(
-        ['replication', 'time to in-sync', 'vs Redis', 'replica keys', 'peak RSS master side', 'peak RSS replica side'],
-        [
-          ['Redis REPLICAOF (diskless, delay 0) until link up, sync done', `${(redisMs / 1000).toFixed(2)} s`, '1.00', dbsizeC, 'n/a', 'n/a'],
-          ['pika-sync-proxy SLAVEOF until sync_confirmed:1', `${(sync.ms / 1000).toFixed(2)} s`, ratio(sync.ms, redisMs), dbsizeB, formatMiB(peakA), formatMiB(peakB)],
-        ],
+        ['round', 'Redis REPLICAOF (diskless, delay 0) until link up, sync done', 'pika-sync-proxy SLAVEOF until sync_confirmed:1', 'vs Redis', 'replica keys (Redis / proxy)', 'peak RSS master proxy', 'peak RSS replica proxy'],
+        rounds.map((x) => [
+          x === median ? `${x.round} (median)` : String(x.round), `${(x.redisMs / 1000).toFixed(2)} s`, `${(x.sync.ms / 1000).toFixed(2)} s`,
+          x === median ? `**${ratio(x.sync.ms, x.redisMs)}**` : ratio(x.sync.ms, x.redisMs), `${x.dbsizeC} / ${x.dbsizeB}`, formatMiB(x.peakA), formatMiB(x.peakB),
+        ]),
       ),
+      '',
+      `Peak RSS over all rounds: master proxy ${formatMiB(Math.max(...rounds.map((x) => x.peakA)))}, replica proxy ${formatMiB(Math.max(...rounds.map((x) => x.peakB)))}. The details below are the median round's.`,
       '',
       `Master DBSIZE ${dbsizeA}. Snapshot bytes copied (master_sync_total_bytes): ${formatMiB(sync.totalBytes)}; copy phase ${(copyMs / 1000).toFixed(2)} s ${copySource} → ${formatMiB(copyRate)}/s.`,
       '',
@@ -185,13 +226,13 @@ async function main(): Promise<void> {
       statusText,
       '```',
       '',
-      'Reproduce: `npm run build && node dist/bench/full-sync.js --keys ' + keys + '`',
+      `Reproduce: \`npm run build && node dist/bench/full-sync.js --keys ${keys} --rounds ${roundsWanted}\``,
       '',
     ].join('\n');
     const file = writeResult('full-sync', markdown);
     console.log(markdown);
     console.log(`written to ${file}`);
-    if (dbsizeB !== dbsizeA) throw new Error(`replica has ${dbsizeB} keys, master ${dbsizeA}`);
+    for (const x of rounds) if (x.dbsizeB !== dbsizeA || x.dbsizeC !== dbsizeA) throw new Error(`round ${x.round}: replicas have ${x.dbsizeC} (Redis) and ${x.dbsizeB} (proxy) keys, master ${dbsizeA}`);
   } finally {
     await cleanup.run();
   }
