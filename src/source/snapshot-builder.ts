@@ -53,7 +53,7 @@ const SCAN_COUNT = 1000;
 const BATCH = 1000;
 const BATCH_BYTES = 2 * 1024 * 1024;
 const MIN_BATCH = 16;
-const PIPELINE_DEPTH = 12;
+const PIPELINE_DEPTH = 6;
 
 interface Deferred {
   promise: Promise<void>;

@@ -168,7 +168,7 @@ export class SnapshotStore implements SnapshotStoreView, WriteGate {
     if (path.dirname(full) !== found.dir) throw new SyncProxyError('HOSTILE_FILE_NAME', `refused file name ${JSON.stringify(file)}`);
     if (found.held) found.held.lastReadAt = Date.now();
     const want = Math.min(length, entry.size - offset);
-    const data = Buffer.alloc(want);
+    const data = Buffer.allocUnsafe(want);
     let fh: fsp.FileHandle | undefined;
     try {
       fh = await fsp.open(full, 'r');
