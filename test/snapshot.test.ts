@@ -8,6 +8,7 @@ import { SyncProxyError } from '../src/errors';
 import { silentLogger } from '../src/logger';
 import { RequestParser } from '../src/resp/request-parser';
 import { parseVolatileDbs } from '../src/source/expiry-census';
+import { InFlightReads, WrittenKeys, keyHash } from '../src/source/read-groups';
 import { SnapshotStore } from '../src/source/snapshot-store';
 import { Manifest, OrderedPath, WriteScope } from '../src/source/types';
 import { WriteLog } from '../src/source/write-log';
@@ -477,5 +478,49 @@ describe('expiry census (INFO keyspace parsing)', () => {
     expect([...parseVolatileDbs('# Keyspace\r\n')!]).to.deep.equal([]);
     // Pika's keyspace section lists per-type counts: no shortcut is taken from it.
     expect(parseVolatileDbs('# Keyspace\r\ndb0 Strings_keys=10, expires=0, invalid_keys=0\r\n')).to.equal(undefined);
+  });
+});
+
+describe('copy-on-write bookkeeping (read groups keyed by a 32-bit hash)', () => {
+  // 'k32728' and 'k261234' have the same FNV-1a hash: a collision must never pass for the key.
+  const a = Buffer.from('k32728');
+  const b = Buffer.from('k261234');
+
+  it('a key whose hash collides with a key being read is not taken as being read', () => {
+    expect(keyHash(a)).to.equal(keyHash(b));
+    const reads = new InFlightReads();
+    const group = reads.add(0, [a], [keyHash(a)]);
+    expect(reads.holding(0, a, keyHash(a))).to.deep.equal([group]);
+    expect(reads.holding(0, b, keyHash(b))).to.deep.equal([]);
+    expect(reads.holding(1, a, keyHash(a)), 'another db').to.deep.equal([]);
+    reads.finish(group);
+    expect(reads.holding(0, a, keyHash(a))).to.deep.equal([]);
+  });
+
+  it('W answers exactly for colliding keys and per db', () => {
+    const written = new WrittenKeys();
+    written.add(3, a, keyHash(a));
+    expect(written.has(3, a, keyHash(a))).to.equal(true);
+    expect(written.has(3, b, keyHash(b))).to.equal(false);
+    expect(written.has(0, a, keyHash(a))).to.equal(false);
+    expect(written.size).to.equal(1);
+  });
+
+  it('settled() waits for the groups in flight (of one db when asked) and releaseAll() lets everything go', async () => {
+    const reads = new InFlightReads();
+    const g0 = reads.add(0, [a], [keyHash(a)]);
+    reads.add(1, [b], [keyHash(b)]);
+    let db0 = false;
+    let all = false;
+    const waitDb0 = reads.settled(0).then(() => (db0 = true));
+    const waitAll = reads.settled().then(() => (all = true));
+    await new Promise((r) => setImmediate(r));
+    expect([db0, all]).to.deep.equal([false, false]);
+    reads.finish(g0);
+    await waitDb0;
+    expect([db0, all]).to.deep.equal([true, false]);
+    reads.releaseAll();
+    await waitAll;
+    expect(all).to.equal(true);
   });
 });

@@ -85,11 +85,10 @@ export class KeyReader {
   }
 
   /**
-   * Reads `keys` of `db` and writes one record per existing key through `withSink`. `onDone` is
-   * called for every key once it is settled (written, or absent). Resolves with the bytes of the
-   * keys' first pages (the caller sizes its batches by them).
+   * Reads `keys` of `db` and writes one record per existing key through `withSink`. Resolves with
+   * the bytes of the keys' first pages (the caller sizes its batches by them).
    */
-  async readKeys(db: number, keys: Buffer[], withSink: WithSink, onDone: (key: Buffer) => void): Promise<number> {
+  async readKeys(db: number, keys: Buffer[], withSink: WithSink): Promise<number> {
     const conn = await this.connection(db);
     const probes = await this.probe(conn, keys, !this.dbsWithoutExpiries.has(db));
     const existing = probes.filter((p): p is Probe => p !== null);
@@ -112,7 +111,6 @@ export class KeyReader {
           const reply = p.type === 'string' ? values[nextValue++] : first[nextReply++];
           if (await this.writeRecord(conn, sink, db, p, reply)) this.keysRead++;
         }
-        onDone(keys[i]);
       }
     });
     return first.bytes ?? 0;

@@ -17,6 +17,7 @@ import { SyncProxyError, describeError, toSyncProxyError } from '../errors';
 import { NodeErrorReply, Reply, bulkItems } from '../resp/reply-reader';
 import { dbsWithoutExpiries } from './expiry-census';
 import { KeyReader, NodeAddress, WithSink } from './key-reader';
+import { InFlightReads, WrittenKeys, keyHash } from './read-groups';
 import { SnapshotWriter } from './snapshot-writer';
 import { Manifest, OrderedPath, SNAPSHOT_FORMAT_VERSION, WriteGate, WriteLogView, WriteScope } from './types';
 
@@ -65,33 +66,6 @@ function deferred(): Deferred {
   return { promise, resolve };
 }
 
-/**
- * A key being read. The promise a write waits on is made only when a write asks for it: most
- * keys are never written during a build, and a promise per scanned key costs more than the read.
- */
-class Reading {
-  private done = false;
-  private waiting?: Deferred;
-  constructor(readonly db: number) {}
-
-  get promise(): Promise<void> {
-    if (this.done) return Promise.resolve();
-    this.waiting ??= deferred();
-    return this.waiting.promise;
-  }
-
-  get settled(): boolean {
-    return this.done;
-  }
-
-  resolve(): void {
-    this.done = true;
-    this.waiting?.resolve();
-  }
-}
-
-const keyId = (db: number, key: Buffer): string => `${db}:${key.toString('latin1')}`;
-
 export class SnapshotBuilder implements WriteGate {
   private state: BuildState = 'starting';
   private readonly startedAt = Date.now();
@@ -102,8 +76,8 @@ export class SnapshotBuilder implements WriteGate {
   private readonly started = deferred();
   private readonly allScanned = deferred();
   private readonly dbScanned = new Map<number, Deferred>();
-  private readonly tracked = new Set<string>();
-  private readonly reading = new Map<string, Reading>();
+  private readonly written = new WrittenKeys();
+  private readonly reading = new InFlightReads();
   private readingFinished = false;
   private dbCount = Infinity;
   private currentDb: number | undefined;
@@ -189,7 +163,7 @@ export class SnapshotBuilder implements WriteGate {
       }
       this.readingFinished = true;
       this.allScanned.resolve();
-      await Promise.all([...this.reading.values()].map((r) => r.promise));
+      await this.reading.settled();
       await this.lock;
       if (this.failure) throw this.failure;
       if (this.options.log.logId !== logId) throw new SyncProxyError('SNAPSHOT_BUILD_FAILED', 'the write log was reset during the build');
@@ -236,36 +210,36 @@ export class SnapshotBuilder implements WriteGate {
     if (scope.kind === 'db') return this.dbDeferred(scope.db).promise.then(() => this.readsSettled(scope.db));
     const waits: Promise<void>[] = [];
     for (const key of scope.keys) {
-      const id = keyId(scope.db, key);
-      const inFlight = this.reading.get(id);
-      if (inFlight) {
-        if (!this.track(id)) return null;
-        waits.push(inFlight.promise);
-      } else if (!this.readingFinished && !this.dbDeferredDone(scope.db) && !this.tracked.has(id)) {
-        if (!this.track(id)) return null;
-        waits.push(this.priorityRead(scope.db, key, id));
+      const hash = keyHash(key);
+      const inFlight = this.reading.holding(scope.db, key, hash);
+      if (inFlight.length > 0) {
+        if (!this.track(scope.db, key, hash)) return null;
+        for (const group of inFlight) waits.push(group.promise);
+      } else if (!this.readingFinished && !this.dbDeferredDone(scope.db) && !this.written.has(scope.db, key, hash)) {
+        if (!this.track(scope.db, key, hash)) return null;
+        waits.push(this.priorityRead(scope.db, key, hash));
       }
     }
     return waits.length === 0 ? null : Promise.all(waits).then(() => undefined);
   }
 
-  private track(id: string): boolean {
-    if (this.tracked.has(id)) return true;
-    if (this.tracked.size >= this.options.maxTrackedKeys) {
+  private track(db: number, key: Buffer, hash: number): boolean {
+    if (this.written.has(db, key, hash)) return true;
+    if (this.written.size >= this.options.maxTrackedKeys) {
       this.fail(new SyncProxyError('SNAPSHOT_BUILD_FAILED', `more than ${this.options.maxTrackedKeys} distinct keys were written during the snapshot build (snapshot.maxTrackedKeys)`));
       return false;
     }
-    this.tracked.add(id);
+    this.written.add(db, key, hash);
     return true;
   }
 
-  private priorityRead(db: number, key: Buffer, id: string): Promise<void> {
-    const entry = this.markReading(db, id);
+  private priorityRead(db: number, key: Buffer, hash: number): Promise<void> {
+    const group = this.reading.add(db, [key], [hash]);
     this.priority
-      .readKeys(db, [key], this.withSink, () => undefined)
+      .readKeys(db, [key], this.withSink)
       .catch((err) => this.fail(err))
-      .finally(() => this.unmark(id, entry));
-    return entry.promise;
+      .finally(() => this.reading.finish(group));
+    return group.promise;
   }
 
   /**
@@ -307,25 +281,29 @@ export class SnapshotBuilder implements WriteGate {
     return Math.max(MIN_BATCH, Math.min(BATCH, Math.floor(BATCH_BYTES / Math.max(1, this.bytesPerKey))));
   }
 
+  /**
+   * Reads a batch of scanned keys. Keys in W are skipped: their state at the snapshot's offset
+   * was captured before their first write. A key SCAN returns twice (while the node rehashes) may
+   * be read twice: a duplicate record, which the loader applies idempotently.
+   */
   private async scanBatch(db: number, keys: Buffer[]): Promise<void> {
     // Check W and mark in the same tick: a write either sees the mark (and waits) or was first.
-    const todo: { key: Buffer; id: string; entry: Reading }[] = [];
+    const todo: Buffer[] = [];
+    const hashes: number[] = [];
     for (const key of keys) {
-      const id = keyId(db, key);
-      if (this.tracked.has(id) || this.reading.has(id)) continue;
-      todo.push({ key, id, entry: this.markReading(db, id) });
+      const hash = keyHash(key);
+      if (this.written.has(db, key, hash)) continue;
+      todo.push(key);
+      hashes.push(hash);
     }
     if (todo.length === 0) return;
+    const group = this.reading.add(db, todo, hashes);
     try {
-      let i = 0;
-      const bytes = await this.scanner.readKeys(db, todo.map((t) => t.key), this.withSink, () => {
-        const t = todo[i++];
-        this.unmark(t.id, t.entry);
-      });
+      const bytes = await this.scanner.readKeys(db, todo, this.withSink);
       // Moving average of first-page bytes per key: big values make batches smaller.
       this.bytesPerKey = 0.7 * this.bytesPerKey + 0.3 * (bytes / todo.length);
     } finally {
-      for (const t of todo) if (!t.entry.settled) this.unmark(t.id, t.entry);
+      this.reading.finish(group);
     }
   }
 
@@ -347,20 +325,8 @@ export class SnapshotBuilder implements WriteGate {
     return run;
   };
 
-  private markReading(db: number, id: string): Reading {
-    const entry = new Reading(db);
-    this.reading.set(id, entry);
-    return entry;
-  }
-
-  private unmark(id: string, entry: Reading): void {
-    if (this.reading.get(id) === entry) this.reading.delete(id);
-    entry.resolve();
-  }
-
   private readsSettled(db?: number): Promise<void> {
-    const pending = [...this.reading.values()].filter((r) => db === undefined || r.db === db).map((r) => r.promise);
-    return Promise.all(pending).then(() => undefined);
+    return this.reading.settled(db);
   }
 
   private dbDeferred(db: number): Deferred & { done?: boolean } {
@@ -414,7 +380,7 @@ export class SnapshotBuilder implements WriteGate {
     this.started.resolve();
     this.allScanned.resolve();
     for (const d of this.dbScanned.values()) d.resolve();
-    for (const r of this.reading.values()) r.resolve();
+    this.reading.releaseAll();
   }
 }
 
