@@ -1,15 +1,16 @@
 /**
  * Reads keys from the node into snapshot records with the commands Pika has (DESIGN.md §6).
  *
- * A batch of keys costs two pipelined round trips: TYPE + PTTL for every key in one write, then
- * the first page of every existing key in one write (one MGET for all the batch's strings; LRANGE
- * 0..PAGE-1; HSCAN / SSCAN / ZSCAN from cursor 0 with COUNT PAGE; XRANGE with COUNT PAGE). PTTL is
- * left out in a db the builder proved to hold no key with a TTL (`dbsWithoutExpiries`): most of
- * the node's work per key is command dispatch, so fewer commands per key is what makes a build
- * faster (MGET: one command for up to a batch of strings). A key whose first page is its whole
- * value (cursor 0, or fewer than PAGE items) is written from that reply; a bigger one is paged on
- * (so a big key is streamed to the writer and never held whole). No length command is needed: a
- * key being read is marked in the copy-on-write gate, so no client write changes it meanwhile.
+ * A batch of keys costs at most three pipelined round trips: one MGET of every key (a string's
+ * value, nil for keys of other types) with a PTTL per key; TYPE of the keys MGET had no value
+ * for; the first page of each of those (LRANGE 0..PAGE-1; HSCAN / SSCAN / ZSCAN from cursor 0
+ * with COUNT PAGE; XRANGE with COUNT PAGE). PTTL is left out in a db the builder proved to hold no
+ * key with a TTL (`dbsWithoutExpiries`). Most of the node's work per key is command dispatch, so
+ * fewer commands per key is what makes a build faster: a string costs no command of its own. A
+ * key whose first page is its whole value (cursor 0, or fewer than PAGE items) is written from
+ * that reply; a bigger one is paged on (so a big key is streamed to the writer and never held
+ * whole). No length command is needed: a key being read is marked in the copy-on-write gate, so
+ * no client write changes it meanwhile.
  *
  * Each reader has its own raw connections (one per db, so concurrent reads never race on SELECT)
  * that do not reconnect: a node that goes away fails the build instead of stalling it.
@@ -18,7 +19,7 @@ import type { Logger } from 'pino';
 import { SyncProxyError } from '../errors';
 import { BulkArray, Reply, bulkItems } from '../resp/reply-reader';
 import type { CommandEncoder } from '../resp/command-encoder';
-import { NodeAddress, ReaderConnection, expectNoError } from './reader-connection';
+import { BatchReplies, NodeAddress, ReaderConnection, expectNoError } from './reader-connection';
 import type { RecordSink } from './snapshot-writer';
 import type { KeyType } from './types';
 
@@ -40,6 +41,7 @@ const NAME = {
   PEXPIREAT: Buffer.from('PEXPIREAT'),
   TYPE: Buffer.from('TYPE'),
   PTTL: Buffer.from('PTTL'),
+  GET: Buffer.from('GET'),
   MGET: Buffer.from('MGET'),
   LRANGE: Buffer.from('LRANGE'),
   XRANGE: Buffer.from('XRANGE'),
@@ -90,30 +92,51 @@ export class KeyReader {
    */
   async readKeys(db: number, keys: Buffer[], withSink: WithSink): Promise<number> {
     const conn = await this.connection(db);
-    const probes = await this.probe(conn, keys, !this.dbsWithoutExpiries.has(db));
-    const existing = probes.filter((p): p is Probe => p !== null);
-    const strings = existing.filter((p) => p.type === 'string');
-    const enc = conn.commands();
-    if (strings.length > 0) {
-      enc.arrayHeader(1 + strings.length);
-      enc.bulk(NAME.MGET);
-      for (const p of strings) enc.bulk(p.key);
+    const ttls = !this.dbsWithoutExpiries.has(db);
+    // 1. One MGET of every key (a string's value, nil for other types), and PTTL per key in a db with TTLs.
+    let enc = conn.commands();
+    enc.arrayHeader(1 + keys.length);
+    enc.bulk(NAME.MGET);
+    for (const k of keys) enc.bulk(k);
+    if (ttls) for (const k of keys) encodeKeyCommand(enc, NAME.PTTL, k);
+    const first = await conn.sendEncoded(1 + (ttls ? keys.length : 0));
+    const values = mgetValues(first[0], keys.length);
+    const now = Date.now();
+    const probes: (Probe | null)[] = new Array(keys.length).fill(null);
+    const others: number[] = [];
+    for (let i = 0; i < keys.length; i++) {
+      const expireAtMs = ttls ? expiryOf(first[1 + i], now) : -1;
+      if (expireAtMs === null) continue;
+      if (values[i] !== null) probes[i] = { key: keys[i], type: 'string', expireAtMs };
+      else others.push(i);
     }
-    for (const p of existing) if (p.type !== 'string') encodeFirstRead(enc, p);
-    const first = await conn.sendEncoded(existing.length - strings.length + (strings.length > 0 ? 1 : 0));
-    const values = strings.length > 0 ? mgetValues(first[0], strings.length) : [];
+    // 2. TYPE of the keys MGET had no value for; 3. their first pages.
+    let pages: BatchReplies = [];
+    if (others.length > 0) {
+      enc = conn.commands();
+      for (const i of others) encodeKeyCommand(enc, NAME.TYPE, keys[i]);
+      const types = await conn.sendEncoded(others.length);
+      enc = conn.commands();
+      let reads = 0;
+      others.forEach((i, j) => {
+        const type = typeOf(types[j]);
+        if (type === null) return;
+        probes[i] = { key: keys[i], type, expireAtMs: ttls ? expiryOf(first[1 + i], now)! : -1 };
+        encodeFirstRead(enc, probes[i]!);
+        reads++;
+      });
+      pages = await conn.sendEncoded(reads);
+    }
     await withSink(async (sink) => {
-      let nextValue = 0;
-      let nextReply = strings.length > 0 ? 1 : 0;
+      let nextPage = 0;
       for (let i = 0; i < keys.length; i++) {
         const p = probes[i];
-        if (p) {
-          const reply = p.type === 'string' ? values[nextValue++] : first[nextReply++];
-          if (await this.writeRecord(conn, sink, db, p, reply)) this.keysRead++;
-        }
+        if (!p) continue;
+        const reply = values[i] !== null ? values[i] : pages[nextPage++];
+        if (await this.writeRecord(conn, sink, db, p, reply)) this.keysRead++;
       }
     });
-    return first.bytes ?? 0;
+    return (first.bytes ?? 0) + (pages.bytes ?? 0);
   }
 
   async close(): Promise<void> {
@@ -126,37 +149,6 @@ export class KeyReader {
         () => undefined,
       );
     }
-  }
-
-  /** TYPE (+ PTTL when `ttls`) for every key (one write); null for a key that does not exist. */
-  private async probe(conn: ReaderConnection, keys: Buffer[], ttls: boolean): Promise<(Probe | null)[]> {
-    const enc = conn.commands();
-    for (const k of keys) {
-      enc.arrayHeader(2);
-      enc.bulk(NAME.TYPE);
-      enc.bulk(k);
-      if (!ttls) continue;
-      enc.arrayHeader(2);
-      enc.bulk(NAME.PTTL);
-      enc.bulk(k);
-    }
-    const per = ttls ? 2 : 1;
-    const replies = await conn.sendEncoded(per * keys.length);
-    const now = Date.now();
-    return keys.map((key, i) => {
-      const typeReply = replies[per * i];
-      const pttlReply = ttls ? replies[per * i + 1] : -1;
-      expectNoError(typeReply, 'TYPE');
-      expectNoError(pttlReply, 'PTTL');
-      const typeName = typeof typeReply === 'string' ? typeReply : String(typeReply);
-      const pttl = typeof pttlReply === 'number' ? pttlReply : Number.NaN;
-      if (Number.isNaN(pttl)) throw new SyncProxyError('MALFORMED_RESPONSE', 'PTTL answered a non-integer');
-      if (typeName === 'none' || pttl === -2) return null;
-      const type = TYPES[typeName];
-      if (!type) throw new SyncProxyError('SNAPSHOT_BUILD_FAILED', `key of unsupported type '${typeName}' in the node`);
-      // PTTL 0 is "expires now" on Redis and "missing" on Pika: a missing key shows as an empty read.
-      return { key, type, expireAtMs: pttl >= 0 ? now + pttl : -1 };
-    });
   }
 
   /**
@@ -176,7 +168,7 @@ export class KeyReader {
       case 'string': {
         if (reply === null) return false;
         begin();
-        sink.command([NAME.SET, k, bulkOf(reply, 'MGET')]);
+        sink.command([NAME.SET, k, bulkOf(reply, 'GET')]);
         break;
       }
       case 'list': {
@@ -231,6 +223,33 @@ export class KeyReader {
   }
 }
 
+function encodeKeyCommand(enc: CommandEncoder, name: Buffer, key: Buffer): void {
+  enc.arrayHeader(2);
+  enc.bulk(name);
+  enc.bulk(key);
+}
+
+/**
+ * The absolute expiry a PTTL reply means: -1 without a TTL, null for a key that is gone. PTTL 0 is
+ * "expires now" on Redis and "missing" on Pika: a missing key shows as an empty read.
+ */
+function expiryOf(reply: Reply, now: number): number | null {
+  expectNoError(reply, 'PTTL');
+  if (typeof reply !== 'number') throw new SyncProxyError('MALFORMED_RESPONSE', 'PTTL answered a non-integer');
+  if (reply === -2) return null;
+  return reply >= 0 ? now + reply : -1;
+}
+
+/** The type a TYPE reply names, null for a key that does not exist. */
+function typeOf(reply: Reply): KeyType | null {
+  expectNoError(reply, 'TYPE');
+  const name = typeof reply === 'string' ? reply : String(reply);
+  if (name === 'none') return null;
+  const type = TYPES[name];
+  if (!type) throw new SyncProxyError('SNAPSHOT_BUILD_FAILED', `key of unsupported type '${name}' in the node`);
+  return type;
+}
+
 /** The values of an MGET of `count` keys: a bulk per key, null for a key gone since its probe. */
 function mgetValues(reply: Reply, count: number): Reply[] {
   expectNoError(reply, 'MGET');
@@ -243,7 +262,9 @@ function mgetValues(reply: Reply, count: number): Reply[] {
 function encodeFirstRead(enc: CommandEncoder, p: Probe): void {
   switch (p.type) {
     case 'string':
-      throw new SyncProxyError('INTERNAL', 'strings are read with MGET');
+      // Only a string MGET had no value for (it cannot change while being read): read it alone.
+      encodeKeyCommand(enc, NAME.GET, p.key);
+      return;
     case 'list':
       enc.arrayHeader(4);
       enc.bulk(NAME.LRANGE);
