@@ -122,7 +122,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'sync-chunk-size', kind: 'size', min: 4096, max: 64 * MIB, help: 'bytes per file chunk request', apply: (c, v) => (c.sync.chunkSize = v as number) },
   { name: 'sync-throttle', kind: 'size', min: 0, help: 'copy bandwidth limit in bytes/s (0 = unlimited)', apply: (c, v) => (c.sync.throttle = v as number) },
   { name: 'sync-rpc-timeout-ms', kind: 'int', min: 100, max: 3_600_000, help: 'deadline of one sync RPC', apply: (c, v) => (c.sync.rpcTimeoutMs = v as number) },
-  { name: 'sync-snapshot-wait-ms', kind: 'int', min: 1000, max: 24 * 3_600_000, help: 'how long a replica waits for the master to build a snapshot', apply: (c, v) => (c.sync.snapshotWaitMs = v as number) },
+  { name: 'sync-snapshot-wait-ms', kind: 'int', min: 1000, max: 24 * 3_600_000, help: "how long one GetMeta waits for the master's snapshot build to make progress (its first file, each next file, or the end)", apply: (c, v) => (c.sync.snapshotWaitMs = v as number) },
   { name: 'sync-progress-interval-ms', kind: 'int', min: 100, max: 3_600_000, help: 'interval of the progress log line during a sync', apply: (c, v) => (c.sync.progressIntervalMs = v as number) },
   { name: 'replica-serve-stale-data', kind: 'bool', help: 'after a confirmed sync, serve reads while the master link is down (yes|no)', apply: (c, v) => (c.sync.serveStaleData = v as boolean) },
   { name: 'snapshot-file-size', kind: 'size', min: 64 * 1024, max: 4096 * MIB, help: 'upper bound of one snapshot file', apply: (c, v) => (c.snapshot.fileSize = v as number) },

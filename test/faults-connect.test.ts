@@ -115,7 +115,7 @@ describe('faults before the copy (CLI replica, real or fake master)', function (
     await expectFailed(replica, 'NOT_A_SYNC_PROXY', 1);
   });
 
-  it('3h. a partial manifest whose next answer changes a file already announced: MALFORMED_RESPONSE, retried, failed', async () => {
+  it('3e. a partial manifest whose next answer changes a file already announced: MALFORMED_RESPONSE, retried, failed', async () => {
     // A well-formed (empty) snapshot file, so its early load succeeds and only the manifest is wrong.
     const data = Buffer.concat([encodeArgs(['PSP.FILE', '1', 'snap-fake-1', 'part-000001.resp']), encodeArgs(['PSP.EOF', '0'])]);
     const first = { name: 'part-000001.resp', size: data.length, crc32c: crc32c(data) >>> 0 };
