@@ -15,12 +15,20 @@ export interface FramedReply {
   type: number;
 }
 
-/** Aggregate types whose header counts nested replies (RESP2 '*', RESP3 '%' '~' '>' '|'). */
-const AGGREGATE = new Set([42, 37, 126, 62, 124]);
-/** Blob types whose header is a byte length ('$', RESP3 '!' '='). */
-const BLOB = new Set([36, 33, 61]);
-/** Line types: '+', '-', ':', RESP3 '_' ',' '#' '('. */
-const LINE = new Set([43, 45, 58, 95, 44, 35, 40]);
+/** What a reply's first byte says about where it ends (a table: read for every reply). */
+const enum Kind {
+  Unknown = 0,
+  /** '+', '-', ':', RESP3 '_' ',' '#' '(': one line. */
+  Line = 1,
+  /** '$', RESP3 '!' '=': a header with a byte length. */
+  Blob = 2,
+  /** RESP2 '*', RESP3 '%' '~' '>' '|': a header counting nested replies. */
+  Aggregate = 3,
+}
+const KINDS = new Uint8Array(256);
+for (const t of [43, 45, 58, 95, 44, 35, 40]) KINDS[t] = Kind.Line;
+for (const t of [36, 33, 61]) KINDS[t] = Kind.Blob;
+for (const t of [42, 37, 126, 62, 124]) KINDS[t] = Kind.Aggregate;
 
 export class ReplyFramer {
   private buffer: Buffer = Buffer.alloc(0);
@@ -93,9 +101,10 @@ export class ReplyFramer {
       const cr = findCR(buf, pos + 1);
       if (cr === -1 || cr + 1 >= buf.length) return -1;
       remaining--;
-      if (LINE.has(type)) {
+      const kind = KINDS[type];
+      if (kind === Kind.Line) {
         pos = cr + 2;
-      } else if (BLOB.has(type)) {
+      } else if (kind === Kind.Blob) {
         const len = headerNumber(buf, pos + 1, cr);
         if (Number.isNaN(len)) throw malformed(buf, pos);
         if (len < 0) {
@@ -108,7 +117,7 @@ export class ReplyFramer {
           }
           pos = end;
         }
-      } else if (AGGREGATE.has(type)) {
+      } else if (kind === Kind.Aggregate) {
         const count = headerNumber(buf, pos + 1, cr);
         if (Number.isNaN(count)) throw malformed(buf, pos);
         pos = cr + 2;

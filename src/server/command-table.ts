@@ -166,9 +166,19 @@ export function lookupCommand(name: Buffer | string): CommandSpec | undefined {
   return TABLE.get(key);
 }
 
-/** `lookupCommand` for a name already in lower case. */
+let lastName = '';
+let lastSpec: CommandSpec | undefined;
+
+/**
+ * `lookupCommand` for a name already in lower case. Pipelines repeat a name, so the last lookup
+ * is remembered (the data path's names are cached strings: mostly a pointer comparison).
+ */
 export function lookupLowerCase(name: string): CommandSpec | undefined {
-  return TABLE.get(name);
+  if (name !== lastName) {
+    lastSpec = TABLE.get(name);
+    lastName = name;
+  }
+  return lastSpec;
 }
 
 export function arityOk(spec: CommandSpec, argc: number): boolean {

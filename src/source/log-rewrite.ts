@@ -28,8 +28,16 @@ const REWRITTEN = new Set(['expire', 'pexpire', 'expireat', 'pexpireat', 'setex'
  * the command name in lower case, `argc` its argument count (name included).
  */
 export function replaysAsSent(name: string, argc: number): boolean {
-  return !REWRITTEN.has(name) || (name === 'set' && argc <= 3);
+  // Remembered for the last name: pipelines repeat one.
+  if (name !== lastName) {
+    lastRewritten = REWRITTEN.has(name);
+    lastName = name;
+  }
+  return !lastRewritten || (name === 'set' && argc <= 3);
 }
+
+let lastName = '';
+let lastRewritten = false;
 
 /** Replay commands for one executed write, or null when nothing must be replayed. */
 export function toLogCommands(args: Buffer[], replyRaw: Buffer, nowMs: number): Buffer[][] | null {
