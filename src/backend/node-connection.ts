@@ -14,6 +14,7 @@ import { FramedReply, ReplyFramer } from '../resp/reply-framer';
 import { RetryPolicy } from '../retry';
 import { Fifo } from './fifo';
 import { Outbox } from './outbox';
+import { TurnWriter, writeRequestsAtTurnEnd } from '../turn-end';
 
 export type ReplyCallback = (reply: FramedReply | null, error?: SyncProxyError) => void;
 
@@ -53,7 +54,7 @@ const DEFAULT_CONNECT_TIMEOUT_MS = 3000;
 /** Reconnection never gives up (the node may come back at any time); only the delay is bounded. */
 const RECONNECT_POLICY = new RetryPolicy({ maxAttempts: Number.MAX_SAFE_INTEGER, baseDelayMs: 100, maxDelayMs: 2000, maxTotalMs: Number.MAX_SAFE_INTEGER });
 
-export class NodeConnection extends EventEmitter {
+export class NodeConnection extends EventEmitter implements TurnWriter {
   private socket?: net.Socket;
   private framer = new ReplyFramer();
   private readonly pending = new Fifo<ReplyCallback | ReplyTarget>();
@@ -216,7 +217,7 @@ export class NodeConnection extends EventEmitter {
     this.outbox.add(buf, start, end);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      setImmediate(this.flushOutbox);
+      writeRequestsAtTurnEnd(this);
     }
   }
 
@@ -227,11 +228,12 @@ export class NodeConnection extends EventEmitter {
     this.socket!.write(raw);
   }
 
-  private readonly flushOutbox = (): void => {
+  /** Writes the turn's requests (TurnWriter). */
+  writeTurn(): void {
     this.flushScheduled = false;
     const data = this.outbox.take();
     if (data && this.socket) this.socket.write(data);
-  };
+  }
 
   /** Bytes queued in the socket and not yet sent (backpressure signal). */
   get writableLength(): number {

@@ -8,20 +8,12 @@
  */
 import type net from 'node:net';
 import { Outbox } from '../backend/outbox';
+import { TurnWriter, writeRepliesAtTurnEnd } from '../turn-end';
 
 /** A reply's place in the queue: its sequence number (no object per request). */
 export type Slot = number;
 
-/** Queues with bytes to write this turn: flushed by one shared setImmediate, not one per client. */
-let dirty: ReplyQueue[] = [];
-
-function flushDirty(): void {
-  const queues = dirty;
-  dirty = [];
-  for (const q of queues) q.scheduledFlush();
-}
-
-export class ReplyQueue {
+export class ReplyQueue implements TurnWriter {
   /** Slots handed out so far. */
   private slots = 0;
   /** The first slot whose reply is not in the outbox yet. */
@@ -67,8 +59,7 @@ export class ReplyQueue {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
     // After the poll phase: replies from several node reads leave in one write per client.
-    if (dirty.length === 0) setImmediate(flushDirty);
-    dirty.push(this);
+    writeRepliesAtTurnEnd(this);
   }
 
   /** Moves the early replies that are now in order to the outbox. */
@@ -80,7 +71,8 @@ export class ReplyQueue {
     }
   }
 
-  scheduledFlush(): void {
+  /** The end-of-turn write (TurnWriter). */
+  writeTurn(): void {
     this.flushScheduled = false;
     this.flush();
   }

@@ -14,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { SyncProxyError, describeError } from '../errors';
+import { TurnWriter, writeFileAtTurnEnd } from '../turn-end';
 import { ENTRY_HEADER_BYTES, decodeEntry, encodeEntryInto, encodeRequestInto, encodedEntryLength, requestEntryBound } from './log-format';
 import { readSegment } from './log-segment-reader';
 import { LogSegments } from './log-segments';
@@ -31,7 +32,7 @@ const BATCH_INITIAL_BYTES = 64 * 1024;
 /** ...and is replaced by a small one after a turn that made it grow past this. */
 const BATCH_KEEP_BYTES = 1024 * 1024;
 
-export class WriteLog implements WriteLogView {
+export class WriteLog implements WriteLogView, TurnWriter {
   private id = '';
   private first = 1;
   private last = 0;
@@ -116,7 +117,7 @@ export class WriteLog implements WriteLogView {
     this.last = offset;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      setImmediate(this.scheduledFlush);
+      writeFileAtTurnEnd(this);
     }
     this.wakeFollowers();
     return offset;
@@ -221,7 +222,10 @@ export class WriteLog implements WriteLogView {
     for (const w of [...this.waiters]) w();
   }
 
-  private readonly scheduledFlush = (): void => this.flush();
+  /** The turn's entries go to the file after the turn's network writes (TurnWriter). */
+  writeTurn(): void {
+    this.flush();
+  }
 
   private flush(): void {
     this.flushScheduled = false;
