@@ -38,6 +38,12 @@ export class ReplyFramer {
   private needed = 0;
 
   feed(chunk: Buffer): void {
+    // The common case: everything before was framed, the chunk becomes the buffer (no arrays).
+    if (this.offset >= this.buffer.length && this.pendingLength === 0) {
+      this.buffer = chunk;
+      this.offset = 0;
+      return;
+    }
     this.pending.push(chunk);
     this.pendingLength += chunk.length;
     if (this.buffer.length - this.offset + this.pendingLength < this.needed) return;

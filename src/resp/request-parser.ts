@@ -46,6 +46,12 @@ export class RequestParser {
   }
 
   feed(chunk: Buffer): void {
+    // The common case: everything before was parsed, the chunk becomes the buffer (no arrays).
+    if (this.offset >= this.buffer.length && this.pendingLength === 0) {
+      this.buffer = chunk;
+      this.offset = 0;
+      return;
+    }
     this.pending.push(chunk);
     this.pendingLength += chunk.length;
     if (this.buffer.length - this.offset + this.pendingLength < this.needed) return;
