@@ -733,6 +733,21 @@ describe('sync service', function () {
       }
     });
 
+    it('many chunk requests at once all get their bytes (the store serves a few at a time, the rest wait their turn)', async () => {
+      const meta = await c.getMeta({ waitMs: 60_000, replica: REPLICA });
+      const f = meta.files[0];
+      const whole = readFileSync(path.join(groupDir, 'snapshots', meta.snapshotId, f.name));
+      const requests = Array.from({ length: 16 }, (_, i) => {
+        const offset = Math.floor((i * f.size) / 16);
+        return c.getChunk({ snapshotId: meta.snapshotId, file: f.name, offset, length: 1000, replica: REPLICA }).then((got) => ({ offset, got }));
+      });
+      for (const { offset, got } of await Promise.all(requests)) {
+        expect(got.offset).to.equal(offset);
+        expect(got.data.equals(whole.subarray(offset, offset + got.data.length)), `bytes at ${offset}`).to.equal(true);
+        expect(got.data.length).to.equal(Math.min(1000, f.size - offset));
+      }
+    });
+
     it('refuses unknown snapshots, files outside the manifest, hostile names and bad offsets or lengths', async () => {
       const meta = await c.getMeta({ waitMs: 60_000, replica: REPLICA });
       const id = meta.snapshotId;

@@ -27,6 +27,12 @@ export interface SnapshotStoreOptions {
 }
 
 export const MAX_CHUNK_LENGTH = 64 * 1024 * 1024;
+/**
+ * Chunk reads served at once; more wait their turn. Each holds a chunk buffer and, until it is
+ * sent, its serialized copy: with a build running in the same process (a replica copying while the
+ * master still builds), this keeps the proxy's memory bounded whatever the replicas' worker counts.
+ */
+export const MAX_CONCURRENT_CHUNK_READS = 2;
 /** A snapshot that is not current and was not read for this long is removed. */
 export const UNUSED_SNAPSHOT_TTL_MS = 60_000;
 const SWEEP_INTERVAL_MS = 10_000;
@@ -48,6 +54,8 @@ export class SnapshotStore implements SnapshotStoreView, WriteGate {
   private sweepTimer: NodeJS.Timeout | undefined;
   /** Callers waiting for the running build to finish one more file (partial manifests). */
   private readonly fileWaiters = new Set<() => void>();
+  private chunkReads = 0;
+  private readonly chunkQueue: Array<() => void> = [];
   private closed = false;
   private readonly logger: Logger;
 
@@ -131,6 +139,17 @@ export class SnapshotStore implements SnapshotStoreView, WriteGate {
   }
 
   async readChunk(snapshotId: string, file: string, offset: number, length: number): Promise<{ data: Buffer; eof: boolean }> {
+    if (this.chunkReads >= MAX_CONCURRENT_CHUNK_READS) await new Promise<void>((resolve) => this.chunkQueue.push(resolve));
+    this.chunkReads++;
+    try {
+      return await this.readChunkNow(snapshotId, file, offset, length);
+    } finally {
+      this.chunkReads--;
+      this.chunkQueue.shift()?.();
+    }
+  }
+
+  private async readChunkNow(snapshotId: string, file: string, offset: number, length: number): Promise<{ data: Buffer; eof: boolean }> {
     const found = this.locate(snapshotId);
     try {
       return await this.readFrom(found, snapshotId, file, offset, length);
