@@ -96,7 +96,7 @@ export function defaultConfig(): MutableConfig {
       progressIntervalMs: 2_000,
       serveStaleData: true,
     },
-    snapshot: { fileSize: 32 * MIB, maxAgeMs: 10 * 60_000, maxTrackedKeys: 1_000_000 },
+    snapshot: { fileSize: 16 * MIB, maxAgeMs: 10 * 60_000, maxTrackedKeys: 1_000_000 },
     writeLog: { maxBytes: 1024 * MIB, segmentBytes: 64 * MIB },
     tls: {},
   };
@@ -125,7 +125,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'sync-snapshot-wait-ms', kind: 'int', min: 1000, max: 24 * 3_600_000, help: "how long one GetMeta waits for the master's snapshot build to make progress (its first file, each next file, or the end)", apply: (c, v) => (c.sync.snapshotWaitMs = v as number) },
   { name: 'sync-progress-interval-ms', kind: 'int', min: 100, max: 3_600_000, help: 'interval of the progress log line during a sync', apply: (c, v) => (c.sync.progressIntervalMs = v as number) },
   { name: 'replica-serve-stale-data', kind: 'bool', help: 'after a confirmed sync, serve reads while the master link is down (yes|no)', apply: (c, v) => (c.sync.serveStaleData = v as boolean) },
-  { name: 'snapshot-file-size', kind: 'size', min: 64 * 1024, max: 4096 * MIB, help: 'upper bound of one snapshot file', apply: (c, v) => (c.snapshot.fileSize = v as number) },
+  { name: 'snapshot-file-size', kind: 'size', min: 64 * 1024, max: 4096 * MIB, help: 'upper bound of one snapshot file (a replica starts copying when the first one is finished)', apply: (c, v) => (c.snapshot.fileSize = v as number) },
   { name: 'snapshot-max-age-ms', kind: 'int', min: 0, max: 7 * 24 * 3_600_000, help: 'a snapshot older than this is rebuilt for a new replica', apply: (c, v) => (c.snapshot.maxAgeMs = v as number) },
   { name: 'snapshot-max-tracked-keys', kind: 'int', min: 1000, max: 100_000_000, help: 'keys written during one snapshot build before it fails', apply: (c, v) => (c.snapshot.maxTrackedKeys = v as number) },
   { name: 'write-log-max-bytes', kind: 'size', min: 1 * MIB, help: 'write log size kept on disk; older segments are removed', apply: (c, v) => (c.writeLog.maxBytes = v as number) },
