@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import { SyncProxyError, toSyncProxyError } from '../errors';
 
 /** `drain()` waits while more than this waits for the disk. */
-const MAX_QUEUED = 8 * 1024 * 1024;
+const MAX_QUEUED = 4 * 1024 * 1024;
 
 type FlushOp = { kind: 'open'; name: string } | { kind: 'data'; chunks: Buffer[]; bytes: number } | { kind: 'close'; name: string; size: number; records: number };
 
