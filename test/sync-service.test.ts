@@ -733,7 +733,7 @@ describe('sync service', function () {
       }
     });
 
-    it('many chunk requests at once all get their bytes (the store serves a few at a time, the rest wait their turn)', async () => {
+    it('many chunk requests at once all get their bytes (the store reads one at a time, the rest wait their turn)', async () => {
       const meta = await c.getMeta({ waitMs: 60_000, replica: REPLICA });
       const f = meta.files[0];
       const whole = readFileSync(path.join(groupDir, 'snapshots', meta.snapshotId, f.name));
