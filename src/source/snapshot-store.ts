@@ -28,9 +28,10 @@ export interface SnapshotStoreOptions {
 
 export const MAX_CHUNK_LENGTH = 64 * 1024 * 1024;
 /**
- * Chunk reads served at once; more wait their turn (reading the next one overlaps sending this one). Each holds a chunk buffer and, until it is
- * sent, its serialized copy: with a build running in the same process (a replica copying while the
- * master still builds), this keeps the proxy's memory bounded whatever the replicas' worker counts.
+ * Chunk reads served at once; more wait their turn (reading the next one overlaps sending this
+ * one). Each holds a chunk buffer and, until it is sent, its serialized copy: with a build running
+ * in the same process (a replica copying while the master still builds), this keeps the proxy's
+ * memory bounded whatever the replicas' worker counts.
  */
 export const MAX_CONCURRENT_CHUNK_READS = 1;
 /** A snapshot that is not current and was not read for this long is removed. */
