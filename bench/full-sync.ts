@@ -4,7 +4,8 @@
  *  1. redis A (master node) behind proxy A; redis B behind proxy B; redis C a plain replica.
  *  2. N mixed keys (bench/lib/mixed-data.ts, ~150 B of value per key) are written into A through
  *     proxy A with ioredis pipelines of 1000.
- *  Each round (--rounds, default 3; the median ratio is the result):
+ *  Each round (--rounds, default 3; the median ratio is the result; odd rounds run 3 before 4,
+ *  even rounds 4 before 3):
  *  3. Redis: `REPLICAOF A` on C, timed until INFO replication on C shows master_link_status:up and
  *     master_sync_in_progress:0; then C detaches and stops (its memory is not needed any more).
  *  4. Proxy: `SLAVEOF <proxy A>` on proxy B, timed until its INFO replication shows
@@ -81,10 +82,10 @@ function phaseDurations(transitions: Transition[], endMs: number): Array<{ state
  */
 function reportedPhases(status: string): Map<string, number> {
   const phases = new Map<string, number>();
-  for (const m of status.matchAll(/^phase: (\S+) .*?duration_ms=(\d+) reason=(.*)$/gm)) {
-    if (m[1] === 'none' && m[3] === 'initial') continue;
-    phases.set(m[1], (phases.get(m[1]) ?? 0) + Number(m[2]));
-  }
+  const all = [...status.matchAll(/^phase: (\S+) .*?duration_ms=(\d+) reason=(.*)$/gm)];
+  // The status keeps earlier syncs' phases too: only those after the last 'none' count.
+  const lastNone = all.map((m) => m[1]).lastIndexOf('none');
+  for (const m of all.slice(lastNone + 1)) phases.set(m[1], (phases.get(m[1]) ?? 0) + Number(m[2]));
   return phases;
 }
 
@@ -101,28 +102,42 @@ interface Round {
   dbsizeB: number;
 }
 
-/** One round: Redis's REPLICAOF into a fresh redis C, then SLAVEOF between the proxies (then NO ONE). */
-async function runRound(
-  round: number,
-  env: { redisA: RedisServer; redisB: RedisServer; proxyA: ProxyProcess; proxyB: ProxyProcess; timeoutMs: number },
-): Promise<Round> {
-  const { redisA, redisB, proxyA, proxyB, timeoutMs } = env;
+type RoundEnv = { redisA: RedisServer; redisB: RedisServer; proxyA: ProxyProcess; proxyB: ProxyProcess; timeoutMs: number };
+
+/**
+ * One round: Redis's REPLICAOF into a fresh redis C and SLAVEOF between the proxies (then NO ONE),
+ * back to back; odd rounds run Redis first, even rounds the proxies first, so neither always gets
+ * the fresher machine.
+ */
+async function runRound(round: number, env: RoundEnv): Promise<Round> {
+  const redisFirst = round % 2 === 1;
+  const first = redisFirst ? await redisPart(round, env) : await proxyPart(round, env);
+  const second = redisFirst ? await proxyPart(round, env) : await redisPart(round, env);
+  const redis = (redisFirst ? first : second) as Awaited<ReturnType<typeof redisPart>>;
+  const proxy = (redisFirst ? second : first) as Awaited<ReturnType<typeof proxyPart>>;
+  console.error(`round ${round}: redis ${(redis.redisMs / 1000).toFixed(2)} s, proxy sync ${(proxy.sync.ms / 1000).toFixed(2)} s (${ratio(proxy.sync.ms, redis.redisMs)} x Redis)`);
+  return { round, ...redis, ...proxy };
+}
+
+async function redisPart(round: number, env: RoundEnv): Promise<Pick<Round, 'redisMs' | 'redisCpuUsed' | 'dbsizeC'>> {
   console.error(`round ${round}: redis REPLICAOF (redis C replicates redis A)`);
   const redisC = await RedisServer.start();
-  let redisMs: number;
-  let redisCpuUsed: Array<{ name: string; seconds: number }>;
-  let dbsizeC: number;
   try {
-    const redisCpu = cpuMeter({ 'redis A (master)': redisA.pid, 'redis C (replica)': redisC.pid });
-    redisMs = await timeRedisReplication(redisA, redisC, timeoutMs);
-    redisCpuUsed = redisCpu();
+    const redisCpu = cpuMeter({ 'redis A (master)': env.redisA.pid, 'redis C (replica)': redisC.pid });
+    const redisMs = await timeRedisReplication(env.redisA, redisC, env.timeoutMs);
+    const redisCpuUsed = redisCpu();
     const clientC = redisC.client();
-    dbsizeC = await clientC.dbsize();
+    const dbsizeC = await clientC.dbsize();
     clientC.disconnect();
+    return { redisMs, redisCpuUsed, dbsizeC };
   } finally {
     await redisC.stop();
   }
-  console.error(`round ${round}: redis replication ${(redisMs / 1000).toFixed(2)} s; proxy SLAVEOF (proxy B replicates proxy A)`);
+}
+
+async function proxyPart(round: number, env: RoundEnv): Promise<Omit<Round, 'round' | 'redisMs' | 'redisCpuUsed' | 'dbsizeC'>> {
+  const { redisA, redisB, proxyA, proxyB, timeoutMs } = env;
+  console.error(`round ${round}: proxy SLAVEOF (proxy B replicates proxy A)`);
   const samplerA = new RssSampler(proxyA.pid!, 200).start();
   const samplerB = new RssSampler(proxyB.pid!, 200).start();
   const replica = proxyB.client();
@@ -137,8 +152,7 @@ async function runRound(
     const dbsizeB = await directB.dbsize();
     directB.disconnect();
     await replica.call('SLAVEOF', 'NO', 'ONE');
-    console.error(`round ${round}: proxy sync ${(sync.ms / 1000).toFixed(2)} s (${ratio(sync.ms, redisMs)} x Redis)`);
-    return { round, redisMs, redisCpuUsed, dbsizeC, sync, proxyCpuUsed, peakA, peakB, status, dbsizeB };
+    return { sync, proxyCpuUsed, peakA, peakB, status, dbsizeB };
   } finally {
     samplerA.stop();
     samplerB.stop();
@@ -174,8 +188,8 @@ async function main(): Promise<void> {
     const usedMemoryA = Number(parseInfo(await directA.info('memory')).used_memory ?? 0);
     console.error(`loaded ${formatOps(load.keys)} keys in ${(load.ms / 1000).toFixed(1)} s (${formatOps((load.keys / load.ms) * 1000)} keys/s); DBSIZE ${dbsizeA}`);
 
-    // Rounds alternate nothing: each is Redis's replication then ours, back to back, so both see
-    // the same machine; the median ratio is the result (a shared 2-vCPU machine varies a lot).
+    // Each round times Redis's replication and ours back to back (alternating which goes first), so
+    // both see the same machine; the median ratio is the result (a shared 2-vCPU machine varies).
     const rounds: Round[] = [];
     for (let r = 1; r <= roundsWanted; r++) rounds.push(await runRound(r, { redisA, redisB, proxyA, proxyB, timeoutMs }));
     const median = [...rounds].sort((x, y) => x.sync.ms / x.redisMs - y.sync.ms / y.redisMs)[Math.floor((rounds.length - 1) / 2)];
@@ -211,7 +225,7 @@ async function main(): Promise<void> {
       '',
       `Peak RSS over all rounds: master proxy ${formatMiB(Math.max(...rounds.map((x) => x.peakA)))}, replica proxy ${formatMiB(Math.max(...rounds.map((x) => x.peakB)))}. The details below are the median round's.`,
       '',
-      `Master DBSIZE ${dbsizeA}. Snapshot bytes copied (master_sync_total_bytes): ${formatMiB(sync.totalBytes)}; copy phase ${(copyMs / 1000).toFixed(2)} s ${copySource} → ${formatMiB(copyRate)}/s.`,
+      `Master DBSIZE ${dbsizeA}. Snapshot bytes copied (master_sync_total_bytes): ${formatMiB(sync.totalBytes)}; copy phase ${(copyMs / 1000).toFixed(2)} s ${copySource} → ${formatMiB(copyRate)}/s (the copy runs while the master still builds, so this is bounded by the build, not by the transfer).`,
       '',
       'CPU seconds used during each replication (user + system, from /proc/<pid>/stat): ' +
         `Redis REPLICAOF — ${formatCpu(redisCpuUsed)}; proxy SLAVEOF — ${formatCpu(proxyCpuUsed)}.`,
