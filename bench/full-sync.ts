@@ -5,7 +5,7 @@
  *  2. N mixed keys (bench/lib/mixed-data.ts, ~150 B of value per key) are written into A through
  *     proxy A with ioredis pipelines of 1000.
  *  Each round (--rounds, default 3; the median ratio is the result; odd rounds run 3 before 4,
- *  even rounds 4 before 3):
+ *  even rounds 4 before 3; each timed part starts after --settle-s idle seconds):
  *  3. Redis: `REPLICAOF A` on C, timed until INFO replication on C shows master_link_status:up and
  *     master_sync_in_progress:0; then C detaches and stops (its memory is not needed any more).
  *  4. Proxy: `SLAVEOF <proxy A>` on proxy B, timed until its INFO replication shows
@@ -14,7 +14,7 @@
  *     throughput is master_sync_total_bytes over the observed copying time.
  *  5. Peak RSS of both proxies, sampled every 200 ms during step 4.
  *
- * Reproduce:  npm run build && node dist/bench/full-sync.js [--keys 1000000] [--rounds 3] [--timeout-s 3600]
+ * Reproduce:  npm run build && node dist/bench/full-sync.js [--keys 1000000] [--rounds 3] [--settle-s 10] [--timeout-s 3600]
  * Writes bench/results/full-sync.md.
  */
 import Redis from 'ioredis';
@@ -102,7 +102,7 @@ interface Round {
   dbsizeB: number;
 }
 
-type RoundEnv = { redisA: RedisServer; redisB: RedisServer; proxyA: ProxyProcess; proxyB: ProxyProcess; timeoutMs: number };
+type RoundEnv = { redisA: RedisServer; redisB: RedisServer; proxyA: ProxyProcess; proxyB: ProxyProcess; timeoutMs: number; settleMs: number };
 
 /**
  * One round: Redis's REPLICAOF into a fresh redis C and SLAVEOF between the proxies (then NO ONE),
@@ -111,7 +111,11 @@ type RoundEnv = { redisA: RedisServer; redisB: RedisServer; proxyA: ProxyProcess
  */
 async function runRound(round: number, env: RoundEnv): Promise<Round> {
   const redisFirst = round % 2 === 1;
+  // Each timed part starts on a settled machine: the part before it leaves the kernel freeing a
+  // replica's memory and writing back snapshot files, which otherwise slows whoever goes second.
+  await sleep(env.settleMs);
   const first = redisFirst ? await redisPart(round, env) : await proxyPart(round, env);
+  await sleep(env.settleMs);
   const second = redisFirst ? await proxyPart(round, env) : await redisPart(round, env);
   const redis = (redisFirst ? first : second) as Awaited<ReturnType<typeof redisPart>>;
   const proxy = (redisFirst ? second : first) as Awaited<ReturnType<typeof proxyPart>>;
@@ -165,6 +169,7 @@ async function main(): Promise<void> {
   const keys = numericFlag('keys', 1_000_000);
   const timeoutMs = numericFlag('timeout-s', 3600) * 1000;
   const roundsWanted = numericFlag('rounds', 3);
+  const settleMs = numericFlag('settle-s', 10) * 1000;
   const cleanup = new Cleanup();
   try {
     // Diskless sync without the default 5 s wait for more replicas: Redis at its fastest.
@@ -191,7 +196,7 @@ async function main(): Promise<void> {
     // Each round times Redis's replication and ours back to back (alternating which goes first), so
     // both see the same machine; the median ratio is the result (a shared 2-vCPU machine varies).
     const rounds: Round[] = [];
-    for (let r = 1; r <= roundsWanted; r++) rounds.push(await runRound(r, { redisA, redisB, proxyA, proxyB, timeoutMs }));
+    for (let r = 1; r <= roundsWanted; r++) rounds.push(await runRound(r, { redisA, redisB, proxyA, proxyB, timeoutMs, settleMs }));
     const median = [...rounds].sort((x, y) => x.sync.ms / x.redisMs - y.sync.ms / y.redisMs)[Math.floor((rounds.length - 1) / 2)];
     const { sync, status, redisCpuUsed, proxyCpuUsed } = median;
     const phases = phaseDurations(sync.transitions, sync.ms);
@@ -240,7 +245,7 @@ async function main(): Promise<void> {
       statusText,
       '```',
       '',
-      `Reproduce: \`npm run build && node dist/bench/full-sync.js --keys ${keys} --rounds ${roundsWanted}\``,
+      `Reproduce: \`npm run build && node dist/bench/full-sync.js --keys ${keys} --rounds ${roundsWanted} --settle-s ${settleMs / 1000}\``,
       '',
     ].join('\n');
     const file = writeResult('full-sync', markdown);
