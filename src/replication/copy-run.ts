@@ -228,9 +228,10 @@ export class CopyRun {
     }
     file.contiguous = file.persisted = meta.size;
     this.record.files[meta.name] = { size: meta.size, crc32c: meta.crc32c, verifiedBytes: meta.size, complete: true };
-    this.options.stats.filesDone++;
     this.logger.debug({ file: meta.name, bytes: meta.size }, 'file copied and verified');
     await this.persist(true);
+    // Counted once progress.json says so: a status never claims more than a restart would keep.
+    this.options.stats.filesDone++;
     this.verified(file);
   }
 
