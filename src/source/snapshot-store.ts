@@ -140,25 +140,31 @@ export class SnapshotStore implements SnapshotStoreView, WriteGate {
   }
 
   async readChunk(snapshotId: string, file: string, offset: number, length: number): Promise<{ data: Buffer; eof: boolean }> {
+    // A waiting read inherits the slot of the one that ends, so a newcomer cannot slip in between.
     if (this.chunkReads >= MAX_CONCURRENT_CHUNK_READS) await new Promise<void>((resolve) => this.chunkQueue.push(resolve));
-    this.chunkReads++;
+    else this.chunkReads++;
     try {
       return await this.readChunkNow(snapshotId, file, offset, length);
     } finally {
-      this.chunkReads--;
-      this.chunkQueue.shift()?.();
+      const next = this.chunkQueue.shift();
+      if (next) next();
+      else this.chunkReads--;
     }
   }
 
   private async readChunkNow(snapshotId: string, file: string, offset: number, length: number): Promise<{ data: Buffer; eof: boolean }> {
     const found = this.locate(snapshotId);
+    const building = this.building;
     try {
       return await this.readFrom(found, snapshotId, file, offset, length);
     } catch (err) {
-      // The build finished between locate() and open(): its directory was renamed into place.
-      const again = err instanceof SyncProxyError && err.code === 'SNAPSHOT_NOT_FOUND' && found.building ? this.locate(snapshotId) : undefined;
-      if (again && again.dir !== found.dir) return this.readFrom(again, snapshotId, file, offset, length);
-      throw err;
+      if (!(err instanceof SyncProxyError && err.code === 'SNAPSHOT_NOT_FOUND' && found.building)) throw err;
+      // The build is finishing: its directory is renamed into place before the snapshot is held.
+      // Once the build has settled the snapshot is held (read it there) or the build failed.
+      await building?.catch(() => undefined);
+      const again = this.locate(snapshotId);
+      if (again.dir === found.dir) throw err;
+      return this.readFrom(again, snapshotId, file, offset, length);
     }
   }
 
