@@ -95,22 +95,28 @@ export class CopyRun {
 
   /** Queues the chunks of files new to the run; files with nothing left to fetch are finished now. */
   private async add(states: FileState[]): Promise<void> {
+    // Decided before any await: once the workers see the new jobs they finish those files
+    // themselves, and a file must never be finished twice (the second open would truncate it).
+    const complete: FileState[] = [];
+    const nothingToFetch: FileState[] = [];
     for (const state of states) {
       this.states.push(state);
-      if (this.record.files[state.meta.name].complete) continue;
+      if (this.record.files[state.meta.name].complete) {
+        complete.push(state);
+        continue;
+      }
       for (let start = state.contiguous; start < state.meta.size; start += this.options.chunkSize) {
         this.jobs.push({ file: state, start, end: Math.min(state.meta.size, start + this.options.chunkSize) });
         state.chunksLeft++;
       }
+      if (state.chunksLeft === 0) nothingToFetch.push(state);
     }
     // Through persist(): one save of progress.json at a time.
     await this.persist(true);
     this.wake();
-    // Files with no chunk left (empty, or fully written before a crash) are finished first.
-    for (const state of states) {
-      if (!this.record.files[state.meta.name].complete && state.chunksLeft === 0) await this.finishFile(state);
-      else if (this.record.files[state.meta.name].complete) this.verified(state);
-    }
+    for (const state of complete) this.verified(state);
+    // Files with no chunk to fetch (empty, or fully written before a crash) are finished here.
+    for (const state of nothingToFetch) await this.finishFile(state);
   }
 
   private async worker(): Promise<void> {

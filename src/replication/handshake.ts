@@ -132,7 +132,10 @@ class RespExchange {
           reject(err);
         } else {
           const exchange = new RespExchange(socket, what, timeoutMs);
-          signal?.addEventListener('abort', () => exchange.fail(signal.reason), { once: true });
+          // Removed with the socket: the signal outlives this handshake (one per replication run).
+          const onAbortExchange = (): void => exchange.fail(signal?.reason);
+          signal?.addEventListener('abort', onAbortExchange, { once: true });
+          socket.once('close', () => signal?.removeEventListener('abort', onAbortExchange));
           resolve(exchange);
         }
       };

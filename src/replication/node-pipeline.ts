@@ -108,7 +108,11 @@ export class NodePipeline {
     socket.removeAllListeners('error');
     socket.setNoDelay(true);
     const pipeline = new NodePipeline(socket, what, maxInFlight, maxInFlightBytes);
-    signal.addEventListener('abort', () => pipeline.close(), { once: true });
+    // The signal outlives the pipeline (one per replication run, across attempts and reconnects):
+    // the listener goes when the socket does, so they do not pile up on it.
+    const onAbort = (): void => pipeline.close();
+    signal.addEventListener('abort', onAbort, { once: true });
+    socket.once('close', () => signal.removeEventListener('abort', onAbort));
     if (address.password !== undefined) {
       const reply = await pipeline.call(['AUTH', address.password]);
       if (reply.type === 45) {
