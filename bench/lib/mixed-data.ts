@@ -6,6 +6,7 @@
  * the same data.
  */
 import Redis from 'ioredis';
+import { prng } from '../../test/helpers/adversarial-writers';
 
 export interface LoadStats {
   keys: number;
@@ -26,18 +27,6 @@ export interface LoadOptions {
 
 const POOL_SIZE = 1 << 20;
 const ELEMENTS = 4;
-
-/** mulberry32: small, fast, good enough for benchmark content. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Values are slices of one 1 MiB pool of printable bytes: cheap to make, not compressible. */
 function valuePool(random: () => number): Buffer {

@@ -34,17 +34,18 @@ export function emptyCopyStats(): CopyStats {
   return { bytesTotal: 0, bytesDone: 0, filesTotal: 0, filesDone: 0, chunkRetries: 0, resumedBytes: 0 };
 }
 
-export interface CopierOptions {
+/** `M`: the manifest as the caller has it (the sync passes the master's answer with its offsets). */
+export interface CopierOptions<M extends Manifest = Manifest> {
   client: SyncClientLike;
   /** Possibly partial (the master still building): then `nextManifest` brings the rest. */
-  manifest: Manifest;
+  manifest: M;
   /**
    * The master's next manifest of the same snapshot with more than `knownFiles` files, partial or
    * complete (GetMeta with known_files). Needed when `manifest` is partial.
    */
-  nextManifest?: (knownFiles: number) => Promise<Manifest>;
+  nextManifest?: (knownFiles: number) => Promise<M>;
   /** Each manifest that added files, after it was checked to extend the previous one. */
-  onManifest?: (manifest: Manifest) => void;
+  onManifest?: (manifest: M) => void;
   masterRunId: string;
   dataDir: string;
   workers: number;
@@ -65,16 +66,16 @@ export interface CopierOptions {
   onFileVerified?: (index: number, path: string) => void;
 }
 
-export interface CopiedSnapshot {
+export interface CopiedSnapshot<M extends Manifest = Manifest> {
   snapshotId: string;
   /** The complete manifest (the last one received). */
-  manifest: Manifest;
+  manifest: M;
   dir: string;
   /** Final paths in manifest order, each verified by size and whole-file CRC32C. */
   files: Array<ManifestFile & { path: string }>;
 }
 
-export async function copySnapshot(options: CopierOptions): Promise<CopiedSnapshot> {
+export async function copySnapshot<M extends Manifest>(options: CopierOptions<M>): Promise<CopiedSnapshot<M>> {
   const { manifest, stats } = options;
   const root = stagingRoot(options.dataDir);
   // Untrusted names are checked before anything touches the disk.

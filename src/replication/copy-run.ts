@@ -9,9 +9,10 @@ import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { crc32c } from '@node-rs/crc32';
 import type { Logger } from 'pino';
+import { fsyncDir } from '../durable-fs';
 import { SyncProxyError, toSyncProxyError } from '../errors';
 import { AttemptHistory, sleep } from '../retry';
-import type { ManifestFile } from '../source/types';
+import type { Manifest, ManifestFile } from '../source/types';
 import type { CopierOptions } from './copier';
 import type { ProgressRecord, ProgressStore } from './staging';
 import { crcOfFile, raceAbort } from './util';
@@ -43,7 +44,7 @@ interface ChunkJob {
 
 export type AddFiles = (states: FileState[]) => Promise<void>;
 
-export class CopyRun {
+export class CopyRun<M extends Manifest = Manifest> {
   readonly states: FileState[] = [];
   private readonly jobs: ChunkJob[] = [];
   private nextJob = 0;
@@ -56,7 +57,7 @@ export class CopyRun {
   private wakeWorkers: Array<() => void> = [];
 
   constructor(
-    private readonly options: CopierOptions,
+    private readonly options: CopierOptions<M>,
     private readonly record: ProgressRecord,
     private readonly store: ProgressStore,
     private readonly logger: Logger,
@@ -228,7 +229,7 @@ export class CopyRun {
         throw new SyncProxyError('CHECKSUM_MISMATCH', `${meta.name}: whole-file CRC32C ${crc} differs from the manifest's ${meta.crc32c}`);
       }
       await fsp.rename(file.partialPath, file.finalPath);
-      await syncDir(path.dirname(file.finalPath));
+      await fsyncDir(path.dirname(file.finalPath));
     } catch (err) {
       throw toSyncProxyError(err, 'IO_ERROR', `finishing ${meta.name}`);
     }
@@ -290,14 +291,5 @@ async function writeAll(handle: FileHandle, data: Buffer, position: number, name
     }
   } catch (err) {
     throw toSyncProxyError(err, 'IO_ERROR', `writing ${name} at ${position}`);
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const handle = await fsp.open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }

@@ -8,6 +8,7 @@ import { promises as fsp, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config';
+import { writeFileSynced } from '../durable-fs';
 import { SyncProxyError, toSyncProxyError } from '../errors';
 import { RetryPolicy } from '../retry';
 import type { ReplyValue } from '../resp/encode';
@@ -204,7 +205,7 @@ export class ReplicationManager {
     const file = this.roleFile;
     try {
       await fsp.mkdir(path.dirname(file), { recursive: true });
-      await fsp.writeFile(`${file}.tmp`, JSON.stringify({ host, port }));
+      await writeFileSynced(`${file}.tmp`, JSON.stringify({ host, port }));
       await fsp.rename(`${file}.tmp`, file);
     } catch (err) {
       throw toSyncProxyError(err, 'IO_ERROR', `writing ${file}`);

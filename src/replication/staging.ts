@@ -5,6 +5,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { writeFileSynced } from '../durable-fs';
 import { SyncProxyError, toSyncProxyError } from '../errors';
 import type { Manifest } from '../source/types';
 
@@ -104,13 +105,7 @@ export class ProgressStore {
     const tmp = `${this.file}.tmp`;
     try {
       await fsp.mkdir(path.dirname(this.file), { recursive: true });
-      const fh = await fsp.open(tmp, 'w');
-      try {
-        await fh.writeFile(JSON.stringify(record));
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
+      await writeFileSynced(tmp, JSON.stringify(record));
       await fsp.rename(tmp, this.file);
     } catch (err) {
       throw toSyncProxyError(err, 'IO_ERROR', `writing ${this.file}`);

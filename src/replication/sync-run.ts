@@ -136,7 +136,7 @@ export class SyncRun {
     resetForFullSync(status);
     let changes = 0;
     let meta: MetaAnswer;
-    let copied: CopiedSnapshot;
+    let copied: CopiedSnapshot<MetaAnswer>;
     let loader: SnapshotLoader | undefined;
     let loading: OverlappedLoad | undefined;
     try {
@@ -161,20 +161,19 @@ export class SyncRun {
         loading.onFailure = (err) => copyAbort.abort(err);
         try {
           const current = loading;
-          let latest = meta;
           const copyingId = meta.snapshotId;
           copied = await copySnapshot({
             client, manifest: meta, masterRunId: status.masterRunId ?? '', dataDir: config.dataDir, workers: config.sync.workers,
             chunkSize: config.sync.chunkSize, throttle: this.throttle, chunkRetry: this.chunkRetry, replica: this.deps.replica,
             logger, signal: copyAbort.signal, stats: status.copy, onFileVerified: (index, path) => current.fileVerified(index, path),
-            nextManifest: async (knownFiles) => (latest = await this.fetchMeta(client, knownFiles, copyingId)),
-            onManifest: () => {
-              status.loadBytesTotal = latest.totalBytes;
-              current.extend(latest);
+            nextManifest: (knownFiles) => this.fetchMeta(client, knownFiles, copyingId),
+            onManifest: (next) => {
+              status.loadBytesTotal = next.totalBytes;
+              current.extend(next);
             },
           });
-          meta = latest;
-          if (meta.partial || copied.manifest !== meta) throw new SyncProxyError('INTERNAL', 'the copy ended before the manifest was complete');
+          // The copier returns only once the manifest is complete.
+          meta = copied.manifest;
           status.masterOffset = meta.masterOffset;
           machine.transition('verifying', `${copied.files.length} files copied`);
           await verifyCopied(copied);

@@ -103,26 +103,28 @@ export class KeyReader {
     const values = mgetValues(first[0], keys.length);
     const now = Date.now();
     const probes: (Probe | null)[] = new Array(keys.length).fill(null);
-    const others: number[] = [];
+    /** Keys MGET had no value for, and their expiry. */
+    const others: Array<{ i: number; expireAtMs: number }> = [];
     for (let i = 0; i < keys.length; i++) {
       const expireAtMs = ttls ? expiryOf(first[1 + i], now) : -1;
       if (expireAtMs === null) continue;
       if (values[i] !== null) probes[i] = { key: keys[i], type: 'string', expireAtMs };
-      else others.push(i);
+      else others.push({ i, expireAtMs });
     }
     // 2. TYPE of the keys MGET had no value for; 3. their first pages.
     let pages: BatchReplies = [];
     if (others.length > 0) {
       enc = conn.commands();
-      for (const i of others) encodeKeyCommand(enc, NAME.TYPE, keys[i]);
+      for (const { i } of others) encodeKeyCommand(enc, NAME.TYPE, keys[i]);
       const types = await conn.sendEncoded(others.length);
       enc = conn.commands();
       let reads = 0;
-      others.forEach((i, j) => {
+      others.forEach(({ i, expireAtMs }, j) => {
         const type = typeOf(types[j]);
         if (type === null) return;
-        probes[i] = { key: keys[i], type, expireAtMs: ttls ? expiryOf(first[1 + i], now)! : -1 };
-        encodeFirstRead(enc, probes[i]!);
+        const probe: Probe = { key: keys[i], type, expireAtMs };
+        probes[i] = probe;
+        encodeFirstRead(enc, probe);
         reads++;
       });
       pages = await conn.sendEncoded(reads);

@@ -124,7 +124,7 @@ export class SnapshotBuilder implements WriteGate {
    */
   partialManifest(): Manifest | undefined {
     if (this.logOffset === undefined || this.failure || (this.state !== 'scanning' && this.state !== 'finishing')) return undefined;
-    const files = [...this.writer.finishedFiles];
+    const files = this.writer.finishedFiles;
     return {
       formatVersion: SNAPSHOT_FORMAT_VERSION,
       snapshotId: this.options.snapshotId,

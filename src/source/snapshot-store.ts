@@ -109,18 +109,15 @@ export class SnapshotStore implements SnapshotStoreView, WriteGate {
     }
     const build = this.building ?? this.startBuild();
     const builder = this.builder;
-    const grown = (): Manifest | undefined => {
-      if (knownFiles === undefined || this.builder !== builder) return undefined;
-      const partial = builder?.partialManifest();
-      return partial && partial.files.length > knownFiles ? partial : undefined;
-    };
     let timer: NodeJS.Timeout | undefined;
     let onFile: (() => void) | undefined;
     const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), Math.max(0, waitMs))));
+    // Only a caller that accepts a partial manifest waits for files.
     const moreFiles = new Promise<Manifest>((resolve) => {
+      if (knownFiles === undefined) return;
       onFile = () => {
-        const partial = grown();
-        if (partial) resolve(partial);
+        const partial = this.builder === builder ? builder?.partialManifest() : undefined;
+        if (partial && partial.files.length > knownFiles) resolve(partial);
       };
       this.fileWaiters.add(onFile);
       onFile();

@@ -18,6 +18,7 @@ import { crc32c } from '@node-rs/crc32';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
+import { fsyncDir, writeFileSynced } from '../durable-fs';
 import { SyncProxyError, toSyncProxyError } from '../errors';
 import { CommandEncoder } from '../resp/command-encoder';
 import { FileFlusher } from './file-flusher';
@@ -78,8 +79,8 @@ export class SnapshotWriter implements RecordSink {
     this.flusher = new FileFlusher(this.buildDir, options.logger, (name) => this.fileOnDisk(name));
   }
 
-  /** The finished files so far (fsynced, final size and CRC32C), in manifest order. */
-  get finishedFiles(): readonly ManifestFile[] {
+  /** The finished files so far (fsynced, final size and CRC32C), in manifest order: a new array. */
+  get finishedFiles(): ManifestFile[] {
     return this.files.slice(0, this.filesOnDisk);
   }
 
@@ -181,14 +182,7 @@ export class SnapshotWriter implements RecordSink {
       totalBytes: this.files.reduce((s, f) => s + f.size, 0),
     };
     await this.io('writing the snapshot manifest', async () => {
-      const file = path.join(this.buildDir, 'manifest.json');
-      const fh = await fsp.open(file, 'w');
-      try {
-        await fh.writeFile(JSON.stringify(manifest, null, 1));
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
+      await writeFileSynced(path.join(this.buildDir, 'manifest.json'), JSON.stringify(manifest, null, 1));
       await fsp.rename(this.buildDir, this.finalDir);
       await fsyncDir(this.options.dir);
     });
@@ -280,14 +274,5 @@ export class SnapshotWriter implements RecordSink {
     } catch (err) {
       throw toSyncProxyError(err, 'IO_ERROR', what);
     }
-  }
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await fsp.open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
   }
 }
