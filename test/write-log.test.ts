@@ -12,7 +12,11 @@ import { SegmentFile } from '../src/source/segment-file';
 import { WriteLog } from '../src/source/write-log';
 
 const b = (s: string): Buffer => Buffer.from(s);
-const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+/**
+ * Waits until the log has written what was appended: it writes within 10 ms of an append
+ * (WRITE_INTERVAL_MS), and Node runs a timer set later with a longer delay after that one.
+ */
+const written = (): Promise<void> => new Promise((r) => setTimeout(r, 25));
 
 async function collect(log: WriteLog, from: number, count: number): Promise<LogEntry[]> {
   const ac = new AbortController();
@@ -74,8 +78,7 @@ describe('WriteLog', () => {
     expect(log.append(0, [[b('SET'), bin, b('v')]])).to.equal(1);
     expect(log.append(3, [[b('MULTI')], [b('INCR'), b('x')], [b('EXEC')]])).to.equal(2);
     expect(log.append(0, [[b('DEL'), b('k')]])).to.equal(3);
-    await tick();
-    await tick();
+    await written();
     expect(log.bytes).to.be.greaterThan(0);
     const files = readdirSync(dir);
     expect(files).to.have.length(1);
@@ -101,14 +104,39 @@ describe('WriteLog', () => {
     expect(entries.map((e) => e.commands[0][2].toString())).to.deep.equal(['1', '2', '3', '4']);
   });
 
+  it('a follower catching up bursts of appends gets every entry once, in order, from memory and then from disk', async () => {
+    await openLog();
+    const ac = new AbortController();
+    const got: string[] = [];
+    const following = (async () => {
+      for await (const e of log.follow(1, ac.signal)) {
+        got.push(`${e.offset}:${e.commands[0][1].toString()}`);
+        if (got.length === 3000) return;
+      }
+    })();
+    const expected: string[] = [];
+    for (let burst = 0; burst < 30; burst++) {
+      for (let i = 0; i < 100; i++) {
+        const offset = log.append(0, [[b('SET'), b(`k${burst}-${i}`), b('v')]]);
+        expected.push(`${offset}:k${burst}-${i}`);
+      }
+      await new Promise((r) => setImmediate(r)); // the follower runs between bursts
+    }
+    await following;
+    expect(got).to.deep.equal(expected);
+    await written();
+    const fromDisk = await collect(log, 1, 3000);
+    expect(fromDisk.map((e) => `${e.offset}:${e.commands[0][1].toString()}`)).to.deep.equal(expected);
+  });
+
   it('rolls segments, trims the oldest past maxBytes and refuses trimmed or future offsets', async () => {
     await openLog(8 * 1024, 2 * 1024);
     const value = Buffer.alloc(300, 'x');
     for (let i = 1; i <= 200; i++) {
       log.append(0, [[b('SET'), b(`k${i}`), value]]);
-      if (i % 10 === 0) await tick();
+      if (i % 10 === 0) await written();
     }
-    await tick();
+    await written();
     const files = readdirSync(dir).sort();
     expect(files.length).to.be.greaterThan(1);
     expect(log.bytes).to.be.at.most(8 * 1024 + 2 * 1024);
@@ -128,7 +156,7 @@ describe('WriteLog', () => {
     const big = Buffer.alloc(1_000_000, 7);
     log.append(0, [[b('SET'), b('small'), b('1')]]);
     log.append(0, [[b('SET'), b('big'), big]]);
-    await tick();
+    await written();
     const entries = await collect(log, 1, 2);
     expect(entries[1].commands[0][2].equals(big)).to.equal(true);
   });
@@ -136,7 +164,7 @@ describe('WriteLog', () => {
   it('reset ends followers with LOG_OFFSET_GONE and restarts offsets under a new log id', async () => {
     await openLog();
     log.append(0, [[b('SET'), b('a'), b('1')]]);
-    await tick();
+    await written();
     const oldId = log.logId;
     const follower = collect(log, 1, 5);
     await new Promise((r) => setTimeout(r, 20));
@@ -152,7 +180,7 @@ describe('WriteLog', () => {
   it('detects a corrupt entry with LOG_CORRUPT', async () => {
     await openLog();
     for (let i = 0; i < 5; i++) log.append(0, [[b('SET'), b(`key${i}`), b('value-value-value')]]);
-    await tick();
+    await written();
     const file = path.join(dir, readdirSync(dir)[0]);
     const data = readFileSync(file);
     data[data.length - 5] ^= 0xff; // inside the last entry's payload
@@ -174,9 +202,9 @@ describe('WriteLog', () => {
     const value = Buffer.alloc(500, 'v');
     for (let i = 1; i <= 100; i++) {
       log.append(0, [[b('SET'), b(`k${i}`), value]]);
-      if (i % 7 === 0) await tick();
+      if (i % 7 === 0) await written();
     }
-    await tick();
+    await written();
     expect(readdirSync(dir).length).to.be.greaterThan(5);
     await log.close();
     expect(openFilesUnder(dir)).to.deep.equal([]);
