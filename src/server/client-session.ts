@@ -26,7 +26,6 @@ import { READONLY_ERROR, changesNodeAuth, errorReply, refusalReason } from './re
 import { ReplyQueue, Slot } from './reply-queue';
 import { Transaction } from './transaction';
 import { runBlocking } from './blocking-runner';
-import { readClientChunks } from './client-reads';
 
 /** Pause reading when this many requests are queued or unanswered; resume below half. */
 const MAX_OUTSTANDING = 4096;
@@ -71,7 +70,7 @@ export class ClientSession implements ReplyTarget {
       this.logger.warn({ pendingBytes }, 'client output limit exceeded; disconnecting');
     });
     socket.setNoDelay(true);
-    readClientChunks(socket, (chunk) => this.onData(chunk));
+    socket.on('data', (chunk) => this.onData(chunk));
     socket.on('error', () => socket.destroy());
     socket.on('close', () => this.onClose());
   }

@@ -56,8 +56,7 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
   const sessions = new Set<ClientSession>();
   const stats: ProxyStats = { startedAt: Date.now(), connectionsReceived: 0, commandsProcessed: 0, rejectedConnections: 0, protocolErrors: 0, outputLimitDisconnects: 0 };
 
-  // Paused: a session sets up how its socket is read (./client-reads.ts) before the first read.
-  const listener = net.createServer({ pauseOnConnect: true });
+  const listener = net.createServer();
   // Connections accepted before the proxy is fully assembled wait here instead of being lost.
   const early: net.Socket[] = [];
   let accept: (socket: net.Socket) => void = (socket) => early.push(socket);
@@ -113,7 +112,6 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
     if (sessions.size >= config.maxClients) {
       stats.rejectedConnections++;
       socket.end(encode.error('ERR max number of clients reached'));
-      socket.resume(); // read (and drop) until the client closes, so the socket is released
       return;
     }
     const session = new ClientSession(socket, ctx);
