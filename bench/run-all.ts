@@ -6,7 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 
-const BENCHMARKS = ['proxy-throughput', 'snapshot-build', 'full-sync'];
+const BENCHMARKS = ['proxy-throughput', 'node-floor', 'snapshot-build', 'full-sync'];
 
 for (const name of BENCHMARKS) {
   console.error(`\n=== ${name} ===`);
