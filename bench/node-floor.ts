@@ -16,18 +16,11 @@
  */
 import { spawn, ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { RedisServer } from '../test/helpers/redis-server';
-import { ProxyProcess } from '../test/helpers/proxy-process';
 import { freePort, waitForPort } from '../test/helpers/ports';
-import { Cleanup, Nutcracker, busyMachineWarning, environmentLine, formatOps, markdownTable, numericFlag, readCpuSeconds, requireCommands, runRedisBenchmark, writeResult } from './lib/tools';
+import { median, pairedRatio, requireThroughputTools, startRedisProxyTwemproxy } from './lib/side-by-side';
+import { Cleanup, busyMachineWarning, environmentLine, formatOps, markdownTable, numericFlag, readCpuSeconds, runRedisBenchmark, writeResult } from './lib/tools';
 
 const TESTS = ['SET', 'GET'];
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
 
 interface Target {
   name: string;
@@ -43,45 +36,36 @@ async function startForwarder(nodePort: number): Promise<{ port: number; proc: C
 }
 
 async function main(): Promise<void> {
-  requireCommands([
-    { command: 'redis-server', aptPackage: 'redis-server' },
-    { command: 'redis-benchmark', aptPackage: 'redis-tools' },
-    { command: 'nutcracker', aptPackage: 'nutcracker' },
-  ]);
+  requireThroughputTools();
   const requests = numericFlag('requests', 60_000);
   const rounds = numericFlag('rounds', 15);
   const cleanup = new Cleanup();
   try {
-    const redis = await RedisServer.start();
-    cleanup.add('redis-server', () => redis.stop());
-    const proxy = await ProxyProcess.start({ backend: redis, extraArgs: ['--log-level', 'warn'] });
-    cleanup.add('proxy', () => proxy.stop());
+    const { redis, proxy, twemproxy } = await startRedisProxyTwemproxy(cleanup);
     const forwarder = await startForwarder(redis.port);
     cleanup.add('bare forwarder', async () => void forwarder.proc.kill('SIGKILL'));
-    const twemproxy = await Nutcracker.start(redis.port);
-    cleanup.add('nutcracker', () => twemproxy.stop());
     const targets: Target[] = [
       { name: 'proxy', port: proxy.port, pid: proxy.pid! },
       { name: 'bare Node.js forwarder', port: forwarder.port, pid: forwarder.proc.pid! },
       { name: 'twemproxy', port: twemproxy.port, pid: twemproxy.pid! },
     ];
 
-    const rps = new Map<string, number[]>();
-    const cpu = new Map<string, number[]>();
-    const run = async (target: Target, test: string, n: number): Promise<void> => {
-      const before = readCpuSeconds(target.pid) ?? Number.NaN;
-      const result = await runRedisBenchmark(target.port, { tests: test.toLowerCase(), clients: 50, requests: n, pipeline: 1 });
-      const used = (readCpuSeconds(target.pid) ?? Number.NaN) - before;
-      const key = `${test} ${target.name}`;
-      (rps.get(key) ?? rps.set(key, []).get(key)!).push(result.rps[test]);
-      (cpu.get(key) ?? cpu.set(key, []).get(key)!).push((used * 1e6) / n);
-    };
-    for (const target of targets) for (const test of TESTS) await run(target, test, Math.min(requests, 50_000)); // warm-up
-    rps.clear();
-    cpu.clear();
+    // Per "<test> <target>": ops/s and the target process's CPU µs per request, one per round.
+    const rps = new Map<string, number[]>(targets.flatMap((x) => TESTS.map((t) => [`${t} ${x.name}`, []] as [string, number[]])));
+    const cpu = new Map<string, number[]>([...rps.keys()].map((key) => [key, []]));
+    const measure = (target: Target, test: string, n: number) => runRedisBenchmark(target.port, { tests: test.toLowerCase(), clients: 50, requests: n, pipeline: 1 });
+    for (const target of targets) for (const test of TESTS) await measure(target, test, Math.min(requests, 50_000)); // warm-up
     for (let round = 1; round <= rounds; round++) {
       const order = round % 2 === 1 ? targets : [...targets].reverse();
-      for (const test of TESTS) for (const target of order) await run(target, test, requests);
+      for (const test of TESTS) {
+        for (const target of order) {
+          const before = readCpuSeconds(target.pid) ?? Number.NaN;
+          const result = await measure(target, test, requests);
+          const used = (readCpuSeconds(target.pid) ?? Number.NaN) - before;
+          rps.get(`${test} ${target.name}`)!.push(result.rps[test]);
+          cpu.get(`${test} ${target.name}`)!.push((used * 1e6) / requests);
+        }
+      }
       console.error(`round ${round}: ${TESTS.map((t) => targets.map((x) => `${t} ${x.name} ${formatOps(rps.get(`${t} ${x.name}`)!.at(-1)!)}`).join(', ')).join(' | ')}`);
     }
 
@@ -91,8 +75,8 @@ async function main(): Promise<void> {
       for (const target of targets) {
         const key = `${test} ${target.name}`;
         const own = rps.get(key)!;
-        const perRound = own.map((x, i) => x / twem[i]);
-        rows.push([test, target.name, formatOps(median(own)), median(cpu.get(key)!).toFixed(1), median(perRound).toFixed(2), `${Math.min(...perRound).toFixed(2)}–${Math.max(...perRound).toFixed(2)}`]);
+        const ratio = pairedRatio(own, twem);
+        rows.push([test, target.name, formatOps(median(own)), median(cpu.get(key)!).toFixed(1), ratio.median.toFixed(2), ratio.range]);
       }
     }
     const markdown = [

@@ -19,38 +19,22 @@
  * Needs: redis-server, redis-benchmark (apt: redis-server redis-tools), nutcracker (apt: nutcracker).
  * Writes bench/results/proxy-throughput.md and prints the same table.
  */
-import { RedisServer } from '../test/helpers/redis-server';
-import { ProxyProcess } from '../test/helpers/proxy-process';
-import { Cleanup, Nutcracker, RssSampler, busyMachineWarning, environmentLine, formatMiB, formatOps, markdownTable, numericFlag, readRss, requireCommands, runRedisBenchmark, writeResult } from './lib/tools';
+import { median, pairedRatio, requireThroughputTools, startRedisProxyTwemproxy } from './lib/side-by-side';
+import { Cleanup, RssSampler, busyMachineWarning, environmentLine, formatMiB, formatOps, markdownTable, numericFlag, readRss, runRedisBenchmark, writeResult } from './lib/tools';
 
 const PIPELINES = [1, 16];
 const TESTS = ['SET', 'GET'];
 type Target = 'direct' | 'proxy' | 'twemproxy';
 const TARGETS: Target[] = ['direct', 'proxy', 'twemproxy'];
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
 async function main(): Promise<void> {
-  requireCommands([
-    { command: 'redis-server', aptPackage: 'redis-server' },
-    { command: 'redis-benchmark', aptPackage: 'redis-tools' },
-    { command: 'nutcracker', aptPackage: 'nutcracker' },
-  ]);
+  requireThroughputTools();
   const requests = numericFlag('requests', 100_000);
   const clients = numericFlag('clients', 50);
   const rounds = numericFlag('rounds', 9);
   const cleanup = new Cleanup();
   try {
-    const redis = await RedisServer.start();
-    cleanup.add('redis-server', () => redis.stop());
-    const proxy = await ProxyProcess.start({ backend: redis, extraArgs: ['--log-level', 'warn'] });
-    cleanup.add('proxy', () => proxy.stop());
-    const twemproxy = await Nutcracker.start(redis.port);
-    cleanup.add('nutcracker', () => twemproxy.stop());
+    const { redis, proxy, twemproxy } = await startRedisProxyTwemproxy(cleanup);
     const ports: Record<Target, number> = { direct: redis.port, proxy: proxy.port, twemproxy: twemproxy.port };
     const idleRss = readRss(proxy.pid!) ?? 0;
 
@@ -90,18 +74,13 @@ async function main(): Promise<void> {
 
     // Ratios are paired: each round's proxy result over the same round's direct or twemproxy
     // result (measured seconds apart), then the median over rounds.
-    const pairedRatio = (a: number[], b: number[]): number => median(a.map((x, i) => x / b[i]));
-    const spread = (a: number[], b: number[]): string => {
-      const r = a.map((x, i) => x / b[i]);
-      return `${Math.min(...r).toFixed(2)}–${Math.max(...r).toFixed(2)}`;
-    };
     const rows: Array<Array<string | number>> = [];
     for (const [pipeline, perTarget] of results) {
       for (const test of TESTS) {
         const [d, p, t] = TARGETS.map((target) => perTarget[target][test]);
         rows.push([
           test, pipeline, formatOps(median(d)), formatOps(median(p)), formatOps(median(t)),
-          pairedRatio(p, d).toFixed(2), pairedRatio(p, t).toFixed(2), spread(p, t), pairedRatio(t, d).toFixed(2), formatMiB(proxyPeakByPipeline.get(pipeline) ?? 0),
+          pairedRatio(p, d).median.toFixed(2), pairedRatio(p, t).median.toFixed(2), pairedRatio(p, t).range, pairedRatio(t, d).median.toFixed(2), formatMiB(proxyPeakByPipeline.get(pipeline) ?? 0),
         ]);
       }
     }
