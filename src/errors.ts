@@ -45,6 +45,8 @@ export const ERROR_CATALOGUE = {
   LOG_OFFSET_GONE: { retryable: true, summary: 'offset no longer held in the master write log' },
   LOG_CORRUPT: { retryable: true, summary: 'write log entry failed its checksum' },
   APPLY_FAILED: { retryable: true, summary: 'applying a write-log entry failed' },
+  VERIFY_MISMATCH: { retryable: true, summary: "the replica node's content differs from the master's" },
+  UNSUPPORTED_DATA: { retryable: false, summary: 'the node holds data this proxy cannot copy exactly' },
   // outcome of the retry policy and of operator actions
   RETRIES_EXHAUSTED: { retryable: false, summary: 'attempts exhausted' },
   SYNC_ABORTED: { retryable: false, summary: 'sync aborted by the operator' },

@@ -262,9 +262,9 @@ describe('replication loader (real redis-server)', function () {
     await pipeline.exec();
     const conn = await NodePipeline.connect(node(), new AbortController().signal);
     try {
-      expect(await countKeys(conn, 0, 'pika-like')).to.equal(2500);
-      expect(await countKeys(conn, 0, 'redis')).to.equal(2500);
-      expect(await countKeys(conn, 1, 'pika-like')).to.equal(0);
+      expect(await countKeys(conn, 0, false)).to.equal(2500);
+      expect(await countKeys(conn, 0, true)).to.equal(2500);
+      expect(await countKeys(conn, 1, false)).to.equal(0);
     } finally {
       conn.close();
     }

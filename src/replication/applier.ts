@@ -7,6 +7,7 @@
  * stream. `onCaughtUp` fires once, when the applied offset reaches it.
  */
 import type { Logger } from 'pino';
+import { NodeProfile, toNodeForm } from '../backend/node-profile';
 import { SyncProxyError } from '../errors';
 import { redactCommand } from '../logger';
 import { decodeReply } from '../resp/decode';
@@ -38,6 +39,8 @@ export interface FollowOptions {
   signal: AbortSignal;
   /** Fires once when appliedOffset >= the first heartbeat's master offset. */
   onCaughtUp: () => void;
+  /** What the replica node honours: expiries are replayed in its form (node-profile.ts). */
+  profile: NodeProfile;
 }
 
 /**
@@ -81,7 +84,7 @@ export async function followLog(options: FollowOptions): Promise<never> {
       }
       // A transaction logged with a SELECT inside leaves the node connection in another db.
       if (entry.commands.some((c) => c[0]?.length === 6 && c[0].toString('latin1').toLowerCase() === 'select')) selectedDb = -1;
-      await sendEntry(node, entry, () => {
+      await sendEntry(node, entry, options.profile, () => {
         progress.appliedOffset = entry.offset;
         progress.entriesApplied++;
         checkCaughtUp();
@@ -102,10 +105,10 @@ export async function followLog(options: FollowOptions): Promise<never> {
 }
 
 /** One entry: a single command, or MULTI ... EXEC when it holds several (applied atomically). */
-async function sendEntry(node: NodePipeline, entry: LogEntry, onApplied: () => void): Promise<void> {
+async function sendEntry(node: NodePipeline, entry: LogEntry, profile: NodeProfile, onApplied: () => void): Promise<void> {
   if (entry.commands.length === 0) throw new SyncProxyError('MALFORMED_RESPONSE', `write-log entry ${entry.offset} has no commands`);
   if (entry.commands.length === 1) {
-    const args = entry.commands[0];
+    const args = toNodeForm(entry.commands[0], profile);
     await node.sendArgs(args, (reply) => {
       if (reply.type === 45) throw applyFailed(entry, redactCommand(args), errorText(reply));
       onApplied();
@@ -115,7 +118,8 @@ async function sendEntry(node: NodePipeline, entry: LogEntry, onApplied: () => v
   await node.sendArgs(['MULTI'], (reply) => {
     if (reply.type !== 43) throw applyFailed(entry, 'MULTI', errorText(reply));
   });
-  for (const args of entry.commands) {
+  for (const logged of entry.commands) {
+    const args = toNodeForm(logged, profile);
     await node.sendArgs(args, (reply) => {
       if (reply.type === 45) throw applyFailed(entry, redactCommand(args), errorText(reply));
     });

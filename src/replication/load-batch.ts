@@ -39,7 +39,7 @@ export class LoadBatch {
   count = 0;
   private readonly kinds: number[] = [];
   private readonly refs: unknown[] = [];
-  private readonly made = new CommandEncoder();
+  private readonly madeCommand = new CommandEncoder();
   private span?: Buffer;
   /** The buffer of the forwarded commands (the scanner's buffer does not change within a chunk). */
   private forwardedFrom?: Buffer;
@@ -62,7 +62,7 @@ export class LoadBatch {
 
   /** Forwards `data[start, end)`, one complete command. */
   forward(data: Buffer, start: number, end: number): void {
-    if (this.made.length > 0) this.parts.push(...this.made.takeChunks());
+    if (this.madeCommand.length > 0) this.parts.push(...this.madeCommand.takeChunks());
     if (this.span === data && start === this.spanEnd) {
       this.spanEnd = end;
     } else {
@@ -75,10 +75,19 @@ export class LoadBatch {
     this.forwardedFrom = data;
   }
 
+  /** A command the loader made (not the file's bytes); `what` names it in an error. */
+  made(args: ReadonlyArray<Buffer | string>, what: string): void {
+    this.closeSpan();
+    this.madeCommand.command(args);
+    // In place now: a group's MSET, appended when the group closes, must come after it.
+    this.parts.push(...this.madeCommand.takeChunks());
+    this.expect(MADE, what);
+  }
+
   select(db: number): void {
     this.closeGroup();
     this.closeSpan();
-    this.made.command(['SELECT', String(db)]);
+    this.madeCommand.command(['SELECT', String(db)]);
     this.expect(SELECT, db);
   }
 
@@ -93,7 +102,7 @@ export class LoadBatch {
     if (this.group && (this.group !== tally || this.groupSeen.has(hash) || this.groupSeen.size >= MAX_GROUP_KEYS)) this.closeGroup();
     if (!this.group) {
       this.closeSpan();
-      if (this.made.length > 0) this.parts.push(...this.made.takeChunks());
+      if (this.madeCommand.length > 0) this.parts.push(...this.madeCommand.takeChunks());
       this.group = tally;
       this.groupPartsAt = this.parts.length;
       this.groupKindsAt = this.kinds.length;
@@ -167,7 +176,7 @@ export class LoadBatch {
   finish(): Buffer[] {
     this.closeGroup();
     this.closeSpan();
-    if (this.made.length > 0) this.parts.push(...this.made.takeChunks());
+    if (this.madeCommand.length > 0) this.parts.push(...this.madeCommand.takeChunks());
     return this.parts;
   }
 
@@ -178,6 +187,8 @@ export class LoadBatch {
       if (reply.type === 45) throw new SyncProxyError('LOAD_FAILED', `the node refused "${describe(this.forwardedFrom!.subarray(ref as number))}" from ${this.fileName}: ${errorText(reply)}`);
     } else if (kind === MSET) {
       if (reply.type !== 43) throw new SyncProxyError('LOAD_FAILED', `MSET of ${ref as number} string records from ${this.fileName} failed on the node: ${errorText(reply)}`);
+    } else if (kind === MADE) {
+      if (reply.type === 45) throw new SyncProxyError('LOAD_FAILED', `the node refused ${ref as string} from ${this.fileName}: ${errorText(reply)}`);
     } else if (kind === SELECT) {
       if (reply.type !== 43) throw new SyncProxyError('LOAD_FAILED', `SELECT ${ref as number} failed on the node: ${errorText(reply)}`);
     } else {
@@ -208,6 +219,7 @@ const SELECT = 1;
 const DEL_PLAIN = 2;
 const DEL_VOLATILE = 3;
 const MSET = 4;
+const MADE = 5;
 /** `*3\r\n$3\r\nSET\r\n`, and the bits that make its letters match in any case. */
 const SET_HEADER = Buffer.from('*3\r\n$3\r\nset\r\n', 'latin1');
 const SET_HEADER_CASE = Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0x20, 0x20, 0x20, 0, 0]);

@@ -13,7 +13,8 @@ import { FramedReply } from '../resp/reply-framer';
 import { CommandScanner } from './command-scanner';
 import { DbTally, LoadBatch, argsOf, isMarker, markerName } from './load-batch';
 import { SNAPSHOT_FORMAT_VERSION, type Manifest } from '../source/types';
-import { NodeAddress, NodePipeline, errorText, integerOf } from './node-pipeline';
+import { NodeProfile, isPexpireat, probeNodeProfile, toNodeForm } from '../backend/node-profile';
+import { NodeAddress, NodePipeline, errorText, integerOf, probeVia } from './node-pipeline';
 
 export interface LoaderOptions {
   node: NodeAddress;
@@ -39,7 +40,8 @@ export interface DbLoadResult {
 export interface LoadResult {
   dbs: DbLoadResult[];
   commands: number;
-  nodeKind: 'redis' | 'pika-like';
+  /** What the replica node was found to do (expiries were applied in its form). */
+  profile: NodeProfile;
 }
 
 
@@ -69,7 +71,7 @@ export class SnapshotLoader {
   private onProgress?: (bytesRead: number) => void;
   private nextFile = 0;
 
-  private constructor(private readonly node: NodePipeline, private readonly nodeKind: 'redis' | 'pika-like', private readonly baseLogger: Logger, private readonly readBytes?: number) {
+  private constructor(private readonly node: NodePipeline, readonly profile: NodeProfile, private readonly baseLogger: Logger, private readonly readBytes?: number) {
     this.logger = baseLogger;
   }
 
@@ -77,7 +79,8 @@ export class SnapshotLoader {
     try {
       const node = await NodePipeline.connect(address, signal, maxInFlight, maxInFlightBytes);
       try {
-        return new SnapshotLoader(node, await detectNodeKind(node), logger, readBytes);
+        // Probed on the loader's own connection before its FLUSHALL, so the load cannot disturb it.
+        return new SnapshotLoader(node, await probeNodeProfile(probeVia(node)), logger, readBytes);
       } catch (err) {
         node.close();
         throw err;
@@ -123,7 +126,7 @@ export class SnapshotLoader {
     const expected = manifest.files[this.nextFile];
     if (!expected || expected.name !== file.name) throw new SyncProxyError('INTERNAL', `${file.name} loaded out of manifest order (expected ${expected?.name ?? 'no more files'})`);
     try {
-      await loadFile(this.node, file, { manifest, signal: stop, onProgress: this.onProgress, readBytes: this.readBytes }, this.tallies, this.state);
+      await loadFile(this.node, file, { manifest, signal: stop, onProgress: this.onProgress, readBytes: this.readBytes, profile: this.profile }, this.tallies, this.state);
     } catch (err) {
       throw toSyncProxyError(err, 'LOAD_FAILED', 'loading the snapshot');
     }
@@ -155,7 +158,7 @@ export class SnapshotLoader {
 
   /** Every file loaded: waits for every reply, then proves the counts. */
   async finish(): Promise<LoadResult> {
-    const { node, nodeKind, tallies, state } = this;
+    const { node, profile, tallies, state } = this;
     const manifest = this.manifest;
     try {
       if (!manifest) throw new SyncProxyError('INTERNAL', 'load finished before it began');
@@ -170,7 +173,7 @@ export class SnapshotLoader {
       for (const [db, expected] of manifestDbs) {
         const tally = tallies.get(db) ?? { records: 0, distinct: 0, volatile: 0 };
         if (tally.records !== expected) throw new SyncProxyError('COUNT_MISMATCH', `db ${db}: ${tally.records} key records loaded, the manifest says ${expected}`);
-        const nodeKeys = await countKeys(node, db, nodeKind);
+        const nodeKeys = await countKeys(node, db, profile.dbsizeLive);
         const low = tally.distinct - tally.volatile;
         if (nodeKeys < low || nodeKeys > tally.distinct) {
           throw new SyncProxyError('COUNT_MISMATCH', `db ${db}: the node holds ${nodeKeys} keys after the load, expected ${low === tally.distinct ? low : `${low}..${tally.distinct}`} (${tally.distinct} distinct keys loaded, ${tally.volatile} with a TTL)`);
@@ -178,7 +181,7 @@ export class SnapshotLoader {
         results.push({ db, records: tally.records, distinctKeys: tally.distinct, volatileKeys: tally.volatile, nodeKeys });
       }
       this.logger.info({ dbs: results, commands: state.commands }, 'snapshot loaded and counts verified');
-      return { dbs: results, commands: state.commands, nodeKind };
+      return { dbs: results, commands: state.commands, profile };
     } catch (err) {
       throw toSyncProxyError(err, 'LOAD_FAILED', 'loading the snapshot');
     }
@@ -195,10 +198,12 @@ interface FileLoadOptions {
   manifest: Manifest;
   signal: AbortSignal;
   onProgress?: (bytesRead: number) => void;
+  profile: NodeProfile;
 }
 
 async function loadFile(node: NodePipeline, file: { name: string; path: string }, options: FileLoadOptions, tallies: Map<number, DbTally>, state: { db: number; commands: number; bytes: number }): Promise<void> {
   const scanner = new CommandScanner();
+  const rewriteExpiry = options.profile.expiry !== 'pexpireat';
   const failLoad = (why: string): SyncProxyError => new SyncProxyError('LOAD_FAILED', `${file.name}: ${why}`);
   let sawHeader = false;
   let sawEof = false;
@@ -245,6 +250,11 @@ async function loadFile(node: NodePipeline, file: { name: string; path: string }
           state.commands++;
           if (plainString && argc === 3 && batch.set(data, scanner.start, scanner.end)) {
             joinedMset = true;
+          } else if (rewriteExpiry && argc === 3 && scanner.nameEnd - scanner.nameStart === 9 && isPexpireat(data.subarray(scanner.nameStart, scanner.nameEnd))) {
+            // The record's absolute expiry, in the form this node honours (node-profile.ts).
+            if (joinedMset) batch.closeGroup();
+            joinedMset = false;
+            batch.made(toNodeForm(argsOf(data.subarray(scanner.start, scanner.end)), options.profile), 'the expiry of a key record');
           } else {
             // Only a malformed record has more after its SET; its order on the key is kept.
             if (joinedMset) batch.closeGroup();
@@ -338,18 +348,10 @@ function expectOk(reply: FramedReply, what: string): void {
   if (reply.type !== 43) throw new SyncProxyError('LOAD_FAILED', `${what} failed on the node: ${errorText(reply)}`);
 }
 
-/** Redis when INFO server has redis_version and no pika_version; anything else is treated like Pika. */
-export async function detectNodeKind(node: NodePipeline): Promise<'redis' | 'pika-like'> {
-  const reply = await node.call(['INFO', 'server']);
-  if (reply.type === 45) return 'pika-like';
-  const text = reply.raw.toString('utf8');
-  return /\r?\nredis_version:/.test(`\n${text}`) && !/pika_version:/.test(text) ? 'redis' : 'pika-like';
-}
-
-/** Live key count of one db: DBSIZE on Redis, a full SCAN on Pika (its DBSIZE is not live). */
-export async function countKeys(node: NodePipeline, db: number, kind: 'redis' | 'pika-like'): Promise<number> {
+/** Live key count of one db: DBSIZE where it is live, else a full SCAN (Pika's DBSIZE is not live). */
+export async function countKeys(node: NodePipeline, db: number, dbsizeLive: boolean): Promise<number> {
   expectOk(await node.call(['SELECT', String(db)]), `SELECT ${db}`);
-  if (kind === 'redis') {
+  if (dbsizeLive) {
     const reply = await node.call(['DBSIZE']);
     const n = integerOf(reply);
     if (n === undefined) throw new SyncProxyError('LOAD_FAILED', `DBSIZE failed on the node: ${errorText(reply)}`);

@@ -7,6 +7,8 @@
  */
 import net from 'node:net';
 import { SyncProxyError, classifySystemError } from '../errors';
+import { NodeProfile, ProbeConnection, probeNodeProfile } from '../backend/node-profile';
+import { decodeReply } from '../resp/decode';
 import { FramedReply, ReplyFramer } from '../resp/reply-framer';
 import { encodeArgs } from '../resp/request-parser';
 import { raceAbort } from './util';
@@ -263,6 +265,21 @@ export class NodePipeline {
 }
 
 /** The text of an error reply without '-' and CRLF. */
+/** The pipeline as the node-profile probe uses it (decoded replies; error replies as Errors). */
+export function probeVia(node: NodePipeline): ProbeConnection {
+  return { call: async (args) => decodeReply((await node.call(args)).raw) };
+}
+
+/** Connects to `address`, probes its node's profile and closes. */
+export async function probeNodeAt(address: NodeAddress, signal: AbortSignal): Promise<NodeProfile> {
+  const node = await NodePipeline.connect(address, signal);
+  try {
+    return await probeNodeProfile(probeVia(node));
+  } finally {
+    node.close();
+  }
+}
+
 export function errorText(reply: FramedReply): string {
   return reply.raw.toString('utf8', 1, Math.max(1, reply.raw.length - 2)).slice(0, 500);
 }

@@ -9,6 +9,8 @@ import type { ReplyValue } from '../resp/encode';
 import type { ApplyProgress } from './applier';
 import { CopyStats, emptyCopyStats } from './copier';
 import type { LoadResult } from './loader';
+import { NodeProfile, describeProfile } from '../backend/node-profile';
+import type { ContentReport } from '../verify/verify-content';
 import type { SyncState, SyncStateMachine } from './states';
 import { formatBytes } from './util';
 
@@ -17,7 +19,12 @@ export interface ConfirmationProof {
   snapshotUnchanged: boolean;
   recordsApplied: boolean;
   countsMatched: boolean;
+  /** The node's content after the load equals the snapshot's, key by key (src/verify). */
+  contentMatched: boolean;
 }
+
+/** The last comparison of the node's content with the master's (after a load, or SYNCPROXY VERIFY). */
+export type ContentCheck = ContentReport & { at: number; kind?: 'load' | 'online'; logOffset?: number; error?: string };
 
 export interface ReplicaStatus {
   master: { host: string; port: number };
@@ -35,6 +42,12 @@ export interface ReplicaStatus {
   loadBytesTotal: number;
   load?: LoadResult;
   proof: ConfirmationProof;
+  /** What the replica node was found to do (node-profile.ts), once probed. */
+  nodeProfile?: NodeProfile;
+  /** The last content check after a load. */
+  contentCheck?: ContentCheck;
+  /** The last online verification (SYNCPROXY VERIFY or --verify-interval). */
+  verify?: ContentCheck;
   apply?: ApplyProgress;
   masterOffset: number;
   confirmed: boolean;
@@ -55,7 +68,7 @@ export function newReplicaStatus(host: string, port: number, maxAttempts: number
 }
 
 function noProof(): ConfirmationProof {
-  return { filesVerified: false, snapshotUnchanged: false, recordsApplied: false, countsMatched: false };
+  return { filesVerified: false, snapshotUnchanged: false, recordsApplied: false, countsMatched: false, contentMatched: false };
 }
 
 /** A new full sync proves everything again. */
@@ -216,6 +229,9 @@ export function statusObject(machine: SyncStateMachine, status: ReplicaStatus | 
     chunkRetries: status.copy.chunkRetries,
     loadBytes: status.loadBytesDone,
     load: status.load ?? null,
+    nodeProfile: status.nodeProfile ? describeProfile(status.nodeProfile) : null,
+    contentCheck: status.contentCheck ?? null,
+    verify: status.verify ?? null,
     logId: status.apply?.logId ?? null,
     appliedOffset: status.apply?.appliedOffset ?? 0,
     masterOffset: masterOffsetOf(status),

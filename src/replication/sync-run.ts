@@ -14,12 +14,15 @@ import { followLog } from './applier';
 import { CopiedSnapshot, copySnapshot } from './copier';
 import { handshake } from './handshake';
 import { SnapshotLoader } from './loader';
-import { NodePipeline } from './node-pipeline';
+import { probeNodeProfile } from '../backend/node-profile';
+import { NodePipeline, probeVia } from './node-pipeline';
 import { ReplicaStatus, resetForFullSync } from './replica-status';
 import { ProgressStore, progressPath, stagingRoot, validateManifest } from './staging';
 import type { SyncStateMachine } from './states';
 import type { MetaAnswer, ReplicaIdentity, SyncClientFactory, SyncClientLike } from './sync-api';
 import { Throttle } from './throttle';
+import { digestNode, digestSnapshotFiles } from '../verify/dataset-readers';
+import { compareContent, describeDifferences } from '../verify/verify-content';
 import { raceAbort } from './util';
 
 /** Refetches of one chunk before the attempt fails. */
@@ -201,8 +204,19 @@ export class SyncRun {
       loader.extend(meta);
       const load = await loader.finish();
       status.load = load;
+      status.nodeProfile = load.profile;
       status.proof.recordsApplied = true;
       status.proof.countsMatched = load.dbs.length === meta.dbs.length;
+      // Counts can be fooled (a lost key with a TTL fits them): compare the content itself.
+      const files = copied.files.map((f) => ({ name: f.name, path: f.path }));
+      const report = await compareContent(
+        (digest, onlyRanges) => digestSnapshotFiles(files, digest, signal).then(() => void onlyRanges),
+        (digest, onlyRanges) => digestNode(this.nodeAddress(), allDbs(load.profile.databases), digest, logger, signal, onlyRanges),
+      );
+      status.contentCheck = { ...report, at: Date.now() };
+      if (report.differingKeys > 0) throw new SyncProxyError('VERIFY_MISMATCH', `the node's content after the load differs from snapshot ${meta.snapshotId}: ${describeDifferences(report)}`, { details: { differences: report.differences } });
+      status.proof.contentMatched = true;
+      logger.info({ keys: report.keys, differingRanges: report.differingRanges, durationMs: report.durationMs }, 'node content verified against the snapshot');
       status.apply = { logId: meta.logId, appliedOffset: meta.logOffset, sentOffset: meta.logOffset, masterOffset: meta.masterOffset, lastIoMs: Date.now(), entriesApplied: 0 };
       loader.close();
       loader = undefined;
@@ -241,8 +255,11 @@ export class SyncRun {
     const apply = status.apply!;
     const node = await NodePipeline.connect(this.nodeAddress(), signal);
     try {
+      // Learned again on every link: the node may have been replaced since the load.
+      const profile = await probeNodeProfile(probeVia(node));
+      status.nodeProfile = profile;
       return await followLog({
-        client, node, replica: this.deps.replica, progress: apply, logger, signal,
+        client, node, replica: this.deps.replica, progress: apply, logger, signal, profile,
         onCaughtUp: () => {
           status.lastIoMs = apply.lastIoMs;
           const firstConfirmation = !status.confirmed;
@@ -282,6 +299,10 @@ export class SyncRun {
       logger.warn({ err: String(err) }, 'could not remove the staging directory after the confirmed sync');
     }
   }
+}
+
+function allDbs(count: number): number[] {
+  return Array.from({ length: Math.max(1, count) }, (_, i) => i);
 }
 
 /** The verifying phase: every manifest file is in place with its size (its CRC was checked from disk by the copier). */

@@ -3,6 +3,7 @@
  * manager (as a narrow port, so src/server does not depend on src/replication's internals), the
  * write gate of a running snapshot build, shared registries and counters.
  */
+import type { NodeProfile } from '../backend/node-profile';
 import type { Logger } from 'pino';
 import type { NodeConnection } from '../backend/node-connection';
 import type { Config } from '../config';
@@ -65,6 +66,8 @@ export interface ProxyContext {
   readonly sessions: Set<{ describe(): string }>;
   /** Databases the node has (SELECT is validated against it). */
   dbCount(): number;
+  /** What the node was found to do at its last link-up (undefined before the first probe). */
+  nodeProfile(): NodeProfile | undefined;
   syncPort(): number;
   /** The running snapshot build's copy-on-write gate, if any. */
   writeGate(): WriteGate | null;

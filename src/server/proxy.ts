@@ -8,10 +8,11 @@ import net from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { NodeConnection } from '../backend/node-connection';
+import { NodeProfile, SAFE_PROFILE, describeProfile } from '../backend/node-profile';
+import { NodeAddress, probeNodeAt } from '../replication/node-pipeline';
 import type { Config } from '../config';
-import { SyncProxyError } from '../errors';
+import { SyncProxyError, describeError } from '../errors';
 import { ReplicationManager } from '../replication/replication-manager';
-import { decodeReply } from '../resp/decode';
 import * as encode from '../resp/encode';
 import { encodeArgs } from '../resp/request-parser';
 import { SnapshotStore } from '../source/snapshot-store';
@@ -22,6 +23,9 @@ import { ClientSession } from './client-session';
 import type { MasterView, ProxyContext, ProxyStats, ReplicationPort } from './context';
 import { OrderedPath } from './ordered-path';
 import { WatchRegistry } from './watch-registry';
+
+/** How long the start waits for the first node probe, and a probe may take. */
+const PROBE_WAIT_MS = 5000;
 
 export const VERSION: string = (require('../../../package.json') as { version: string }).version;
 
@@ -41,9 +45,11 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
   const nodeOptions = { host: config.backend.host, port: config.backend.port, password: config.backendPassword };
   const connection = new NodeConnection({ ...nodeOptions, reconnect: true, logger: rootLogger.child({ component: 'backend' }) });
   const orderedPath = new OrderedPath(connection, log, rootLogger.child({ component: 'ordered-path' }));
+  const node = new NodeFacts(connection, nodeOptions, log, logger);
   const store = new SnapshotStore({
     dir: path.join(config.dataDir, 'snapshots'), node: nodeOptions, fileSize: config.snapshot.fileSize, maxAgeMs: config.snapshot.maxAgeMs,
     maxTrackedKeys: config.snapshot.maxTrackedKeys, log, ordered: orderedPath, logger: rootLogger.child({ component: 'snapshot' }),
+    nodeProfile: () => node.profile,
   });
   await store.init();
 
@@ -52,7 +58,6 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
   orderedPath.onDispatch((scope) => watches.touched(scope));
   orderedPath.onApplied((scope, origin) => blocked.applied(scope, origin));
 
-  const node = new NodeFacts(connection, log, logger);
   const sessions = new Set<ClientSession>();
   const stats: ProxyStats = { startedAt: Date.now(), connectionsReceived: 0, commandsProcessed: 0, rejectedConnections: 0, protocolErrors: 0, outputLimitDisconnects: 0 };
 
@@ -92,6 +97,7 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
   const ctx: ProxyContext = {
     config, logger, runId, version: VERSION, path: orderedPath, replication: replicationPort, watches, blocked, stats, sessions,
     dbCount: () => node.dbCount,
+    nodeProfile: () => node.profile,
     syncPort: () => syncPort,
     writeGate: () => (replication.role === 'master' && store.isBuilding ? store : null),
     masterView,
@@ -100,6 +106,7 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
       [
         '# Proxy', `proxy_version:${VERSION}`, `proxy_run_id:${runId}`, `uptime_in_seconds:${Math.floor((Date.now() - stats.startedAt) / 1000)}`,
         `tcp_port:${port}`, `sync_port:${syncPort}`, `backend:${connection.address}`, `backend_link_status:${connection.isUp ? 'up' : 'down'}`,
+        `node_profile:${node.profile ? describeProfile(node.profile) : 'not probed yet'}`,
         `connected_clients:${sessions.size}`, `total_connections_received:${stats.connectionsReceived}`, `total_commands_processed:${stats.commandsProcessed}`,
         `rejected_connections:${stats.rejectedConnections}`, `protocol_errors:${stats.protocolErrors}`, `client_output_limit_disconnections:${stats.outputLimitDisconnects}`,
         `write_log_id:${log.logId}`, `write_log_first_offset:${log.firstOffset}`, `write_log_last_offset:${log.lastOffset}`, `write_log_bytes:${log.bytes}`,
@@ -121,6 +128,8 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
   early.splice(0).forEach(accept);
 
   connection.connect().catch(() => undefined); // reconnects by itself; clients get prompt errors meanwhile
+  // Snapshots and SELECT checks use the node's profile: wait a little for the first probe.
+  await node.firstProbe(PROBE_WAIT_MS);
   await replication.start();
   logger.info({ port, syncPort, backend: connection.address, runId, dataDir: config.dataDir }, 'pika-sync-proxy listening');
 
@@ -145,28 +154,49 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
 }
 
 /**
- * Facts about the node learned on every (re)connect: how many databases it has (SELECT is
- * validated against it) and its run id. A node that restarted may have lost data the log
- * describes, so a changed run id (or a link drop with commands in flight) starts a new log
- * generation: replicas then run a full sync instead of silently diverging.
+ * Facts about the node learned on every (re)connect: its profile (node-profile.ts: how many
+ * databases it has, how it takes expiries, ...), probed on a connection of its own, and its run
+ * id. A node that restarted may have lost data the log describes, so a changed run id (or a link
+ * drop with commands in flight) starts a new log generation: replicas then run a full sync
+ * instead of silently diverging.
  */
 class NodeFacts {
   dbCount = 16;
+  profile?: NodeProfile;
   private nodeRunId?: string;
+  private probed?: () => void;
+  private readonly probedOnce = new Promise<void>((resolve) => (this.probed = resolve));
 
-  constructor(private readonly connection: NodeConnection, private readonly log: WriteLog, private readonly logger: Logger) {
+  constructor(private readonly connection: NodeConnection, private readonly address: NodeAddress, private readonly log: WriteLog, private readonly logger: Logger) {
     connection.on('up', () => this.refresh());
     connection.on('down', ({ hadInFlight }: { hadInFlight: boolean }) => {
       if (hadInFlight) log.reset('backend link lost with commands in flight');
     });
   }
 
+  /** Resolves after the first probe, or after `maxMs` (the node may be down at start). */
+  firstProbe(maxMs: number): Promise<void> {
+    return Promise.race([this.probedOnce, new Promise<void>((resolve) => setTimeout(resolve, maxMs).unref())]);
+  }
+
   private refresh(): void {
-    this.connection.send(encodeArgs(['CONFIG', 'GET', 'databases']), (reply) => {
-      const value = reply && reply.type === 42 ? decodeReply(reply.raw) : null;
-      const n = Array.isArray(value) && Buffer.isBuffer(value[1]) ? Number(value[1].toString()) : NaN;
-      // Pika may refuse CONFIG GET through restricted setups; its default is one database.
-      this.dbCount = Number.isInteger(n) && n > 0 ? n : 1;
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(new SyncProxyError('BACKEND_UNAVAILABLE', 'node profile probe timed out')), PROBE_WAIT_MS);
+    probeNodeAt(this.address, abort.signal).then(
+      (profile) => {
+        const changed = !this.profile || describeProfile(profile) !== describeProfile(this.profile);
+        this.profile = profile;
+        this.dbCount = profile.databases;
+        if (changed) this.logger.info({ profile: describeProfile(profile) }, 'node profile probed');
+      },
+      (err: unknown) => {
+        // Keep what is known; a node never probed is handled as the safe profile (one db, PEXPIRE).
+        this.dbCount = this.profile?.databases ?? SAFE_PROFILE.databases;
+        this.logger.warn({ err: describeError(err) }, 'node profile probe failed');
+      },
+    ).finally(() => {
+      clearTimeout(timer);
+      this.probed?.();
     });
     this.connection.send(encodeArgs(['INFO', 'server']), (reply) => {
       const text = reply && reply.type === 36 ? reply.raw.toString() : '';

@@ -3,6 +3,7 @@
  * INFO (the node's sections with its own Replication section replaced by the proxy's, plus
  * `# Proxy`), and SYNCPROXY HELLO/STATUS (discovery for replicas, the operator's sync status).
  */
+import { describeProfile } from '../backend/node-profile';
 import { SyncProxyError, describeError } from '../errors';
 import * as encode from '../resp/encode';
 import { SYNC_PROTOCOL_VERSION } from '../source/types';
@@ -34,9 +35,13 @@ function syncproxy(s: ClientSession, args: Buffer[]): Buffer {
         'name', 'pika-sync-proxy', 'version', s.ctx.version, 'protocol', SYNC_PROTOCOL_VERSION,
         'sync_port', s.ctx.syncPort(), 'run_id', s.ctx.runId, 'role', s.ctx.replication.role,
       ]);
-    case 'status':
-      if (args[2]?.toString().toLowerCase() === 'json') return encode.bulk(JSON.stringify(s.ctx.replication.status()));
-      return encode.bulk(s.ctx.replication.statusText());
+    case 'status': {
+      // The proxy's own probe of its node, for a master too (a replica's applier probes again).
+      const own = s.ctx.nodeProfile();
+      const profile = own ? describeProfile(own) : null;
+      if (args[2]?.toString().toLowerCase() === 'json') return encode.bulk(JSON.stringify({ proxyNodeProfile: profile, ...s.ctx.replication.status() }));
+      return encode.bulk(`proxyNodeProfile: ${profile ?? 'not probed yet'}\n${s.ctx.replication.statusText()}`);
+    }
     default:
       return encode.error(`ERR unknown SYNCPROXY subcommand '${sub}'. Try SYNCPROXY HELLO | STATUS [JSON]`);
   }

@@ -71,6 +71,12 @@ export class KeyReader {
    * so the copy-on-write gate reads it before that write, without a TTL, which is its state then.
    */
   dbsWithoutExpiries: ReadonlySet<number> = new Set();
+  /**
+   * False where the node's XRANGE does not give back the ids XADD was given (Pika 4.0.1, learned
+   * by the node profile): a stream there cannot be copied exactly, so meeting one fails the build
+   * with UNSUPPORTED_DATA instead of recording a stream with other ids.
+   */
+  streamsCopyable = true;
 
   constructor(private readonly node: NodeAddress, private readonly logger: Logger) {}
 
@@ -122,6 +128,9 @@ export class KeyReader {
       others.forEach(({ i, expireAtMs }, j) => {
         const type = typeOf(types[j]);
         if (type === null) return;
+        if (type === 'stream' && !this.streamsCopyable) {
+          throw new SyncProxyError('UNSUPPORTED_DATA', `stream key ${JSON.stringify(keys[i].toString('utf8').slice(0, 200))} in db ${db}: this node's XRANGE gives back other ids than the stream was written with (Pika 4.0.1), so it cannot be copied exactly; remove or convert the stream, or replicate without it`);
+        }
         const probe: Probe = { key: keys[i], type, expireAtMs };
         probes[i] = probe;
         encodeFirstRead(enc, probe);

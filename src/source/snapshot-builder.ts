@@ -15,6 +15,7 @@
 import type { Logger } from 'pino';
 import { SyncProxyError, describeError, toSyncProxyError } from '../errors';
 import { NodeErrorReply, Reply, bulkItems } from '../resp/reply-reader';
+import { PROBE_KEY_PREFIX } from '../backend/node-profile';
 import { dbsWithoutExpiries } from './expiry-census';
 import { KeyReader, NodeAddress, WithSink } from './key-reader';
 import { InFlightReads, WrittenKeys, keyHash } from './read-groups';
@@ -33,6 +34,8 @@ export interface SnapshotBuilderOptions {
   logger: Logger;
   /** One more file is finished on disk: a partial manifest grew. */
   onFileDone?: () => void;
+  /** False where the node cannot give streams back as written (see KeyReader.streamsCopyable). */
+  streamsCopyable?: boolean;
 }
 
 export type BuildState = 'starting' | 'scanning' | 'finishing' | 'done' | 'failed';
@@ -49,6 +52,7 @@ export interface BuildStatus {
   error?: string;
 }
 
+const PROBE_PREFIX = Buffer.from(PROBE_KEY_PREFIX);
 const SCAN_COUNT = 1000;
 /** Keys per batch at most, and the first-page bytes a batch aims at (memory in flight). */
 const BATCH = 1000;
@@ -94,6 +98,7 @@ export class SnapshotBuilder implements WriteGate {
     this.writer = new SnapshotWriter({ dir: options.dir, snapshotId: options.snapshotId, fileSize: options.fileSize, logger: this.logger, onFileDone: options.onFileDone });
     this.scanner = new KeyReader(options.node, this.logger);
     this.priority = new KeyReader(options.node, this.logger);
+    this.scanner.streamsCopyable = this.priority.streamsCopyable = options.streamsCopyable ?? true;
   }
 
   status(): BuildStatus {
@@ -291,6 +296,8 @@ export class SnapshotBuilder implements WriteGate {
     const todo: Buffer[] = [];
     const hashes: number[] = [];
     for (const key of keys) {
+      // The node-profile probe's scratch key is never data (node-profile.ts).
+      if (key.length > PROBE_PREFIX.length && key.subarray(0, PROBE_PREFIX.length).equals(PROBE_PREFIX)) continue;
       const hash = keyHash(key);
       if (this.written.has(db, key, hash)) continue;
       todo.push(key);
@@ -369,7 +376,8 @@ export class SnapshotBuilder implements WriteGate {
   private fail(err: unknown): void {
     if (!this.failure) {
       const e = toSyncProxyError(err, 'SNAPSHOT_BUILD_FAILED', 'snapshot build');
-      this.failure = e.code === 'SNAPSHOT_BUILD_FAILED' ? e : new SyncProxyError('SNAPSHOT_BUILD_FAILED', `snapshot build failed: ${e.message}`, { cause: e });
+      // UNSUPPORTED_DATA stays itself: the replica must see that retrying cannot help.
+      this.failure = e.code === 'SNAPSHOT_BUILD_FAILED' || e.code === 'UNSUPPORTED_DATA' ? e : new SyncProxyError('SNAPSHOT_BUILD_FAILED', `snapshot build failed: ${e.message}`, { cause: e });
     }
     this.state = 'failed';
     this.releaseAll();

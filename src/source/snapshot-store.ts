@@ -5,6 +5,7 @@
  * At start every snapshot on disk is removed: the write log got a new id, so none of them can be
  * continued by a replica; `*.tmp` directories are unfinished builds and are never served.
  */
+import type { NodeProfile } from '../backend/node-profile';
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -24,6 +25,8 @@ export interface SnapshotStoreOptions {
   log: WriteLogView;
   ordered: OrderedPath;
   logger: Logger;
+  /** The node's probed profile (undefined until the link is up): whether streams can be copied. */
+  nodeProfile?: () => NodeProfile | undefined;
 }
 
 export const MAX_CHUNK_LENGTH = 64 * 1024 * 1024;
@@ -232,6 +235,7 @@ export class SnapshotStore implements SnapshotStoreView, WriteGate {
       node: this.options.node,
       fileSize: this.options.fileSize,
       maxTrackedKeys: this.options.maxTrackedKeys,
+      streamsCopyable: this.options.nodeProfile?.()?.streamsExact ?? true,
       log: this.options.log,
       ordered: this.options.ordered,
       logger: this.logger,
