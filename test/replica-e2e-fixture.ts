@@ -123,6 +123,12 @@ export interface SeedOptions {
   bigKeys?: boolean;
   bigSize?: number;
   prefix?: string;
+  /**
+   * Add stream keys; default only on redis-server. Pika 4.0.1's XRANGE gives back other ids than
+   * XADD was given, so the proxy refuses to copy a stream from it (UNSUPPORTED_DATA, tested in
+   * replica-e2e.test.ts); a Pika data set for a sync that must succeed has no streams.
+   */
+  streams?: boolean;
 }
 
 /** Where seed() puts `<prefix>:big:hash` and `<prefix>:big:list`: dbs 0 and 3 on redis, 0 on Pika. */
@@ -143,6 +149,7 @@ export async function seed(node: TestNode, options: SeedOptions = {}): Promise<v
   const p = options.prefix ?? 's';
   const big = options.bigSize ?? 100_000;
   const bigDbs = bigKeyDbs(node.kind);
+  const streams = options.streams ?? node.kind !== 'pika';
   for (const db of dataDbs(node.kind)) {
     const c = node.client(db);
     try {
@@ -162,12 +169,12 @@ export async function seed(node: TestNode, options: SeedOptions = {}): Promise<v
         pipe.rpush(`${p}:list:${i}`, ...Array.from({ length: 25 }, (_, j) => `e${j}-${i % 3}`));
         pipe.sadd(`${p}:set:${i}`, ...Array.from({ length: 25 }, (_, j) => `m${j}`));
         pipe.zadd(`${p}:zset:${i}`, ...Array.from({ length: 25 }, (_, j) => [String(j * 1.5 - 7), `z${j}`]).flat());
-        for (let e = 0; e < 10; e++) pipe.xadd(`${p}:stream:${i}`, `${1000 + e}-${i}`, 'field', `v${e}`, 'n', String(e));
+        if (streams) for (let e = 0; e < 10; e++) pipe.xadd(`${p}:stream:${i}`, `${1000 + e}-${i}`, 'field', `v${e}`, 'n', String(e));
         if (i % 4 === 0) {
           pipe.expire(`${p}:hash:${i}`, 600);
           pipe.expire(`${p}:list:${i}`, 700);
           pipe.expire(`${p}:zset:${i}`, 800);
-          pipe.expire(`${p}:stream:${i}`, 900);
+          if (streams) pipe.expire(`${p}:stream:${i}`, 900);
           pipe.pexpire(`${p}:set:${i}`, 650_000);
         }
       }

@@ -9,7 +9,7 @@ import { expect } from 'chai';
 import { NODE_KINDS, dataDbs } from './helpers/nodes';
 import { encodeArgs } from '../src/resp/request-parser';
 import { RespClient } from './helpers/resp-client';
-import { Cleanup, FAST_RETRY, bigKeyDbs, expectNodesEqual, parseInfo, proxyClient, replInfo, seed, waitConfirmed } from './replica-e2e-fixture';
+import { Cleanup, FAST_RETRY, bigKeyDbs, expectNodesEqual, parseInfo, proxyClient, replInfo, seed, syncStatus, waitConfirmed, waitFor } from './replica-e2e-fixture';
 
 const READONLY = "-READONLY You can't write against a read only replica.\r\n";
 /** The order a full sync walks through (no backoff in these tests). */
@@ -209,5 +209,37 @@ describe('replica end to end: Pika-profile redis-server (commands Pika lacks ren
     expect(await rc.call('SLAVEOF', '127.0.0.1', String(master.port))).to.equal('OK');
     expect(await waitConfirmed(replica, rc)).to.include({ sync_confirmed: '1' });
     await expectNodesEqual(masterNode, replicaNode);
+  });
+});
+
+// Pika only: Pika 4.0.1's XRANGE gives back other ids than the stream was written with, so the
+// proxy must refuse to copy a stream from it, explicitly, rather than confirm a different stream.
+describe('replica end to end: a stream on a Pika master', function () {
+  this.timeout(60_000);
+  let cleanup: Cleanup;
+  beforeEach(() => {
+    cleanup = new Cleanup();
+  });
+  afterEach(async () => {
+    await cleanup.run();
+  });
+
+  it('fails the sync with UNSUPPORTED_DATA (not retried, never confirmed), reads stay refused', async () => {
+    const masterNode = await cleanup.node('pika');
+    const replicaNode = await cleanup.node('pika');
+    await seed(masterNode, { strings: 50, streams: true });
+    const master = await cleanup.proxy(masterNode);
+    const replica = await cleanup.proxy(replicaNode, FAST_RETRY);
+    const rc = cleanup.client(proxyClient(replica));
+    expect(await rc.call('SLAVEOF', '127.0.0.1', String(master.port))).to.equal('OK');
+    const status = await waitFor('sync failed', async () => {
+      const s = await syncStatus(rc);
+      return s.state === 'failed' ? s : undefined;
+    });
+    expect(String(status.lastError)).to.match(/UNSUPPORTED_DATA/).and.match(/stream/);
+    expect(status.confirmed).to.equal(false);
+    expect(await replInfo(rc)).to.include({ sync_confirmed: '0' });
+    const read = await rc.get('s:str:0:1').then((v) => `served ${String(v)}`, (e: Error) => e.message);
+    expect(read).to.match(/^MASTERDOWN .*UNSUPPORTED_DATA/);
   });
 });
