@@ -1,5 +1,6 @@
 /**
- * End-to-end pieces for the fault, bad-input and security tests: real redis-servers, the built CLI
+ * End-to-end pieces for the fault, bad-input and security tests: real nodes (redis-server by
+ * default, or real Pika: `kind`, helpers/nodes.ts), the built CLI
  * as child processes (ProxyProcess), FaultProxy between replica and master, a fake gRPC master for
  * answers a real master never gives. Not a .test file: imported by them.
  *
@@ -17,9 +18,10 @@ import { RequestParser } from '../src/resp/request-parser';
 import { loadSyncService, MetaMsg, ChunkMsg } from '../src/sync/proto';
 import { toGrpcStatus } from '../src/sync/status-mapping';
 import { FaultProxy } from './helpers/fault-proxy';
+import { NodeKind, TestNode, startNode } from './helpers/nodes';
 import { freePort, waitForPort } from './helpers/ports';
 import { ProxyProcess } from './helpers/proxy-process';
-import { RedisServer } from './helpers/redis-server';
+import { scanKeys } from './helpers/read-key';
 
 export const MASTER_BIND = '127.0.0.2';
 
@@ -44,7 +46,7 @@ export function redisClient(host: string, port: number, password?: string): Redi
   return client;
 }
 
-/** Writes `n` string keys of ~`valueSize` bytes (plus one hash) through `client`, pipelined. */
+/** Writes `n` string keys of ~`valueSize` bytes (plus one hash, by HMSET: Pika's HSET takes one pair) through `client`, pipelined. */
 export async function seed(client: Redis, n: number, prefix = 'k', valueSize = 256): Promise<void> {
   for (let start = 0; start < n; start += 500) {
     const p = client.pipeline();
@@ -52,7 +54,12 @@ export async function seed(client: Redis, n: number, prefix = 'k', valueSize = 2
     const results = await p.exec();
     for (const [err] of results ?? []) if (err) throw err;
   }
-  await client.hset(`${prefix}:hash`, 'f1', 'a', 'f2', 'b');
+  await client.hmset(`${prefix}:hash`, 'f1', 'a', 'f2', 'b');
+}
+
+/** Keys of db 0 counted by SCAN (Pika's DBSIZE is the result of its last background scan). */
+export async function countKeys(client: Redis): Promise<number> {
+  return (await scanKeys(client)).length;
 }
 
 export interface SyncStatus {
@@ -123,7 +130,7 @@ export async function waitBackendUp(client: Redis): Promise<void> {
 /** A master proxy (CLI) whose RESP and sync ports are reached through fault proxies. */
 export class FaultedMaster {
   private constructor(
-    readonly node: RedisServer,
+    readonly node: TestNode,
     readonly proxy: ProxyProcess,
     /** In front of the master's RESP port (HELLO). */
     readonly resp: FaultProxy,
@@ -134,10 +141,10 @@ export class FaultedMaster {
     private readonly password?: string,
   ) {}
 
-  static async start(extraArgs: string[] = []): Promise<FaultedMaster> {
+  static async start(extraArgs: string[] = [], kind: NodeKind = 'redis'): Promise<FaultedMaster> {
     const pass = extraArgs.indexOf('--requirepass');
     const password = pass >= 0 ? extraArgs[pass + 1] : undefined;
-    const node = await RedisServer.start();
+    const node = await startNode(kind);
     const port = await freePort();
     let syncPort = await freePort();
     while (syncPort === port) syncPort = await freePort();
@@ -180,16 +187,16 @@ export class FaultedMaster {
   }
 }
 
-/** A replica: its own redis-server and the CLI in front of it. */
+/** A replica: its own node (redis-server by default) and the CLI in front of it. */
 export class Replica {
   client: Redis;
-  private constructor(readonly node: RedisServer, readonly proxy: ProxyProcess, private readonly password?: string) {
+  private constructor(readonly node: TestNode, readonly proxy: ProxyProcess, private readonly password?: string) {
     this.client = redisClient('127.0.0.1', proxy.port, password);
   }
 
-  static async start(extraArgs: string[] = [], options: { dataDir?: string; backend?: { host: string; port: number } } = {}): Promise<Replica> {
+  static async start(extraArgs: string[] = [], options: { dataDir?: string; backend?: { host: string; port: number }; kind?: NodeKind } = {}): Promise<Replica> {
     const pass = extraArgs.indexOf('--requirepass');
-    const node = await RedisServer.start();
+    const node = await startNode(options.kind ?? 'redis');
     let proxy: ProxyProcess;
     try {
       proxy = await ProxyProcess.start({ backend: options.backend ?? node, dataDir: options.dataDir, extraArgs });

@@ -32,10 +32,15 @@ export function prng(seed: number): () => number {
   };
 }
 
-/** ~6.6k keys in each of dbs 0, 2, 5 (every type, some with TTLs) + big keys in db 0. */
-export async function loadBaseData(port: number): Promise<number> {
+/**
+ * ~6.6k keys in each of `dbs` (default 0, 2, 5; a Pika node: [0]) — every type, some with TTLs
+ * (PEXPIRE, which both kinds apply as Redis does) — + big keys in the first db. `streams: false`
+ * leaves streams out (Pika: the proxy refuses to copy a stream whose ids XRANGE changes).
+ */
+export async function loadBaseData(port: number, dbs: readonly number[] = BASE_DBS, streams = true): Promise<number> {
   let keys = 0;
-  for (const db of BASE_DBS) {
+  const bigDb = dbs[0];
+  for (const db of dbs) {
     const c = new Redis({ port, db, enableReadyCheck: false, maxRetriesPerRequest: 0, lazyConnect: true });
     await c.connect();
     try {
@@ -48,12 +53,12 @@ export async function loadBaseData(port: number): Promise<number> {
       for (let i = 0; i < 1000; i++) p.rpush(`list:${i}`, 'l1', 'l2', `l${i}`, 'l4');
       for (let i = 0; i < 1000; i++) p.sadd(`set:${i}`, 'm1', 'm2', `m${i}`, 'm4', 'm5');
       for (let i = 0; i < 1000; i++) p.zadd(`zset:${i}`, 1, 'z1', 2.5, 'z2', i, `z${i}`);
-      for (let i = 0; i < 300; i++) p.xadd(`stream:${i}`, `${1000 + i}-1`, 'f', `s${i}`, 'g', 'h');
+      if (streams) for (let i = 0; i < 300; i++) p.xadd(`stream:${i}`, `${1000 + i}-1`, 'f', `s${i}`, 'g', 'h');
       for (let i = 0; i < strings; i += 5) p.pexpire(`str:${i}`, BASE_TTL_MS);
       for (let i = 0; i < 1000; i += 7) for (const t of ['hash', 'list', 'set', 'zset']) p.pexpire(`${t}:${i}`, BASE_TTL_MS + i);
-      for (let i = 0; i < 300; i += 11) p.pexpire(`stream:${i}`, BASE_TTL_MS);
-      keys += strings + 300 + 200 + 4000 + 300;
-      if (db === 0) {
+      if (streams) for (let i = 0; i < 300; i += 11) p.pexpire(`stream:${i}`, BASE_TTL_MS);
+      keys += strings + 300 + 200 + 4000 + (streams ? 300 : 0);
+      if (db === bigDb) {
         for (let i = 0; i < BIG_HASH_FIELDS; i += 1000) {
           const args: string[] = [];
           for (let j = i; j < i + 1000; j++) args.push(`f${j}`, `hv${j}`);
@@ -62,9 +67,9 @@ export async function loadBaseData(port: number): Promise<number> {
         for (let i = 0; i < BIG_LIST_ITEMS; i += 1000) p.rpush('big:list', ...Array.from({ length: 1000 }, (_, j) => `e${i + j}`));
         p.sadd('big:set', ...Array.from({ length: 5000 }, (_, j) => `s${j}`));
         p.zadd('big:zset', ...Array.from({ length: 5000 }, (_, j) => [j / 4, `z${j}`]).flat());
-        for (let i = 0; i < 3000; i++) p.xadd('big:stream', `${5000 + i}-0`, 'i', String(i));
+        if (streams) for (let i = 0; i < 3000; i++) p.xadd('big:stream', `${5000 + i}-0`, 'i', String(i));
         p.pexpire('big:hash', BASE_TTL_MS);
-        keys += 5;
+        keys += streams ? 5 : 4;
       }
       const results = (await p.exec()) ?? [];
       const failed = results.find(([err]) => err);
@@ -87,8 +92,12 @@ export interface WriterOptions {
   port: number;
   seed: number;
   maxOps: number;
-  /** RENAME and LMOVE (Redis only; Pika lacks them). */
+  /** RENAME, LMOVE, SET EXAT/PXAT/KEEPTTL and GETEX (Redis only; Pika lacks or refuses them). */
   redisOnly: boolean;
+  /** The dbs SELECTed (default BASE_DBS; Pika: [0]). */
+  dbs?: readonly number[];
+  /** XADD (default true; false on Pika, whose streams the proxy refuses to copy). */
+  streams?: boolean;
   shouldStop: () => boolean;
 }
 
@@ -97,6 +106,8 @@ type Cmd = (string | number)[];
 /** One adversarial writer; resolves with its stats when done. */
 export async function runWriter(o: WriterOptions): Promise<WriterStats> {
   const rnd = prng(o.seed);
+  const dbs = o.dbs ?? BASE_DBS;
+  const now = (): number => Date.now();
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)];
   const idx = (): number => (rnd() < 0.8 ? Math.floor(rnd() * HOT_BASE) : NEW_OFFSET + Math.floor(rnd() * HOT_NEW));
   const k = (type: string): string => `${type}:${idx()}`;
@@ -122,11 +133,16 @@ export async function runWriter(o: WriterOptions): Promise<WriterStats> {
     [1, () => [['PEXPIRE', k('ctr'), 2_000_000]]],
     [2, () => [['PERSIST', pick([k('str'), k('hash'), k('list'), k('set'), k('zset'), k('stream')])]]],
     [2, () => [['SET', k('str'), val(), 'EX', 1000]]],
+    // Every TTL form a client may send; all land 1000+ s in the future.
+    [1, () => [['SET', k('str'), val(), 'PX', 1_100_000]]],
+    [1, () => [['SETEX', k('str'), 1200, val()]]],
+    [1, () => [['PSETEX', k('str'), 1_250_000, val()]]],
+    [1, () => [['EXPIREAT', pick([k('str'), k('hash'), k('list'), k('set'), k('zset')]), Math.floor(now() / 1000) + 1300]]],
+    [1, () => [['PEXPIREAT', pick([k('str'), k('hash'), k('list'), k('set'), k('zset'), k('ctr')]), now() + 1_400_000]]],
     [2, () => [['SET', k('str'), val()]]],
     [2, () => [['DEL', pick([k('str'), k('hash'), k('list'), k('set'), k('zset'), k('stream'), k('ctr')])]]],
     [1, () => [['UNLINK', k('str'), k('hash'), k('zset')]]],
     [2, () => [['MSET', k('str'), val(), k('str'), val(), k('flt'), '2.5']]],
-    [2, () => [['XADD', k('stream'), '*', 'w', val()]]],
     [1, () => [['BLPOP', k('list'), k('list'), '0.02']]],
     [3, () => [['HSET', 'big:hash', `f${Math.floor(rnd() * BIG_HASH_FIELDS * 1.1)}`, val()]]],
     [2, () => [['HINCRBY', 'big:hash', `n${Math.floor(rnd() * 100)}`, 1]]],
@@ -139,16 +155,22 @@ export async function runWriter(o: WriterOptions): Promise<WriterStats> {
       4,
       () => {
         // A transaction, sometimes moving to another db inside it (the session stays there).
-        const other = pick(BASE_DBS);
+        const other = pick(dbs);
         const inner: Cmd[] = [['INCR', k('ctr')], ['HINCRBY', k('hash'), 'n', 1]];
         if (rnd() < 0.6) inner.push(['SELECT', other]);
+        if (rnd() < 0.3) inner.push(['PEXPIREAT', k('hash'), now() + 1_500_000]);
         inner.push(['LPUSH', k('list'), val()], ['ZINCRBY', k('zset'), 1, 'z1'], ['SET', k('str'), val(), 'PX', 1_500_000]);
         if (rnd() < 0.3) inner.push(['SPOP', k('set')], ['SADD', k('set'), val()]);
         return [['MULTI'], ...inner, ['EXEC']];
       },
     ],
   ];
+  if (o.streams ?? true) ops.push([2, () => [['XADD', k('stream'), '*', 'w', val()]]]);
   if (o.redisOnly) {
+    ops.push([1, () => [['SET', k('str'), val(), 'EXAT', Math.floor(now() / 1000) + 1600]]]);
+    ops.push([1, () => [['SET', k('str'), val(), 'PXAT', now() + 1_700_000]]]);
+    ops.push([1, () => [['SET', k('str'), val(), 'KEEPTTL']]]);
+    ops.push([1, () => [['GETEX', k('str'), 'PX', 1_800_000]]]);
     // RENAME keeps the type prefix so later commands on the target name stay well-typed.
     ops.push([2, () => {
       const t = pick(['str', 'hash', 'list', 'set', 'zset', 'ctr']);
@@ -168,7 +190,7 @@ export async function runWriter(o: WriterOptions): Promise<WriterStats> {
     for (let i = 0; i < o.maxOps && !o.shouldStop(); i++) {
       const cmds: Cmd[] = [];
       if (rnd() < 0.25) {
-        const next = pick(BASE_DBS);
+        const next = pick(dbs);
         if (next !== db) cmds.push(['SELECT', next]);
         db = next;
       }

@@ -1,13 +1,16 @@
 /**
- * Key-by-key comparison of two nodes (straight to the redis-servers, not through proxies): every
- * db, type-aware values, TTLs within a tolerance. Returns a readable list of differences (empty
- * when equal) so a failing test shows what differs, not just that something does.
+ * Key-by-key comparison of two nodes (straight to the nodes, not through proxies): every db,
+ * type-aware values, TTLs within a tolerance (1 s by default). Returns a readable list of
+ * differences (empty when equal) so a failing test shows what differs, not just that something does.
  *
- * Values are reduced to canonical entry lists (hash/set sorted, list/zset/stream in node order)
- * and compared entry by entry; big keys (100k elements) are read in one reply per key, which is
- * fine for test data sizes.
+ * Works on redis-server and Pika alike (read-key.ts: no DUMP, keys by SCAN, absence by TYPE/EXISTS,
+ * Pika's `streams` reported as `stream`); the dbs default to what node A reports (Pika: 1).
  */
 import Redis from 'ioredis';
+import { KeyValue, readKey, scanKeys } from './read-key';
+
+export type { KeyValue };
+export { readKey, scanKeys };
 
 export interface NodeAddress {
   host: string;
@@ -16,19 +19,12 @@ export interface NodeAddress {
 }
 
 export interface CompareOptions {
-  /** Allowed PTTL difference in ms (both sides volatile); default 2000. */
+  /** Allowed PTTL difference in ms (both sides volatile); default 1000. */
   ttlToleranceMs?: number;
   /** Dbs to compare; default every db of `a` (CONFIG GET databases). */
   dbs?: number[];
   /** Stop after this many differences; default 50. */
   maxDiffs?: number;
-}
-
-export interface KeyValue {
-  type: string;
-  /** Canonical entries (Buffers as latin1 strings so byte values survive). */
-  entries: string[];
-  pttl: number;
 }
 
 function connect(node: NodeAddress): Redis {
@@ -45,62 +41,6 @@ export async function databaseCount(client: Redis): Promise<number> {
   }
 }
 
-/** Every key of the selected db (SCAN; the client must already have SELECTed it). */
-export async function scanKeys(client: Redis): Promise<string[]> {
-  const keys = new Set<string>();
-  let cursor = '0';
-  do {
-    const [next, batch] = (await client.callBuffer('SCAN', cursor, 'COUNT', '1000')) as [Buffer, Buffer[]];
-    cursor = next.toString('latin1');
-    for (const k of batch) keys.add(k.toString('latin1'));
-  } while (cursor !== '0');
-  return [...keys].sort();
-}
-
-const l1 = (b: Buffer): string => b.toString('latin1');
-
-/** One key's type, canonical value and PTTL, or undefined when it does not exist. */
-export async function readKey(client: Redis, key: string): Promise<KeyValue | undefined> {
-  const k = Buffer.from(key, 'latin1');
-  const type = String(await client.type(k));
-  if (type === 'none') return undefined;
-  let entries: string[];
-  switch (type) {
-    case 'string':
-      entries = [l1((await client.getBuffer(k))!)];
-      break;
-    case 'hash': {
-      const flat = (await client.callBuffer('HGETALL', k)) as Buffer[];
-      const pairs: string[] = [];
-      for (let i = 0; i < flat.length; i += 2) pairs.push(`${l1(flat[i])}=${l1(flat[i + 1])}`);
-      entries = pairs.sort();
-      break;
-    }
-    case 'list':
-      entries = ((await client.lrangeBuffer(k, 0, -1)) as Buffer[]).map(l1);
-      break;
-    case 'set':
-      entries = ((await client.smembersBuffer(k)) as Buffer[]).map(l1).sort();
-      break;
-    case 'zset': {
-      const flat = (await client.callBuffer('ZRANGE', k, '0', '-1', 'WITHSCORES')) as Buffer[];
-      entries = [];
-      for (let i = 0; i < flat.length; i += 2) entries.push(`${l1(flat[i])}@${l1(flat[i + 1])}`);
-      break;
-    }
-    case 'stream':
-    case 'streams': {
-      const items = (await client.callBuffer('XRANGE', k, '-', '+')) as Array<[Buffer, Buffer[]]>;
-      entries = items.map(([id, fields]) => `${l1(id)} ${fields.map(l1).join(' ')}`);
-      break;
-    }
-    default:
-      entries = [`<unsupported type ${type}>`];
-  }
-  const pttl = Number(await client.pttl(k));
-  return { type: type === 'streams' ? 'stream' : type, entries, pttl };
-}
-
 function short(text: string): string {
   return JSON.stringify(text.length > 60 ? `${text.slice(0, 60)}...` : text);
 }
@@ -108,7 +48,8 @@ function short(text: string): string {
 /** The differences of one key, described for a human. */
 function diffKey(db: number, key: string, a: KeyValue | undefined, b: KeyValue | undefined, tolerance: number): string[] {
   const where = `db ${db} key ${short(key)}`;
-  if (!a || !b) return [`${where}: ${a ? `${a.type} only on A` : b ? `${b.type} only on B` : 'missing on both'}`];
+  if (!a && !b) return []; // listed by SCAN, gone on both sides when read: not a difference
+  if (!a || !b) return [`${where}: ${a ? `${a.type} only on A` : `${b!.type} only on B`}`];
   const out: string[] = [];
   if (a.type !== b.type) return [`${where}: type ${a.type} on A, ${b.type} on B`];
   if (a.entries.length !== b.entries.length) out.push(`${where}: ${a.type} has ${a.entries.length} entries on A, ${b.entries.length} on B`);
@@ -128,7 +69,7 @@ function diffKey(db: number, key: string, a: KeyValue | undefined, b: KeyValue |
 
 /** Differences between node A and node B; [] when they hold the same data in every compared db. */
 export async function compareNodes(nodeA: NodeAddress, nodeB: NodeAddress, options: CompareOptions = {}): Promise<string[]> {
-  const tolerance = options.ttlToleranceMs ?? 2000;
+  const tolerance = options.ttlToleranceMs ?? 1000;
   const maxDiffs = options.maxDiffs ?? 50;
   const a = connect(nodeA);
   const b = connect(nodeB);
@@ -154,7 +95,7 @@ export async function compareNodes(nodeA: NodeAddress, nodeB: NodeAddress, optio
   }
 }
 
-/** Keys per db (only non-empty dbs): a cheap summary for assertions and messages. */
+/** Keys per db (only non-empty dbs), counted by SCAN: a summary for assertions and messages. */
 export async function keyCounts(node: NodeAddress): Promise<Record<number, number>> {
   const client = connect(node);
   try {
@@ -162,7 +103,8 @@ export async function keyCounts(node: NodeAddress): Promise<Record<number, numbe
     const n = await databaseCount(client);
     for (let db = 0; db < n; db++) {
       await client.select(db);
-      const size = Number(await client.dbsize());
+      // Counted by SCAN: Pika's DBSIZE is the result of its last background scan, not live.
+      const size = (await scanKeys(client)).length;
       if (size > 0) out[db] = size;
     }
     return out;

@@ -1,11 +1,11 @@
-/** An in-process proxy (real listener, real node connection) in front of a test redis-server. */
+/** An in-process proxy (real listener, real node connection) in front of a test node (redis-server or Pika). */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { loadConfig } from '../../src/config';
 import { silentLogger } from '../../src/logger';
 import { ProxyHandle, startProxy } from '../../src/server/proxy';
-import type { RedisServer } from './redis-server';
+import type { TestNode } from './nodes';
 
 export interface TestProxy {
   port: number;
@@ -15,7 +15,7 @@ export interface TestProxy {
   stop(): Promise<void>;
 }
 
-export async function startTestProxy(node: RedisServer, flags: string[] = []): Promise<TestProxy> {
+export async function startTestProxy(node: Pick<TestNode, 'address'>, flags: string[] = []): Promise<TestProxy> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'psp-proxy-'));
   const config = loadConfig(['--port', '0', '--sync-port', '0', '--backend', node.address, '--data-dir', dataDir, '--log-level', 'silent', ...flags], {});
   const handle = await startProxy(config, silentLogger());

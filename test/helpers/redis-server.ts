@@ -21,7 +21,10 @@ export interface RedisServerOptions {
 }
 
 export class RedisServer {
+  readonly kind = 'redis' as const;
   readonly host = '127.0.0.1';
+  /** restart() comes back empty (no persistence); see PikaServer for the opposite. */
+  readonly persistsAcrossRestart = false;
   private proc?: ChildProcess;
   private dir?: string;
 
