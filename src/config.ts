@@ -52,6 +52,10 @@ export interface Config {
     maxBytes: number;
     segmentBytes: number;
   };
+  /** How expiries reach this proxy's node: learned by probing (auto), or forced. */
+  nodeExpiry: 'auto' | 'pexpireat' | 'pexpire';
+  /** A streaming replica verifies its node against the master this often; 0 = only on SYNCPROXY VERIFY. */
+  verifyIntervalMs: number;
   tls: {
     cert?: string;
     key?: string;
@@ -98,6 +102,8 @@ export function defaultConfig(): MutableConfig {
     },
     snapshot: { fileSize: 16 * MIB, maxAgeMs: 10 * 60_000, maxTrackedKeys: 1_000_000 },
     writeLog: { maxBytes: 1024 * MIB, segmentBytes: 64 * MIB },
+    nodeExpiry: 'auto',
+    verifyIntervalMs: 0,
     tls: {},
   };
 }
@@ -130,6 +136,14 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'snapshot-max-tracked-keys', kind: 'int', min: 1000, max: 100_000_000, help: 'keys written during one snapshot build before it fails', apply: (c, v) => (c.snapshot.maxTrackedKeys = v as number) },
   { name: 'write-log-max-bytes', kind: 'size', min: 1 * MIB, help: 'write log size kept on disk; older segments are removed', apply: (c, v) => (c.writeLog.maxBytes = v as number) },
   { name: 'write-log-segment-bytes', kind: 'size', min: 64 * 1024, help: 'size of one write log segment file', apply: (c, v) => (c.writeLog.segmentBytes = v as number) },
+  {
+    name: 'node-expiry', kind: 'string', help: "how expiries are applied to the node: auto (probed at link-up), pexpireat or pexpire (time remaining); forcing pexpireat on Pika 4.0.1 loses every key with a TTL, which the content proof then reports",
+    apply: (c, v) => {
+      if (v !== 'auto' && v !== 'pexpireat' && v !== 'pexpire') throw invalid('node-expiry', `expected auto, pexpireat or pexpire, got '${String(v)}'`);
+      c.nodeExpiry = v;
+    },
+  },
+  { name: 'verify-interval-ms', kind: 'int', min: 0, max: 7 * 24 * 3_600_000, help: 'a streaming replica compares its node with the master this often (0 = only on SYNCPROXY VERIFY)', apply: (c, v) => (c.verifyIntervalMs = v as number) },
   { name: 'tls-cert', kind: 'string', help: 'PEM certificate for the sync service (enables TLS)', apply: (c, v) => (c.tls.cert = v as string) },
   { name: 'tls-key', kind: 'string', help: 'PEM private key for the sync service', apply: (c, v) => (c.tls.key = v as string) },
   { name: 'tls-ca', kind: 'string', help: 'PEM CA bundle: replicas verify the master with it; set on a master it requires client certificates', apply: (c, v) => (c.tls.ca = v as string) },

@@ -56,6 +56,17 @@ export class DirSnapshotStore implements SnapshotStoreView {
     return this.current;
   }
 
+  async snapshotAtLeast(logId: string, minOffset: number): Promise<Manifest> {
+    const m = await this.ensureSnapshot();
+    if (m.logId !== logId || m.logOffset < minOffset) throw new SyncProxyError('SNAPSHOT_NOT_FOUND', `test store holds ${m.logId}@${m.logOffset}`);
+    return m;
+  }
+
+  snapshotFiles(snapshotId: string): Array<{ name: string; path: string }> {
+    if (!this.current || snapshotId !== this.current.snapshotId) throw new SyncProxyError('SNAPSHOT_NOT_FOUND', `snapshot ${snapshotId} not found`);
+    return this.current.files.map((f) => ({ name: f.name, path: path.join(this.dir, snapshotId, f.name) }));
+  }
+
   async readChunk(snapshotId: string, file: string, offset: number, length: number): Promise<{ data: Buffer; eof: boolean }> {
     await this.onChunk?.(file, offset);
     if (!this.current || snapshotId !== this.current.snapshotId) throw new SyncProxyError('SNAPSHOT_NOT_FOUND', `snapshot ${snapshotId} not found`);

@@ -85,6 +85,12 @@ class FixedStore implements SnapshotStoreView {
   currentSnapshotId(): string {
     return 'snap-1';
   }
+  async snapshotAtLeast(): Promise<Manifest> {
+    return this.manifest;
+  }
+  snapshotFiles(): Array<{ name: string; path: string }> {
+    throw new SyncProxyError('SNAPSHOT_NOT_FOUND', 'the fixed store has no files on disk');
+  }
 }
 
 describe('sync service', function () {

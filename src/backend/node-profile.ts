@@ -175,3 +175,10 @@ export function toNodeForm(args: Buffer[], profile: NodeProfile, nowMs = Date.no
   if (!Number.isFinite(at)) return args; // the node answers the malformed number with its own error
   return [PEXPIRE, args[1], Buffer.from(String(Math.round(at - nowMs)))];
 }
+
+/** `--node-expiry`: learn the form (auto), or force one (an operator's override; tests use it). */
+export type ExpiryChoice = 'auto' | 'pexpireat' | 'pexpire';
+
+export function withExpiryOverride(profile: NodeProfile, choice: ExpiryChoice): NodeProfile {
+  return choice === 'auto' || choice === profile.expiry ? profile : Object.freeze({ ...profile, expiry: choice });
+}

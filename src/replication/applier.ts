@@ -41,6 +41,40 @@ export interface FollowOptions {
   onCaughtUp: () => void;
   /** What the replica node honours: expiries are replayed in its form (node-profile.ts). */
   profile: NodeProfile;
+  /** Holds entries past an offset (online verification reads the node at one offset). */
+  gate?: ApplyGate;
+}
+
+/**
+ * Stops the applier before entries past `limit` while set: the node then stays at one log offset
+ * until `release`. Entries keep arriving from the master meanwhile and wait in the stream's
+ * flow control (nothing is buffered here).
+ */
+export class ApplyGate {
+  private limit?: number;
+  private waiters: Array<() => void> = [];
+
+  get holding(): number | undefined {
+    return this.limit;
+  }
+
+  hold(limit: number): void {
+    this.limit = limit;
+    this.wake();
+  }
+
+  release(): void {
+    this.limit = undefined;
+    this.wake();
+  }
+
+  async pass(offset: number): Promise<void> {
+    while (this.limit !== undefined && offset > this.limit) await new Promise<void>((resolve) => this.waiters.push(resolve));
+  }
+
+  private wake(): void {
+    for (const w of this.waiters.splice(0)) w();
+  }
 }
 
 /**
@@ -76,6 +110,8 @@ export async function followLog(options: FollowOptions): Promise<never> {
       if (entry.offset !== progress.sentOffset + 1) {
         throw new SyncProxyError('MALFORMED_RESPONSE', `write log jumped from offset ${progress.sentOffset} to ${entry.offset}`);
       }
+      await options.gate?.pass(entry.offset);
+      if (options.signal.aborted) throw options.signal.reason;
       if (entry.db !== selectedDb) {
         await node.sendArgs(['SELECT', String(entry.db)], (reply) => {
           if (reply.type !== 43) throw applyFailed(entry, `SELECT ${entry.db}`, errorText(reply));

@@ -13,7 +13,7 @@ import { FramedReply } from '../resp/reply-framer';
 import { CommandScanner } from './command-scanner';
 import { DbTally, LoadBatch, argsOf, isMarker, markerName } from './load-batch';
 import { SNAPSHOT_FORMAT_VERSION, type Manifest } from '../source/types';
-import { NodeProfile, isPexpireat, probeNodeProfile, toNodeForm } from '../backend/node-profile';
+import { ExpiryChoice, NodeProfile, isPexpireat, probeNodeProfile, toNodeForm, withExpiryOverride } from '../backend/node-profile';
 import { NodeAddress, NodePipeline, errorText, integerOf, probeVia } from './node-pipeline';
 
 export interface LoaderOptions {
@@ -75,12 +75,12 @@ export class SnapshotLoader {
     this.logger = baseLogger;
   }
 
-  static async connect(address: NodeAddress, logger: Logger, signal: AbortSignal, maxInFlight?: number, maxInFlightBytes?: number, readBytes?: number): Promise<SnapshotLoader> {
+  static async connect(address: NodeAddress, logger: Logger, signal: AbortSignal, maxInFlight?: number, maxInFlightBytes?: number, readBytes?: number, expiry: ExpiryChoice = 'auto'): Promise<SnapshotLoader> {
     try {
       const node = await NodePipeline.connect(address, signal, maxInFlight, maxInFlightBytes);
       try {
         // Probed on the loader's own connection before its FLUSHALL, so the load cannot disturb it.
-        return new SnapshotLoader(node, await probeNodeProfile(probeVia(node)), logger, readBytes);
+        return new SnapshotLoader(node, withExpiryOverride(await probeNodeProfile(probeVia(node)), expiry), logger, readBytes);
       } catch (err) {
         node.close();
         throw err;

@@ -156,6 +156,20 @@ function syncFields(machine: SyncStateMachine, status: ReplicaStatus | undefined
     `sync_snapshot_changes:${status?.snapshotChanges ?? 0}`,
     `sync_chunk_retries:${status?.copy.chunkRetries ?? 0}`,
     `last_sync_error:${status?.lastError ? oneLine(describeError(status.lastError)) : ''}`,
+    ...verifyFields(status?.verify),
+  ];
+}
+
+/** The last online verification: result ok | mismatch | error | none. */
+function verifyFields(v: ContentCheck | undefined): string[] {
+  const result = !v ? 'none' : v.error ? 'error' : v.differingKeys > 0 ? 'mismatch' : 'ok';
+  return [
+    `verify_last_result:${result}`,
+    `verify_mismatched_keys:${v?.differingKeys ?? 0}`,
+    `verify_last_at:${v ? Math.floor(v.at / 1000) : 0}`,
+    `verify_log_offset:${v?.logOffset ?? 0}`,
+    `verify_keys:${v?.keys ?? 0}`,
+    `verify_last_error:${v?.error ? oneLine(v.error) : ''}`,
   ];
 }
 

@@ -20,6 +20,8 @@ import { SyncStateMachine } from './states';
 import type { SyncClientFactory } from './sync-api';
 import { SyncRun } from './sync-run';
 import { abortError } from './util';
+import type { OnlineReport } from '../verify/online-verify';
+import { describeDifferences } from '../verify/verify-content';
 
 export type Role = 'master' | 'replica';
 
@@ -41,7 +43,8 @@ export class ReplicationManager {
   private readonly logger: Logger;
   private readonly roleListeners: Array<(role: Role) => void> = [];
   private replicaStatus?: ReplicaStatus;
-  private run?: { abort: AbortController; done: Promise<void> };
+  private run?: { abort: AbortController; done: Promise<void>; syncRun: SyncRun };
+  private verifyTimer?: NodeJS.Timeout;
   private progressTimer?: NodeJS.Timeout;
   /** Serialises SLAVEOF / NO ONE / stop so two operators cannot interleave aborts and starts. */
   private queue: Promise<unknown> = Promise.resolve();
@@ -159,9 +162,36 @@ export class ReplicationManager {
       this.logger.error({ err: e.describe() }, 'replication run crashed');
       if (this.machine.canTransition('failed')) this.machine.transition('failed', e.describe());
     });
-    this.run = { abort, done };
+    this.run = { abort, done, syncRun };
     this.progressTimer = setInterval(() => this.logProgress(status), config.sync.progressIntervalMs);
     this.progressTimer.unref();
+    if (config.verifyIntervalMs > 0) {
+      this.verifyTimer = setInterval(() => {
+        if (this.machine.state === 'streaming' && status.confirmed) this.verify().catch(() => undefined);
+      }, config.verifyIntervalMs);
+      this.verifyTimer.unref();
+    }
+  }
+
+  /**
+   * SYNCPROXY VERIFY (and --verify-interval-ms): compares the replica node with the master at one
+   * log offset. The result, or why it could not run, goes to the status and INFO.
+   */
+  async verify(): Promise<OnlineReport> {
+    const status = this.replicaStatus;
+    const run = this.run;
+    if (!status || !run) throw new SyncProxyError('INVALID_REQUEST', 'SYNCPROXY VERIFY runs on a replica (this proxy is a master)');
+    try {
+      const report = await run.syncRun.verifyOnline();
+      status.verify = { ...report, at: Date.now(), kind: 'online' };
+      const level = report.differingKeys > 0 ? 'warn' : 'info';
+      this.logger[level]({ keys: report.keys, differingKeys: report.differingKeys, logOffset: report.logOffset, durationMs: report.durationMs }, report.differingKeys > 0 ? `online verification: ${describeDifferences(report)}` : 'online verification: the node equals the master');
+      return report;
+    } catch (err) {
+      const e = toSyncProxyError(err, 'INTERNAL', 'online verification');
+      if (e.code !== 'INVALID_REQUEST') status.verify = { keys: 0, ranges: 0, differingRanges: 0, differingKeys: 0, differences: [], durationMs: 0, at: Date.now(), kind: 'online', error: e.describe() };
+      throw e;
+    }
   }
 
   private logProgress(status: ReplicaStatus): void {
@@ -179,6 +209,8 @@ export class ReplicationManager {
     this.run = undefined;
     if (this.progressTimer) clearInterval(this.progressTimer);
     this.progressTimer = undefined;
+    if (this.verifyTimer) clearInterval(this.verifyTimer);
+    this.verifyTimer = undefined;
     if (run) {
       run.abort.abort(abortError(reason));
       await run.done;

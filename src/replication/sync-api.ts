@@ -5,15 +5,17 @@
  */
 import type { Logger } from 'pino';
 
-import type { ChunkAnswer, LogStreamMessage, MetaAnswer, ReplicaIdentity } from '../sync/sync-client';
+import type { ChunkAnswer, DigestAnswer, DigestQuery, LogStreamMessage, MetaAnswer, ReplicaIdentity } from '../sync/sync-client';
 
-export type { ChunkAnswer, MetaAnswer, ReplicaIdentity };
+export type { ChunkAnswer, DigestAnswer, DigestQuery, MetaAnswer, ReplicaIdentity };
 export type LogMessage = LogStreamMessage;
 
 export interface SyncClientLike {
   getMeta(request: { waitMs: number; replica: ReplicaIdentity; knownFiles?: number; snapshotId?: string }): Promise<MetaAnswer>;
   getChunk(request: { snapshotId: string; file: string; offset: number; length: number; replica: ReplicaIdentity }): Promise<ChunkAnswer>;
   streamLog(request: { logId: string; fromOffset: number; replica: ReplicaIdentity }, signal: AbortSignal): AsyncIterable<LogMessage>;
+  /** Online verification (optional: a test double may leave it out; SYNCPROXY VERIFY then says so). */
+  getDigest?(request: DigestQuery): Promise<DigestAnswer>;
   close(): void | Promise<void>;
 }
 

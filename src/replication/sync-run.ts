@@ -10,11 +10,12 @@ import type { Config } from '../config';
 import { SyncProxyError, describeError } from '../errors';
 import { AttemptHistory, RetryPolicy, sleep } from '../retry';
 import { SNAPSHOT_FORMAT_VERSION } from '../source/types';
-import { followLog } from './applier';
+import { ApplyGate, followLog } from './applier';
+import { OnlineReport, verifyOnline } from '../verify/online-verify';
 import { CopiedSnapshot, copySnapshot } from './copier';
 import { handshake } from './handshake';
 import { SnapshotLoader } from './loader';
-import { probeNodeProfile } from '../backend/node-profile';
+import { probeNodeProfile, withExpiryOverride } from '../backend/node-profile';
 import { NodePipeline, probeVia } from './node-pipeline';
 import { ReplicaStatus, resetForFullSync } from './replica-status';
 import { ProgressStore, progressPath, stagingRoot, validateManifest } from './staging';
@@ -46,6 +47,9 @@ export interface SyncRunDeps {
 }
 
 export class SyncRun {
+  /** While following the log: what online verification needs. */
+  private following?: { client: SyncClientLike; gate: ApplyGate; databases: number };
+  private verifying?: Promise<OnlineReport>;
   private readonly policy: RetryPolicy;
   private readonly chunkRetry: RetryPolicy;
   private readonly throttle: Throttle;
@@ -155,7 +159,7 @@ export class SyncRun {
         status.loadBytesTotal = meta.totalBytes;
         machine.transition('copying', `snapshot ${meta.snapshotId}: ${meta.files.length} files, ${meta.totalBytes} bytes${meta.partial ? ' finished so far (the master is still building)' : ''}, log offset ${meta.logOffset}`);
         // Fewer bytes in flight than a lone load: the copy's chunks share the memory (invariant 6).
-        loader ??= await SnapshotLoader.connect(this.nodeAddress(), logger, signal, undefined, OVERLAPPED_LOAD_IN_FLIGHT_BYTES, OVERLAPPED_LOAD_READ_BYTES);
+        loader ??= await SnapshotLoader.connect(this.nodeAddress(), logger, signal, undefined, OVERLAPPED_LOAD_IN_FLIGHT_BYTES, OVERLAPPED_LOAD_READ_BYTES, config.nodeExpiry);
         loading = new OverlappedLoad(loader, meta, status, signal);
         const copyAbort = new AbortController();
         const onAbort = (): void => copyAbort.abort(signal.reason);
@@ -256,10 +260,12 @@ export class SyncRun {
     const node = await NodePipeline.connect(this.nodeAddress(), signal);
     try {
       // Learned again on every link: the node may have been replaced since the load.
-      const profile = await probeNodeProfile(probeVia(node));
+      const profile = withExpiryOverride(await probeNodeProfile(probeVia(node)), this.deps.config.nodeExpiry);
       status.nodeProfile = profile;
+      const gate = new ApplyGate();
+      this.following = { client, gate, databases: profile.databases };
       return await followLog({
-        client, node, replica: this.deps.replica, progress: apply, logger, signal, profile,
+        client, node, replica: this.deps.replica, progress: apply, logger, signal, profile, gate,
         onCaughtUp: () => {
           status.lastIoMs = apply.lastIoMs;
           const firstConfirmation = !status.confirmed;
@@ -280,8 +286,27 @@ export class SyncRun {
       if (err instanceof SyncProxyError && ['APPLY_FAILED', 'BACKEND_CONNECTION_LOST', 'BACKEND_UNAVAILABLE', 'LOG_OFFSET_GONE'].includes(err.code)) status.confirmed = false;
       throw err;
     } finally {
+      this.following?.gate.release();
+      this.following = undefined;
       node.close();
     }
+  }
+
+  /**
+   * SYNCPROXY VERIFY: compares the node with the master at one log offset (online-verify.ts). Only
+   * on a confirmed, streaming replica; one at a time (a second caller shares the running one).
+   */
+  verifyOnline(): Promise<OnlineReport> {
+    const { status, machine, config, logger, signal } = this.deps;
+    const following = this.following;
+    if (!following || !status.confirmed || machine.state !== 'streaming' || !status.apply) {
+      return Promise.reject(new SyncProxyError('INVALID_REQUEST', `online verification needs a confirmed, streaming replica (state ${machine.state})`));
+    }
+    this.verifying ??= verifyOnline({
+      client: following.client, replica: this.deps.replica, progress: status.apply, gate: following.gate, node: this.nodeAddress(),
+      databases: following.databases, snapshotWaitMs: config.sync.snapshotWaitMs, logger, signal,
+    }).finally(() => (this.verifying = undefined));
+    return this.verifying;
   }
 
   private nodeAddress(): { host: string; port: number; password?: string } {

@@ -56,3 +56,14 @@ function argViews(buf: Buffer, start: number, argc: number): Buffer[] {
   }
   return args;
 }
+
+/** A request made by the proxy itself (e.g. a command rewritten for the node), from its arguments. */
+export function requestOf(args: Buffer[]): Request {
+  const header = `*${args.length}\r\n$${args[0].length}\r\n`;
+  const parts: Buffer[] = [Buffer.from(header, 'latin1'), args[0], CRLF];
+  for (let i = 1; i < args.length; i++) parts.push(Buffer.from(`$${args[i].length}\r\n`, 'latin1'), args[i], CRLF);
+  const buf = Buffer.concat(parts);
+  return new Request(buf, 0, buf.length, args.length, header.length, header.length + args[0].length, argViews(buf, 0, args.length));
+}
+
+const CRLF = Buffer.from('\r\n', 'latin1');

@@ -8,13 +8,14 @@
  * Flow control: reading pauses while too many requests are queued or unanswered; a client whose
  * unsent replies exceed --client-output-limit is disconnected (bounded proxy memory).
  */
+import { SAFE_PROFILE, toNodeForm } from '../backend/node-profile';
 import net from 'node:net';
 import type { Logger } from 'pino';
 import { Fifo } from '../backend/fifo';
 import type { NodeConnection, ReplyTarget } from '../backend/node-connection';
 import type { SyncProxyError } from '../errors';
 import * as encode from '../resp/encode';
-import type { Request } from '../resp/request';
+import { Request, requestOf } from '../resp/request';
 import { RequestParser } from '../resp/request-parser';
 import type { WriteScope } from '../source/types';
 import { CommandSpec, arityOk, commandKeys, hasBlockOption, lookupLowerCase } from './command-table';
@@ -147,8 +148,11 @@ export class ClientSession implements ReplyTarget {
    * Runs one command; a returned promise holds this client's later commands until it settles.
    * The hot paths (forwarded reads, plain writes) never make the argument views (see Request).
    */
-  private execute(req: Request): Promise<void> | void {
-    const name = req.name;
+  private execute(sent: Request): Promise<void> | void {
+    const name = sent.name;
+    // PEXPIREAT means "expire then" to a client; a node that deletes the key instead (Pika 4.0.1)
+    // gets the time remaining, so the command does what it says (node-profile.ts).
+    const req = name === 'pexpireat' && sent.argc === 3 && (this.ctx.nodeProfile() ?? SAFE_PROFILE).expiry === 'pexpire' ? requestOf(toNodeForm(sent.args, SAFE_PROFILE)) : sent;
     this.lastCommand = name;
     const spec = lookupLowerCase(name);
     if (!this.authenticated && !ALWAYS_ALLOWED_BEFORE_AUTH.has(name)) return this.reply(encode.error('NOAUTH Authentication required.'));

@@ -3,6 +3,7 @@
  * manager (as a narrow port, so src/server does not depend on src/replication's internals), the
  * write gate of a running snapshot build, shared registries and counters.
  */
+import type { OnlineReport } from '../verify/online-verify';
 import type { NodeProfile } from '../backend/node-profile';
 import type { Logger } from 'pino';
 import type { NodeConnection } from '../backend/node-connection';
@@ -41,6 +42,8 @@ export interface ReplicationPort {
   roleReply(master: MasterView): ReplyValue;
   statusText(): string;
   status(): object;
+  /** SYNCPROXY VERIFY: online comparison of the replica node with its master. */
+  verify(): Promise<OnlineReport>;
 }
 
 export interface ProxyStats {

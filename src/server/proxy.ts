@@ -128,9 +128,9 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
   early.splice(0).forEach(accept);
 
   connection.connect().catch(() => undefined); // reconnects by itself; clients get prompt errors meanwhile
+  await replication.start();
   // Snapshots and SELECT checks use the node's profile: wait a little for the first probe.
   await node.firstProbe(PROBE_WAIT_MS);
-  await replication.start();
   logger.info({ port, syncPort, backend: connection.address, runId, dataDir: config.dataDir }, 'pika-sync-proxy listening');
 
   let stopping: Promise<void> | undefined;

@@ -4,7 +4,7 @@
  * `# Proxy`), and SYNCPROXY HELLO/STATUS (discovery for replicas, the operator's sync status).
  */
 import { describeProfile } from '../backend/node-profile';
-import { SyncProxyError, describeError } from '../errors';
+import { SyncProxyError, describeError, oneLine } from '../errors';
 import * as encode from '../resp/encode';
 import { SYNC_PROTOCOL_VERSION } from '../source/types';
 import type { ClientSession } from './client-session';
@@ -27,7 +27,7 @@ function slaveof(s: ClientSession, args: Buffer[]): Buffer | Promise<Buffer> {
   );
 }
 
-function syncproxy(s: ClientSession, args: Buffer[]): Buffer {
+function syncproxy(s: ClientSession, args: Buffer[]): Buffer | Promise<Buffer> {
   const sub = args[1].toString().toLowerCase();
   switch (sub) {
     case 'hello':
@@ -42,8 +42,17 @@ function syncproxy(s: ClientSession, args: Buffer[]): Buffer {
       if (args[2]?.toString().toLowerCase() === 'json') return encode.bulk(JSON.stringify({ proxyNodeProfile: profile, ...s.ctx.replication.status() }));
       return encode.bulk(`proxyNodeProfile: ${profile ?? 'not probed yet'}\n${s.ctx.replication.statusText()}`);
     }
+    case 'verify':
+      return s.ctx.replication.verify().then(
+        (r) => encode.bulk([
+          `result: ${r.differingKeys > 0 ? 'mismatch' : 'ok'}`, `log_offset: ${r.logOffset}`, `snapshot_id: ${r.snapshotId}`, `keys: ${r.keys}`,
+          `differing_ranges: ${r.differingRanges}/${r.ranges}`, `mismatched_keys: ${r.differingKeys}`, `duration_ms: ${r.durationMs}`,
+          ...r.differences.map((d) => `difference: db ${d.db} ${JSON.stringify(d.key)}: ${d.problem}`),
+        ].join('\n')),
+        (err) => encode.error(`ERR ${oneLine(describeError(err))}`),
+      );
     default:
-      return encode.error(`ERR unknown SYNCPROXY subcommand '${sub}'. Try SYNCPROXY HELLO | STATUS [JSON]`);
+      return encode.error(`ERR unknown SYNCPROXY subcommand '${sub}'. Try SYNCPROXY HELLO | STATUS [JSON] | VERIFY`);
   }
 }
 

@@ -222,6 +222,36 @@ export class SnapshotStore implements SnapshotStoreView, WriteGate {
     await this.building?.catch(() => undefined);
   }
 
+  /**
+   * A complete snapshot of log `logId` at offset `minOffset` or later, for online verification:
+   * the current one when it is recent enough, else a new build (SNAPSHOT_BUILDING past `waitMs`).
+   * LOG_OFFSET_GONE when `logId` is not this log.
+   */
+  async snapshotAtLeast(logId: string, minOffset: number, waitMs: number): Promise<Manifest> {
+    const log = this.options.log;
+    if (logId !== log.logId) throw new SyncProxyError('LOG_OFFSET_GONE', `log ${logId.slice(0, 80)} is not this master's current log ${log.logId}`);
+    if (minOffset > log.lastOffset) throw new SyncProxyError('INVALID_REQUEST', `offset ${minOffset} is past this master's last offset ${log.lastOffset}`);
+    const current = this.current?.manifest;
+    if (current && current.logId === logId && current.logOffset >= minOffset) {
+      this.current!.lastReadAt = Date.now();
+      return current;
+    }
+    // A running build began at an offset we cannot see yet: wait for it, then judge its manifest.
+    if (this.building) await this.ensureSnapshot(waitMs);
+    const built = this.current?.manifest;
+    if (built && built.logId === logId && built.logOffset >= minOffset) return built;
+    this.current = undefined; // too old for this caller: the next ensureSnapshot builds anew
+    return this.ensureSnapshot(waitMs);
+  }
+
+  /** The files of a held snapshot, in manifest order (SNAPSHOT_NOT_FOUND when not held). */
+  snapshotFiles(snapshotId: string): Array<{ name: string; path: string }> {
+    const held = this.held.get(snapshotId);
+    if (!held) throw new SyncProxyError('SNAPSHOT_NOT_FOUND', `snapshot '${snapshotId.slice(0, 80)}' is not held (current: ${this.currentSnapshotId() ?? 'none'})`);
+    held.lastReadAt = Date.now();
+    return held.manifest.files.map((f) => ({ name: f.name, path: path.join(held.dir, f.name) }));
+  }
+
   private isFresh(m: Manifest): boolean {
     const log = this.options.log;
     return m.logId === log.logId && m.logOffset >= log.firstOffset - 1 && Date.now() - m.createdAtMs < this.options.maxAgeMs;

@@ -133,4 +133,8 @@ export interface SnapshotStoreView {
   readChunk(snapshotId: string, file: string, offset: number, length: number): Promise<{ data: Buffer; eof: boolean }>;
   /** The current snapshot id, if any (a replica asking for another one learns it changed). */
   currentSnapshotId(): string | undefined;
+  /** A complete snapshot of `logId` at `minOffset` or later (online verification). */
+  snapshotAtLeast(logId: string, minOffset: number, waitMs: number): Promise<Manifest>;
+  /** Paths of a held snapshot's files in manifest order. */
+  snapshotFiles(snapshotId: string): Array<{ name: string; path: string }>;
 }

@@ -150,3 +150,39 @@ export interface LogMessageMsg {
   entry?: LogEntryMsg | null;
   heartbeat?: HeartbeatMsg | null;
 }
+
+export interface DigestRequestMsg {
+  replica: ReplicaIdentityMsg | null;
+  logId: string;
+  minLogOffset: number;
+  cutoffMs: number;
+  waitMs: number;
+  snapshotId: string;
+  ranges: number[];
+}
+
+export interface RangeDigestMsg {
+  range: number;
+  keys: number;
+  a: number;
+  b: number;
+  volatile: number;
+  expirySumS: number;
+}
+
+export interface KeyDigestMsg {
+  db: number;
+  key: Buffer;
+  type: string;
+  expireAtMs: number;
+  a: number;
+  b: number;
+}
+
+export interface DigestMsg {
+  snapshotId: string;
+  logId: string;
+  logOffset: number;
+  ranges: RangeDigestMsg[];
+  keys: KeyDigestMsg[];
+}

@@ -11,7 +11,7 @@ import { crc32c } from '@node-rs/crc32';
 import { SyncProxyError } from '../errors';
 import type { Logger } from '../logger';
 import { LogEntry, Manifest, SYNC_PROTOCOL_VERSION } from '../source/types';
-import { ChunkMsg, LogMessageMsg, MAX_RECEIVE_MESSAGE_BYTES, MetaMsg, PASSWORD_METADATA_KEY, loadSyncService } from './proto';
+import { ChunkMsg, DigestMsg, LogMessageMsg, MAX_RECEIVE_MESSAGE_BYTES, MetaMsg, PASSWORD_METADATA_KEY, loadSyncService } from './proto';
 import { fromGrpcError } from './status-mapping';
 import { validateChunk, validateLogMessage, validateMeta } from './response-validation';
 
@@ -59,6 +59,21 @@ export interface LogStreamMessage {
 
 type UnaryMethod<Req, Res> = (req: Req, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: Res) => void) => grpc.ClientUnaryCall;
 type StreamMethod<Req, Res> = (req: Req, md: grpc.Metadata, opts: grpc.CallOptions) => grpc.ClientReadableStream<Res>;
+
+/** A master reads a whole snapshot to answer GetDigest: never give it less than this. */
+const DIGEST_MIN_DEADLINE_MS = 300_000;
+
+export interface DigestQuery {
+  replica: ReplicaIdentity;
+  logId: string;
+  minLogOffset: number;
+  cutoffMs: number;
+  waitMs: number;
+  snapshotId?: string;
+  ranges?: number[];
+}
+
+export type DigestAnswer = DigestMsg;
 
 export class SyncClient {
   private readonly client: grpc.Client;
@@ -177,7 +192,27 @@ export class SyncClient {
     return md;
   }
 
-  private unary<Res>(name: 'GetMeta' | 'GetChunk', req: object, timeoutMs: number, what: string): Promise<Res> {
+  /**
+   * Content digests of a master snapshot at `minLogOffset` or later (aggregates per range), or
+   * with `ranges` the key-by-key digests of those ranges of `snapshotId`. Reading the snapshot
+   * takes the master a while on a big dataset: the deadline allows for it.
+   */
+  async getDigest(req: DigestQuery): Promise<DigestAnswer> {
+    const what = `GetDigest from ${this.endpoint}`;
+    const waitMs = Math.max(0, Math.min(Math.floor(req.waitMs), MASTER_MAX_META_WAIT_MS));
+    const msg = await this.unary<DigestMsg>(
+      'GetDigest',
+      { replica: req.replica, logId: req.logId, minLogOffset: req.minLogOffset, cutoffMs: req.cutoffMs, waitMs, snapshotId: req.snapshotId ?? '', ranges: req.ranges ?? [] },
+      waitMs + Math.max(this.options.rpcTimeoutMs, DIGEST_MIN_DEADLINE_MS),
+      what,
+    );
+    if (typeof msg.snapshotId !== 'string' || msg.snapshotId === '' || msg.logId !== req.logId || !Number.isSafeInteger(msg.logOffset) || !Array.isArray(msg.ranges) || !Array.isArray(msg.keys)) {
+      throw new SyncProxyError('MALFORMED_RESPONSE', `${what}: malformed digest`);
+    }
+    return msg;
+  }
+
+  private unary<Res>(name: 'GetMeta' | 'GetChunk' | 'GetDigest', req: object, timeoutMs: number, what: string): Promise<Res> {
     const method = (this.client as unknown as Record<string, UnaryMethod<object, Res>>)[name].bind(this.client);
     return new Promise<Res>((resolve, reject) => {
       method(req, this.metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {

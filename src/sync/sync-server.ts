@@ -12,8 +12,10 @@ import { SyncProxyError } from '../errors';
 import type { Logger } from '../logger';
 import { entryChecksum } from '../source/log-format';
 import { LogEntry, SYNC_PROTOCOL_VERSION, SnapshotStoreView, WriteLogView } from '../source/types';
+import { ContentDigest, RANGES } from '../verify/content-digest';
+import { digestSnapshotFiles } from '../verify/dataset-readers';
 import {
-  ChunkMsg, ChunkRequestMsg, LogMessageMsg, MAX_CHUNK_LENGTH, MetaMsg, MetaRequestMsg, PASSWORD_METADATA_KEY,
+  ChunkMsg, ChunkRequestMsg, DigestMsg, DigestRequestMsg, LogMessageMsg, MAX_CHUNK_LENGTH, MetaMsg, MetaRequestMsg, PASSWORD_METADATA_KEY,
   ReplicaIdentityMsg, StreamLogRequestMsg, loadSyncService,
 } from './proto';
 import { ReplicaIdentity, ReplicaInfo, ReplicaRegistry } from './replica-registry';
@@ -59,6 +61,7 @@ export class SyncServer {
       GetMeta: (call: grpc.ServerUnaryCall<MetaRequestMsg, MetaMsg>, cb: grpc.sendUnaryData<MetaMsg>) => this.unary('GetMeta', call, cb, () => this.getMeta(call)),
       GetChunk: (call: grpc.ServerUnaryCall<ChunkRequestMsg, ChunkMsg>, cb: grpc.sendUnaryData<ChunkMsg>) => this.unary('GetChunk', call, cb, () => this.getChunk(call)),
       StreamLog: (call: grpc.ServerWritableStream<StreamLogRequestMsg, LogMessageMsg>) => void this.streamLog(call),
+      GetDigest: (call: grpc.ServerUnaryCall<DigestRequestMsg, DigestMsg>, cb: grpc.sendUnaryData<DigestMsg>) => this.unary('GetDigest', call, cb, () => this.getDigest(call)),
     });
     const address = `${this.options.bind.includes(':') && !this.options.bind.startsWith('[') ? `[${this.options.bind}]` : this.options.bind}:${this.options.port}`;
     const credentials = this.serverCredentials();
@@ -160,6 +163,37 @@ export class SyncServer {
       masterOffset: this.options.log.lastOffset,
       partial: m.partial === true,
     };
+  }
+
+  /** Online verification: digests of a snapshot at or after the replica's offset (proto GetDigest). */
+  private async getDigest(call: grpc.ServerUnaryCall<DigestRequestMsg, DigestMsg>): Promise<DigestMsg> {
+    const req = call.request;
+    this.replicaIdentity(req.replica, call.getPeer());
+    if (typeof req.logId !== 'string' || req.logId.length === 0 || req.logId.length > MAX_ID_LENGTH) throw new SyncProxyError('INVALID_REQUEST', 'log_id must be a string of 1 to 256 characters');
+    if (typeof req.snapshotId !== 'string' || req.snapshotId.length > MAX_ID_LENGTH) throw new SyncProxyError('INVALID_REQUEST', 'snapshot_id must be a string of at most 256 characters');
+    const minOffset = nonNegativeInt(req.minLogOffset, 'min_log_offset');
+    const cutoffMs = nonNegativeInt(req.cutoffMs, 'cutoff_ms');
+    const waitMs = Math.min(nonNegativeInt(req.waitMs, 'wait_ms'), MAX_META_WAIT_MS);
+    const ranges = new Set<number>();
+    for (const r of req.ranges ?? []) {
+      if (!Number.isInteger(r) || r < 0 || r >= RANGES) throw new SyncProxyError('INVALID_REQUEST', `range ${r} outside 0..${RANGES - 1}`);
+      ranges.add(r);
+    }
+    const store = this.options.store;
+    // Key lists come from the snapshot the ranges were compared on; aggregates from a new enough one.
+    const manifest = ranges.size > 0 ? await store.ensureSnapshot(0, undefined, req.snapshotId) : await store.snapshotAtLeast(req.logId, minOffset, waitMs);
+    if (manifest.partial) throw new SyncProxyError('SNAPSHOT_BUILDING', `snapshot ${manifest.snapshotId} is still being built`);
+    const digest = new ContentDigest(cutoffMs, ranges);
+    const abort = new AbortController();
+    call.on('cancelled', () => abort.abort(new SyncProxyError('SYNC_ABORTED', 'GetDigest cancelled by the replica')));
+    await digestSnapshotFiles(store.snapshotFiles(manifest.snapshotId), digest, abort.signal);
+    const out: DigestMsg = { snapshotId: manifest.snapshotId, logId: manifest.logId, logOffset: manifest.logOffset, ranges: [], keys: [] };
+    for (let r = 0; r < RANGES; r++) {
+      const d = digest.range(r);
+      if (d.keys > 0) out.ranges.push({ range: r, keys: d.keys, a: d.a, b: d.b, volatile: d.volatile, expirySumS: d.expirySumS });
+    }
+    out.keys = digest.collected.map((k) => ({ db: k.db, key: k.key, type: k.type, expireAtMs: k.expireAtMs, a: k.a, b: k.b }));
+    return out;
   }
 
   private async getChunk(call: grpc.ServerUnaryCall<ChunkRequestMsg, ChunkMsg>): Promise<ChunkMsg> {

@@ -57,7 +57,20 @@ export class ContentDigest implements RecordSink {
   private current?: { db: number; key: Buffer; type: KeyType; expireAtMs: number; range: number; seedA: number; seedB: number; a: number; b: number; index: number };
 
   /** `collect`: ranges whose keys are kept one by one (none by default). */
-  constructor(private readonly cutoffMs: number, private readonly collect: ReadonlySet<number> = new Set()) {}
+  constructor(readonly cutoffMs: number, private readonly collect: ReadonlySet<number> = new Set()) {}
+
+  /** Takes another side's aggregates (and collected keys) as computed elsewhere (a master's answer). */
+  absorb(ranges: ReadonlyArray<RangeDigest & { range: number }>, keys: readonly KeyEntry[] = []): void {
+    for (const d of ranges) {
+      const r = d.range;
+      this.keys[r] = d.keys;
+      this.laneA[r] = d.a;
+      this.laneB[r] = d.b;
+      this.volatile[r] = d.volatile;
+      this.expirySumS[r] = d.expirySumS;
+    }
+    this.collected.push(...keys);
+  }
 
   beginKey(db: number, key: Buffer, type: KeyType, expireAtMs: number): void {
     this.endKey();

@@ -39,12 +39,21 @@ export interface ContentReport {
   durationMs: number;
 }
 
-export async function compareContent(reference: DatasetSide, node: DatasetSide): Promise<ContentReport> {
+/**
+ * `sequential`: the node is read only after the reference side has answered (online verification
+ * moves the node to the reference's log offset in between).
+ */
+export async function compareContent(reference: DatasetSide, node: DatasetSide, sequential = false): Promise<ContentReport> {
   const started = Date.now();
   const cutoff = started + EXPIRY_MARGIN_MS;
   const expected = new ContentDigest(cutoff);
   const actual = new ContentDigest(cutoff);
-  await Promise.all([reference(expected), node(actual)]);
+  if (sequential) {
+    await reference(expected);
+    await node(actual);
+  } else {
+    await Promise.all([reference(expected), node(actual)]);
+  }
   const differing = new Set<number>();
   for (let r = 0; r < RANGES; r++) if (!sameRange(expected.range(r), actual.range(r))) differing.add(r);
   const report: ContentReport = { keys: expected.totalKeys, ranges: RANGES, differingRanges: differing.size, differingKeys: 0, differences: [], durationMs: 0 };
