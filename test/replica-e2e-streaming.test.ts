@@ -66,6 +66,31 @@ for (const kind of NODE_KINDS) {
       expect(status.appliedOffset).to.equal(finalOffset);
     });
 
+    it('every TTL form a client sends to the master proxy leaves the key on the node with that TTL (within 1 s)', async () => {
+      const node = await cleanup.node(kind);
+      const master = await cleanup.proxy(node);
+      const mc = cleanup.client(proxyClient(master));
+      const direct = cleanup.client(node.client());
+      const forms: Array<[string, () => Promise<unknown>, number]> = [
+        ['EXPIRE', () => mc.set('t:expire', 'v').then(() => mc.expire('t:expire', 1000)), 1_000_000],
+        ['PEXPIRE', () => mc.set('t:pexpire', 'v').then(() => mc.pexpire('t:pexpire', 1_100_000)), 1_100_000],
+        ['EXPIREAT', () => mc.set('t:expireat', 'v').then(() => mc.expireat('t:expireat', Math.floor(Date.now() / 1000) + 1200)), 1_200_000],
+        ['PEXPIREAT', () => mc.set('t:pexpireat', 'v').then(() => mc.pexpireat('t:pexpireat', Date.now() + 1_300_000)), 1_300_000],
+        ['SETEX', () => mc.setex('t:setex', 1400, 'v'), 1_400_000],
+        ['PSETEX', () => mc.psetex('t:psetex', 1_500_000, 'v'), 1_500_000],
+        ['SET EX', () => mc.set('t:set-ex', 'v', 'EX', 1600), 1_600_000],
+        ['SET PX', () => mc.set('t:set-px', 'v', 'PX', 1_700_000), 1_700_000],
+      ];
+      const wrong: string[] = [];
+      for (const [name, send, ttl] of forms) {
+        await send();
+        const key = `t:${name.toLowerCase().replace(' ', '-')}`;
+        const [exists, pttl] = [await direct.exists(key), await direct.pttl(key)];
+        if (exists !== 1 || Math.abs(pttl - ttl) > 1000) wrong.push(`${name}: EXISTS ${exists}, PTTL ${pttl} (expected ~${ttl})`);
+      }
+      expect(wrong, `on the ${kind} node behind the proxy`).to.deep.equal([]);
+    });
+
     it('SET EXAT/PXAT/KEEPTTL and GETEX: applied and logged on redis-server; on Pika the node\'s error is passed through and nothing is logged', async () => {
       const node = await cleanup.node(kind);
       const master = await cleanup.proxy(node);

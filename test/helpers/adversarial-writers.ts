@@ -35,9 +35,11 @@ export function prng(seed: number): () => number {
 /**
  * ~6.6k keys in each of `dbs` (default 0, 2, 5; a Pika node: [0]) — every type, some with TTLs
  * (PEXPIRE, which both kinds apply as Redis does) — + big keys in the first db. `streams: false`
- * leaves streams out (Pika: the proxy refuses to copy a stream whose ids XRANGE changes).
+ * leaves streams out (Pika: the proxy refuses to copy a stream whose ids XRANGE changes);
+ * `firstDbStrings` (default 3000) sizes the first db so a one-db node still has a build that
+ * lasts while the writers write.
  */
-export async function loadBaseData(port: number, dbs: readonly number[] = BASE_DBS, streams = true): Promise<number> {
+export async function loadBaseData(port: number, dbs: readonly number[] = BASE_DBS, streams = true, firstDbStrings = 3000): Promise<number> {
   let keys = 0;
   const bigDb = dbs[0];
   for (const db of dbs) {
@@ -45,7 +47,7 @@ export async function loadBaseData(port: number, dbs: readonly number[] = BASE_D
     await c.connect();
     try {
       const p = c.pipeline();
-      const strings = db === 0 ? 3000 : 1500;
+      const strings = db === bigDb ? firstDbStrings : 1500;
       for (let i = 0; i < strings; i++) p.set(`str:${i}`, `v${db}-${i}-${'x'.repeat(i % 40)}`);
       for (let i = 0; i < 300; i++) p.set(`ctr:${i}`, String(i * 7));
       for (let i = 0; i < 200; i++) p.set(`flt:${i}`, `${i}.25`);

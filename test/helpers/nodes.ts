@@ -35,7 +35,7 @@ export interface TestNode {
   readonly persistsAcrossRestart: boolean;
   /** An ioredis client straight to the node (db must be one of dataDbs(kind)). */
   client(db?: number): Redis;
-  /** Graceful stop; removes the node's dir. */
+  /** Stops the node (redis-server: SIGTERM; Pika: SIGKILL, it takes ~10 s on SIGTERM) and removes its dir. */
   stop(): Promise<void>;
   /** SIGKILL, as a crash. */
   kill(): Promise<void>;

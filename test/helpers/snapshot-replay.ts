@@ -4,6 +4,10 @@
  * the manifest), loaded as the replica loader does (PSP.KEY = SELECT db + DEL key, PSP.PART =
  * SELECT db, PSP.FILE / PSP.EOF checked and skipped, everything else sent), then the write log
  * replayed from `logOffset + 1` until the master's offset is reached.
+ *
+ * `expiry: 'pexpire'` is for a target that does not honour PEXPIREAT (Pika 4.0.1 deletes the key
+ * at once): every `PEXPIREAT key ms` of the snapshot and the log is sent as `PEXPIRE key <ms left>`,
+ * as the replica loader does on such a node.
  */
 import { crc32c } from '@node-rs/crc32';
 import { decodeReply } from '../../src/resp/decode';
@@ -15,6 +19,16 @@ import { PipelinedNode, ReplyCheck, expectNoError } from './pipelined-node';
 const CHUNK = 1024 * 1024;
 const MAX_PENDING = 2000;
 export const TEST_REPLICA: ReplicaIdentity = { runId: 'e'.repeat(40), host: '127.0.0.1', port: 1 };
+
+/** How absolute expiries reach the target: as written (PEXPIREAT) or as the time left (PEXPIRE). */
+export type ExpiryMode = 'pexpireat' | 'pexpire';
+
+/** `PEXPIREAT key ms` as `PEXPIRE key <ms left, at least 1>` in 'pexpire' mode; anything else unchanged. */
+function adaptExpiry(args: Buffer[], mode: ExpiryMode): Buffer[] | undefined {
+  if (mode === 'pexpireat' || args.length !== 3 || args[0].toString('latin1').toUpperCase() !== 'PEXPIREAT') return undefined;
+  const left = Math.max(1, Number(args[2].toString('latin1')) - Date.now());
+  return [Buffer.from('PEXPIRE'), args[1], Buffer.from(String(left))];
+}
 
 /** Fetches one file in chunks and proves it equals the manifest's size and checksum. */
 export async function fetchFile(client: SyncClient, manifest: Manifest, name: string): Promise<Buffer> {
@@ -38,7 +52,7 @@ export async function fetchFile(client: SyncClient, manifest: Manifest, name: st
 }
 
 /** Loads every snapshot file into `target`; returns the key records per db. */
-export async function loadSnapshotFiles(client: SyncClient, manifest: Manifest, target: PipelinedNode): Promise<Map<number, number>> {
+export async function loadSnapshotFiles(client: SyncClient, manifest: Manifest, target: PipelinedNode, expiry: ExpiryMode = 'pexpireat'): Promise<Map<number, number>> {
   const records = new Map<number, number>();
   let selected = -1;
   const select = (db: number): void => {
@@ -68,7 +82,9 @@ export async function loadSnapshotFiles(client: SyncClient, manifest: Manifest, 
         if (Number(req.args[1].toString()) !== inFile) throw new Error(`${file.name}: PSP.EOF says ${req.args[1]}, the file held ${inFile} records`);
         eof = true;
       } else if (name !== 'PSP.FILE') {
-        target.sendRaw(Buffer.from(req.raw));
+        const adapted = adaptExpiry(req.args, expiry);
+        if (adapted) target.send(adapted, expectNoError);
+        else target.sendRaw(Buffer.from(req.raw));
       }
       if (target.pending >= MAX_PENDING) await target.settle(`loading ${file.name}`);
     }
@@ -87,15 +103,16 @@ const execOk: ReplyCheck = (r) => {
 };
 
 /** Applies one write-log entry: SELECT its db (always: a SELECT inside a transaction moves the link), then the command or MULTI..EXEC. */
-export function applyEntry(target: PipelinedNode, entry: LogEntry): void {
+export function applyEntry(target: PipelinedNode, entry: LogEntry, expiry: ExpiryMode = 'pexpireat'): void {
+  const commands = entry.commands.map((c) => adaptExpiry(c, expiry) ?? c);
   const where = (args: Buffer[]): ReplyCheck => (r) => {
     const e = expectNoError(r);
     return e ? `entry ${entry.offset} ${args[0]}: ${e}` : null;
   };
   target.send(['SELECT', String(entry.db)]);
-  if (entry.commands.length === 1) return target.send(entry.commands[0], where(entry.commands[0]));
+  if (commands.length === 1) return target.send(commands[0], where(commands[0]));
   target.send(['MULTI']);
-  for (const c of entry.commands) target.send(c, (r) => (r.type === 43 ? null : `entry ${entry.offset} queue ${c[0]}: ${r.raw.toString().trim()}`));
+  for (const c of commands) target.send(c, (r) => (r.type === 43 ? null : `entry ${entry.offset} queue ${c[0]}: ${r.raw.toString().trim()}`));
   target.send(['EXEC'], (r) => {
     const e = execOk(r);
     return e ? `entry ${entry.offset}: ${e}` : null;
@@ -106,7 +123,7 @@ export function applyEntry(target: PipelinedNode, entry: LogEntry): void {
  * Streams the log from `manifest.logOffset + 1` and applies it until the applied offset reaches
  * `untilOffset` (the master's last offset once writes stopped) and the master's heartbeat agrees.
  */
-export async function replayLog(client: SyncClient, manifest: Manifest, target: PipelinedNode, untilOffset: number): Promise<{ applied: number; heartbeatOffset: number }> {
+export async function replayLog(client: SyncClient, manifest: Manifest, target: PipelinedNode, untilOffset: number, expiry: ExpiryMode = 'pexpireat'): Promise<{ applied: number; heartbeatOffset: number }> {
   const ac = new AbortController();
   let applied = manifest.logOffset;
   let heartbeatOffset = -1;
@@ -116,7 +133,7 @@ export async function replayLog(client: SyncClient, manifest: Manifest, target: 
       if (m.heartbeat) heartbeatOffset = Math.max(heartbeatOffset, m.heartbeat.masterOffset);
       if (m.entry) {
         if (m.entry.offset !== applied + 1) throw new Error(`log jumped from ${applied} to ${m.entry.offset}`);
-        applyEntry(target, m.entry);
+        applyEntry(target, m.entry, expiry);
         applied = m.entry.offset;
         if (target.pending >= MAX_PENDING) await target.settle(`replaying the log up to ${applied}`);
       }
