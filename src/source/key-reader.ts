@@ -105,9 +105,13 @@ export class KeyReader {
     enc.bulk(NAME.MGET);
     for (const k of keys) enc.bulk(k);
     if (ttls) for (const k of keys) encodeKeyCommand(enc, NAME.PTTL, k);
+    const sentAt = Date.now();
     const first = await conn.sendEncoded(1 + (ttls ? keys.length : 0));
     const values = mgetValues(first[0], keys.length);
-    const now = Date.now();
+    // The node measured each PTTL somewhere between the send and the last reply: the midpoint
+    // keeps the absolute expiry within half the batch's round trip (the reply time alone made
+    // every expiry late by the whole round trip, a second on a loaded node).
+    const now = Math.round((sentAt + Date.now()) / 2);
     const probes: (Probe | null)[] = new Array(keys.length).fill(null);
     /** Keys MGET had no value for, and their expiry. */
     const others: Array<{ i: number; expireAtMs: number }> = [];
