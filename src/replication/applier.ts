@@ -53,6 +53,8 @@ export interface FollowOptions {
 export class ApplyGate {
   private limit?: number;
   private waiters: Array<() => void> = [];
+  /** Entries past the check whose send is not finished (sentOffset not yet moved). */
+  entering = 0;
 
   get holding(): number | undefined {
     return this.limit;
@@ -68,8 +70,14 @@ export class ApplyGate {
     this.wake();
   }
 
+  /** Waits while `offset` is past the limit; then the entry counts as entering until `entered`. */
   async pass(offset: number): Promise<void> {
     while (this.limit !== undefined && offset > this.limit) await new Promise<void>((resolve) => this.waiters.push(resolve));
+    this.entering++;
+  }
+
+  entered(): void {
+    this.entering--;
   }
 
   private wake(): void {
@@ -126,6 +134,7 @@ export async function followLog(options: FollowOptions): Promise<never> {
         checkCaughtUp();
       });
       progress.sentOffset = entry.offset;
+      options.gate?.entered();
       progress.masterOffset = Math.max(progress.masterOffset, entry.offset);
     }
     throw new SyncProxyError('MASTER_CONNECTION_LOST', 'the master ended the write-log stream');

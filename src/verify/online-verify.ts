@@ -46,7 +46,10 @@ export async function verifyOnline(deps: OnlineVerifyDeps): Promise<OnlineReport
   let answer: DigestAnswer | undefined;
   gate.hold(progress.sentOffset);
   try {
-    const held = await reach(progress, progress.sentOffset, signal);
+    // An entry that passed the gate just before the hold is still sent: the node settles at the
+    // offset after it, which becomes the held one.
+    const held = await settle(progress, gate, signal);
+    gate.hold(held);
     const report = await compareContent(
       async (digest, onlyRanges) => {
         const query: DigestQuery = { replica: deps.replica, logId: progress.logId, minLogOffset: held, cutoffMs: digest.cutoffMs, waitMs: deps.snapshotWaitMs };
@@ -82,6 +85,17 @@ async function digestOfSnapshot(getDigest: (q: DigestQuery) => Promise<DigestAns
       await sleep(SNAPSHOT_POLL_MS, signal);
     }
   }
+}
+
+/** Waits until nothing is entering or unanswered; the offset the node is then at. */
+async function settle(progress: ApplyProgress, gate: ApplyGate, signal: AbortSignal): Promise<number> {
+  const deadline = Date.now() + REACH_OFFSET_MS;
+  while (gate.entering > 0 || progress.appliedOffset !== progress.sentOffset) {
+    if (signal.aborted) throw signal.reason;
+    if (Date.now() > deadline) throw new SyncProxyError('MASTER_TIMEOUT', `the replica's applier did not settle within ${REACH_OFFSET_MS} ms (applied ${progress.appliedOffset}, sent ${progress.sentOffset})`);
+    await sleep(5, signal);
+  }
+  return progress.appliedOffset;
 }
 
 /** Waits until the applier has applied (every reply checked) exactly up to `offset`. */
