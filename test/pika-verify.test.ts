@@ -75,7 +75,10 @@ for (const kind of NODE_KINDS) {
 
     it("the issue's repro: every key with a TTL, before and while streaming, is on the replica node with its TTL; VERIFY finds 0 differences", async () => {
       const { mc, rc, replicaNode, master, replica } = await pair();
-      const profile = parseInfo(String(await mc.call('INFO', 'proxy'))).node_profile;
+      const profile = await waitFor('the node profile', async () => {
+        const p = parseInfo(String(await mc.call('INFO', 'proxy'))).node_profile;
+        return p === 'not probed yet' ? undefined : p;
+      });
       for (const re of EXPECTED_PROFILE[kind]) expect(profile).to.match(re);
       await mc.set('plain', 'v');
       const before = await writeTtlKeys(mc, 'before', kind);

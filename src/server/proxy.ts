@@ -24,8 +24,9 @@ import type { MasterView, ProxyContext, ProxyStats, ReplicationPort } from './co
 import { OrderedPath } from './ordered-path';
 import { WatchRegistry } from './watch-registry';
 
-/** How long the start waits for the first node probe, and a probe may take. */
+/** How long the start waits for the first node probe; how long a probe may take. */
 const PROBE_WAIT_MS = 5000;
+const PROBE_TIMEOUT_MS = 30_000;
 
 export const VERSION: string = (require('../../../package.json') as { version: string }).version;
 
@@ -181,7 +182,7 @@ class NodeFacts {
 
   private refresh(): void {
     const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(new SyncProxyError('BACKEND_UNAVAILABLE', 'node profile probe timed out')), PROBE_WAIT_MS);
+    const timer = setTimeout(() => abort.abort(new SyncProxyError('BACKEND_UNAVAILABLE', 'node profile probe timed out')), PROBE_TIMEOUT_MS);
     probeNodeAt(this.address, abort.signal).then(
       (profile) => {
         const changed = !this.profile || describeProfile(profile) !== describeProfile(this.profile);
