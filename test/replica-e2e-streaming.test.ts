@@ -12,8 +12,8 @@ import { encodeArgs } from '../src/resp/request-parser';
 import { RespClient } from './helpers/resp-client';
 import { Cleanup, FAST_RETRY, Writers, expectNodesEqual, expectTtlKeysKept, parseInfo, proxyClient, replInfo, seed, sleep, waitCaughtUp, waitConfirmed, waitFor } from './replica-e2e-fixture';
 
-for (const kind of NODE_KINDS) {
-  describe(`replica end to end: writers and SLAVEOF changes mid-sync (${kind})`, function () {
+for (const kind of NODE_KINDS) describe(kind, () => {
+  describe('replica end to end: writers and SLAVEOF changes mid-sync', function () {
     this.timeout(60_000);
     let cleanup: Cleanup;
 
@@ -218,4 +218,4 @@ for (const kind of NODE_KINDS) {
       await expectNodesEqual(masterB, replicaNode);
     });
   });
-}
+});

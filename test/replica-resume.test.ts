@@ -16,8 +16,8 @@ interface Progress {
   files: Record<string, { size: number; verifiedBytes: number; complete: boolean }>;
 }
 
-for (const kind of NODE_KINDS) {
-  describe(`replica end to end: crash, restart and snapshot replacement (${kind})`, function () {
+for (const kind of NODE_KINDS) describe(kind, () => {
+  describe('replica end to end: crash, restart and snapshot replacement', function () {
     this.timeout(60_000);
     let cleanup: Cleanup;
 
@@ -160,4 +160,4 @@ for (const kind of NODE_KINDS) {
       await expectNodesEqual(masterNode, nodeTwo);
     });
   });
-}
+});
