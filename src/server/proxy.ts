@@ -38,7 +38,7 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
   const log = new WriteLog({ dir: path.join(config.dataDir, 'log'), maxBytes: config.writeLog.maxBytes, segmentBytes: config.writeLog.segmentBytes, logger: rootLogger.child({ component: 'write-log' }) });
   await log.open();
 
-  const nodeOptions = { host: config.backend.host, port: config.backend.port, password: config.backendPassword };
+  const nodeOptions = { host: config.backend.host, port: config.backend.port, password: config.backendPassword, keepAliveMs: config.nodeKeepAliveMs };
   const connection = new NodeConnection({ ...nodeOptions, reconnect: true, logger: rootLogger.child({ component: 'backend' }) });
   const orderedPath = new OrderedPath(connection, log, rootLogger.child({ component: 'ordered-path' }));
   const store = new SnapshotStore({
@@ -100,6 +100,7 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
       [
         '# Proxy', `proxy_version:${VERSION}`, `proxy_run_id:${runId}`, `uptime_in_seconds:${Math.floor((Date.now() - stats.startedAt) / 1000)}`,
         `tcp_port:${port}`, `sync_port:${syncPort}`, `backend:${connection.address}`, `backend_link_status:${connection.isUp ? 'up' : 'down'}`,
+        `backend_keepalive_ms:${connection.keepAliveStatus.intervalMs}`, `backend_keepalive_pings:${connection.keepAliveStatus.pings}`,
         `connected_clients:${sessions.size}`, `total_connections_received:${stats.connectionsReceived}`, `total_commands_processed:${stats.commandsProcessed}`,
         `rejected_connections:${stats.rejectedConnections}`, `protocol_errors:${stats.protocolErrors}`, `client_output_limit_disconnections:${stats.outputLimitDisconnects}`,
         `write_log_id:${log.logId}`, `write_log_first_offset:${log.firstOffset}`, `write_log_last_offset:${log.lastOffset}`, `write_log_bytes:${log.bytes}`,
