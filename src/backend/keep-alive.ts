@@ -84,7 +84,8 @@ export class KeepAlive {
     this.timer = undefined;
   }
 
-  private tick(): void {
+  /** One interval has passed (the timer's call; public so a test can drive it without timers). */
+  tick(): void {
     if (!this.wroteSinceTick) {
       this.pings++;
       this.ping();
