@@ -148,8 +148,8 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
 /**
  * Facts about the node learned on every (re)connect: how many databases it has (SELECT is
  * validated against it) and its run id. A node that restarted may have lost data the log
- * describes, so a changed run id (or a link drop with commands in flight) starts a new log
- * generation: replicas then run a full sync instead of silently diverging.
+ * describes, so a changed run id starts a new log generation: replicas then run a full sync
+ * instead of silently diverging. (A link drop with a write unanswered does the same: OrderedPath.)
  */
 class NodeFacts {
   dbCount = 16;
@@ -157,9 +157,6 @@ class NodeFacts {
 
   constructor(private readonly connection: NodeConnection, private readonly log: WriteLog, private readonly logger: Logger) {
     connection.on('up', () => this.refresh());
-    connection.on('down', ({ hadInFlight }: { hadInFlight: boolean }) => {
-      if (hadInFlight) log.reset('backend link lost with commands in flight');
-    });
   }
 
   private refresh(): void {
