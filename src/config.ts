@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { MIN_INTERVAL_MS } from './backend/keep-alive';
 import { SyncProxyError } from './errors';
 
 export interface HostPort {
@@ -27,6 +28,8 @@ export interface Config {
   maxClients: number;
   /** A client whose unsent replies exceed this many bytes is disconnected. */
   clientOutputLimit: number;
+  /** PING interval on idle node connections; 0 = a third of the node's `timeout`, learnt at connect. */
+  nodeKeepAliveMs: number;
   sync: {
     maxAttempts: number;
     retryBaseMs: number;
@@ -87,6 +90,7 @@ export function defaultConfig(): MutableConfig {
     logLevel: 'info',
     maxClients: 10_000,
     clientOutputLimit: 64 * MIB,
+    nodeKeepAliveMs: 0,
     sync: {
       maxAttempts: 5,
       retryBaseMs: 500,
@@ -120,6 +124,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'log-level', kind: 'loglevel', help: LOG_LEVELS.join('|'), apply: (c, v) => (c.logLevel = v as string) },
   { name: 'max-clients', kind: 'int', min: 1, max: 1_000_000, help: 'client connections accepted at once', apply: (c, v) => (c.maxClients = v as number) },
   { name: 'client-output-limit', kind: 'size', min: 64 * 1024, help: 'pending reply bytes before a client that does not read is disconnected', apply: (c, v) => (c.clientOutputLimit = v as number) },
+  { name: 'node-keepalive-ms', kind: 'int', min: 0, max: 3_600_000, help: "PING interval of the proxy's idle node connections, so the node's idle `timeout` never ends them (0 = a third of the node's timeout, learnt with CONFIG GET timeout; 10000 when the node does not say)", apply: (c, v) => (c.nodeKeepAliveMs = v as number) },
   { name: 'sync-max-attempts', kind: 'int', min: 1, max: 1000, help: 'full-sync attempts before the state becomes failed', apply: (c, v) => (c.sync.maxAttempts = v as number) },
   { name: 'sync-retry-base-ms', kind: 'int', min: 1, max: 3_600_000, help: 'first backoff delay; doubles per attempt, with jitter', apply: (c, v) => (c.sync.retryBaseMs = v as number) },
   { name: 'sync-retry-max-ms', kind: 'int', min: 1, max: 3_600_000, help: 'largest backoff delay', apply: (c, v) => (c.sync.retryMaxDelayMs = v as number) },
@@ -244,6 +249,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   if (config.port !== 0 && config.port === config.syncPort) throw invalid('sync-port', 'must differ from --port');
   if ((config.tls.cert === undefined) !== (config.tls.key === undefined)) throw invalid(config.tls.cert ? 'tls-key' : 'tls-cert', '--tls-cert and --tls-key go together');
   if (config.sync.retryMaxDelayMs < config.sync.retryBaseMs) throw invalid('sync-retry-max-ms', 'must be at least --sync-retry-base-ms');
+  if (config.nodeKeepAliveMs > 0 && config.nodeKeepAliveMs < MIN_INTERVAL_MS) throw invalid('node-keepalive-ms', `must be 0 (learn the node's timeout) or at least ${MIN_INTERVAL_MS}, got ${config.nodeKeepAliveMs}`);
   if (config.writeLog.maxBytes < config.writeLog.segmentBytes) throw invalid('write-log-max-bytes', 'must be at least --write-log-segment-bytes');
   config.dataDir = path.resolve(config.dataDir);
   return deepFreeze(config);

@@ -48,6 +48,15 @@ describe('config', () => {
     expect(configError(['--config', file]).message).to.match(/unknown setting 'prot'/);
   });
 
+  it('--node-keepalive-ms: 0 (learn the node timeout) by default, else an interval of at least 100 ms', () => {
+    expect(loadConfig([], {}).nodeKeepAliveMs).to.equal(0);
+    expect(loadConfig(['--node-keepalive-ms', '15000'], {}).nodeKeepAliveMs).to.equal(15000);
+    expect(loadConfig([], { PSP_NODE_KEEPALIVE_MS: '500' }).nodeKeepAliveMs).to.equal(500);
+    expect(configError(['--node-keepalive-ms', '50']).message).to.equal("--node-keepalive-ms: must be 0 (learn the node's timeout) or at least 100, got 50");
+    expect(configError(['--node-keepalive-ms=-1']).message).to.equal('--node-keepalive-ms: must be at least 0, got -1');
+    expect(configError(['--node-keepalive-ms', 'often']).message).to.match(/^--node-keepalive-ms: expected an integer/);
+  });
+
   it('parses sizes and host:port strictly', () => {
     expect(parseSize('4mb')).to.equal(4 * 1024 * 1024);
     expect(parseSize('64KiB')).to.equal(65536);

@@ -9,10 +9,12 @@ import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import type { Logger } from 'pino';
 import { SyncProxyError, describeError } from '../errors';
+import { decodeReply } from '../resp/decode';
 import { encodeArgs } from '../resp/request-parser';
 import { FramedReply, ReplyFramer } from '../resp/reply-framer';
 import { RetryPolicy } from '../retry';
 import { Fifo } from './fifo';
+import { IDLE_TIMEOUT_QUERY, KeepAlive, idleTimeoutSeconds, keepAliveIntervalMs } from './keep-alive';
 import { Outbox } from './outbox';
 import { TurnWriter, writeRequestsAtTurnEnd } from '../turn-end';
 
@@ -48,9 +50,15 @@ export interface NodeConnectionOptions {
   reconnect: boolean;
   retry?: RetryPolicy;
   connectTimeoutMs?: number;
+  /** PING interval on an idle link; 0 or absent: a third of the node's `timeout` (./keep-alive.ts). */
+  keepAliveMs?: number;
 }
 
 const DEFAULT_CONNECT_TIMEOUT_MS = 3000;
+const PING = encodeArgs(['PING']);
+const TIMEOUT_QUERY = encodeArgs([...IDLE_TIMEOUT_QUERY]);
+/** A keep-alive reply is consumed here, never delivered to a client. */
+const ignoreReply: ReplyCallback = () => undefined;
 /** Reconnection never gives up (the node may come back at any time); only the delay is bounded. */
 const RECONNECT_POLICY = new RetryPolicy({ maxAttempts: Number.MAX_SAFE_INTEGER, baseDelayMs: 100, maxDelayMs: 2000, maxTotalMs: Number.MAX_SAFE_INTEGER });
 
@@ -69,8 +77,15 @@ export class NodeConnection extends EventEmitter implements TurnWriter {
   private lastError?: SyncProxyError;
   /** The db the node connection has selected (tracked by the data path). */
   db = 0;
-  /** Frames that arrive with no request waiting (pub/sub pushes) go here. */
+  /**
+   * Frames that arrive with no request waiting (pub/sub pushes) go here. While it is set the
+   * keep-alive sends nothing: a push arriving before the PONG would be taken for it, and neither
+   * Pika nor Redis times out a subscribed connection.
+   */
   pushSink?: (reply: FramedReply) => void;
+  private readonly keepAlive = new KeepAlive(() => {
+    if (this.up && !this.pushSink) this.send(PING, ignoreReply);
+  });
 
   constructor(private readonly options: NodeConnectionOptions) {
     super();
@@ -142,7 +157,31 @@ export class NodeConnection extends EventEmitter implements TurnWriter {
     this.reconnectAttempt = 0;
     this.lastError = undefined;
     this.options.logger.info({ backend: this.address }, 'backend link up');
+    this.startKeepAlive();
     this.emit('up');
+  }
+
+  /**
+   * Pings the idle link at the configured interval, or at a third of the node's `timeout` learnt
+   * now (the query is queued before anything a listener of 'up' sends; its reply is consumed here).
+   */
+  private startKeepAlive(): void {
+    const configured = this.options.keepAliveMs;
+    if (configured !== undefined && configured > 0) return this.keepAlive.start(keepAliveIntervalMs(configured, undefined));
+    this.keepAlive.start(keepAliveIntervalMs(undefined, undefined));
+    const socket = this.socket;
+    this.send(TIMEOUT_QUERY, (reply) => {
+      if (socket !== this.socket || !this.up) return;
+      const seconds = reply && reply.type === 42 ? idleTimeoutSeconds(decodeReply(reply.raw)) : undefined;
+      const interval = keepAliveIntervalMs(undefined, seconds);
+      this.keepAlive.start(interval);
+      this.options.logger.debug({ backend: this.address, nodeTimeoutSeconds: seconds ?? 'unknown', keepAliveMs: interval }, 'node idle timeout learnt');
+    });
+  }
+
+  /** The keep-alive's current PING interval (0 = none) and the pings it sent. */
+  get keepAliveStatus(): { intervalMs: number; pings: number } {
+    return { intervalMs: this.keepAlive.intervalMs, pings: this.keepAlive.pings };
   }
 
   private onData(chunk: Buffer): void {
@@ -171,6 +210,7 @@ export class NodeConnection extends EventEmitter implements TurnWriter {
     if (socket !== this.socket) return;
     const wasUp = this.up;
     this.up = false;
+    this.keepAlive.stop();
     this.socket = undefined;
     this.outbox.clear();
     const lost = this.pending.drain();
@@ -232,7 +272,10 @@ export class NodeConnection extends EventEmitter implements TurnWriter {
   writeTurn(): void {
     this.flushScheduled = false;
     const data = this.outbox.take();
-    if (data && this.socket) this.socket.write(data);
+    if (data && this.socket) {
+      this.socket.write(data);
+      this.keepAlive.wrote();
+    }
   }
 
   /** Bytes queued in the socket and not yet sent (backpressure signal). */
@@ -243,6 +286,7 @@ export class NodeConnection extends EventEmitter implements TurnWriter {
   /** Stops reconnecting; waits up to `drainMs` for replies in flight, then closes. */
   async close(drainMs = 2000): Promise<void> {
     this.closing = true;
+    this.keepAlive.stop();
     clearTimeout(this.reconnectTimer);
     const deadline = Date.now() + drainMs;
     while (this.pending.length > 0 && this.up && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
@@ -258,6 +302,7 @@ export class NodeConnection extends EventEmitter implements TurnWriter {
   /** Immediate close (dedicated connections whose client went away). */
   destroy(): void {
     this.closing = true;
+    this.keepAlive.stop();
     clearTimeout(this.reconnectTimer);
     this.socket?.destroy();
   }

@@ -6,6 +6,7 @@
  * instead of growing buffers (DESIGN.md invariant 6).
  */
 import net from 'node:net';
+import { IDLE_TIMEOUT_QUERY, KeepAlive, idleTimeoutSeconds, keepAliveIntervalMs } from '../backend/keep-alive';
 import { SyncProxyError, classifySystemError } from '../errors';
 import { NodeProfile, ProbeConnection, probeNodeProfile } from '../backend/node-profile';
 import { decodeReply } from '../resp/decode';
@@ -17,6 +18,8 @@ export interface NodeAddress {
   host: string;
   port: number;
   password?: string;
+  /** PING interval on an idle connection; 0 or absent: a third of the node's `timeout`. */
+  keepAliveMs?: number;
 }
 
 /** Checks one reply; throwing fails the pipeline with that error. */
@@ -59,6 +62,7 @@ export class ReplyView implements FramedReply {
 }
 
 const BATCH_BYTES = 256 * 1024;
+const PING = encodeArgs(['PING']);
 export const DEFAULT_MAX_IN_FLIGHT = 20_000;
 /** Bytes of commands sent and not yet answered before `sendMany` waits. */
 export const DEFAULT_MAX_IN_FLIGHT_BYTES = 16 * 1024 * 1024;
@@ -86,6 +90,20 @@ export class NodePipeline {
   private waiters: Array<() => void> = [];
   private closed = false;
   private writeScheduled = false;
+  /**
+   * The loader waits for the copier between files and the applier for the master's next write:
+   * a quiet pipeline would be timed out by the node (./backend/keep-alive.ts). Its PING is a
+   * command like any other (FIFO, counted in flight) whose reply is not checked.
+   */
+  private readonly keepAlive = new KeepAlive(() => {
+    if (this.failure) return;
+    this.checks.push({ check: ignoreReply, many: false, count: 1, answered: 0, bytes: PING.length });
+    this.commandsInFlight++;
+    this.bytesInFlight += PING.length;
+    this.out.push(PING);
+    this.outBytes += PING.length;
+    this.writeOut();
+  });
 
   private constructor(private readonly socket: net.Socket, private readonly what: string, private readonly maxInFlight: number, private readonly maxInFlightBytes: number) {
     socket.on('data', (chunk) => this.onData(chunk));
@@ -122,11 +140,24 @@ export class NodePipeline {
         throw new SyncProxyError('BACKEND_ERROR_REPLY', `${what} refused AUTH: ${errorText(reply)}`);
       }
     }
+    await pipeline.startKeepAlive(address.keepAliveMs);
     return pipeline;
   }
 
   get inFlight(): number {
     return this.commandsInFlight;
+  }
+
+  /** Pings at `configuredMs`, or learns the node's timeout (one round trip, at connect only). */
+  private async startKeepAlive(configuredMs: number | undefined): Promise<void> {
+    if (configuredMs !== undefined && configuredMs > 0) return this.keepAlive.start(keepAliveIntervalMs(configuredMs, undefined));
+    const reply = await this.call(IDLE_TIMEOUT_QUERY);
+    this.keepAlive.start(keepAliveIntervalMs(undefined, reply.type === 42 ? idleTimeoutSeconds(decodeReply(reply.raw)) : undefined));
+  }
+
+  /** The keep-alive's PING interval (0 = none) and the pings it sent. */
+  get keepAliveStatus(): { intervalMs: number; pings: number } {
+    return { intervalMs: this.keepAlive.intervalMs, pings: this.keepAlive.pings };
   }
 
   /** Queues `raw` (one complete command) with the check of its reply; waits when the pipe is full. */
@@ -213,6 +244,7 @@ export class NodePipeline {
     this.out = [];
     this.outBytes = 0;
     this.socket.write(batch);
+    this.keepAlive.wrote();
   }
 
   private onData(chunk: Buffer): void {
@@ -259,10 +291,13 @@ export class NodePipeline {
   private fail(err: SyncProxyError): void {
     if (this.failure) return;
     this.failure = err;
+    this.keepAlive.stop();
     this.socket.destroy();
     this.wake();
   }
 }
+
+const ignoreReply: ReplyCheck = () => undefined;
 
 /** The text of an error reply without '-' and CRLF. */
 /** The pipeline as the node-profile probe uses it (decoded replies; error replies as Errors). */

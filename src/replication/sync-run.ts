@@ -309,9 +309,9 @@ export class SyncRun {
     return this.verifying;
   }
 
-  private nodeAddress(): { host: string; port: number; password?: string } {
+  private nodeAddress(): { host: string; port: number; password?: string; keepAliveMs: number } {
     const { config } = this.deps;
-    return { host: config.backend.host, port: config.backend.port, password: config.backendPassword };
+    return { host: config.backend.host, port: config.backend.port, password: config.backendPassword, keepAliveMs: config.nodeKeepAliveMs };
   }
 
   /** After confirmation the staging copy is not needed any more. */

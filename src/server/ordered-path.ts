@@ -45,6 +45,8 @@ export class OrderedPath implements OrderedPathContract {
   private readonly appliedListeners: KeysListener[] = [];
   /** When false (replica role) nothing is appended; client writes are refused there anyway. */
   logging = true;
+  /** A write was sent and its reply lost with the link: the node may have executed it unlogged. */
+  private writeLost = false;
 
   constructor(
     readonly connection: NodeConnection,
@@ -52,6 +54,20 @@ export class OrderedPath implements OrderedPathContract {
     private readonly logger: Logger,
   ) {
     connection.on('up', () => (connection.db = 0));
+    // Only a lost write can leave the node ahead of the log; reads, SELECTs and keep-alive PINGs
+    // lost with the link change nothing the log describes, so they keep the log generation
+    // (replicas continue without a full sync). The node's errors reach 'down' after the lost
+    // requests' errors (node-connection.ts), so writeLost is complete here.
+    connection.on('down', () => {
+      if (!this.writeLost) return;
+      this.writeLost = false;
+      this.log.reset('backend link lost with a write unanswered');
+    });
+  }
+
+  /** A write sent on the link got no reply (the link dropped): see `writeLost`. */
+  replyLost(error: SyncProxyError): void {
+    if (error.code === 'BACKEND_CONNECTION_LOST') this.writeLost = true;
   }
 
   onDispatch(listener: KeysListener): void {
@@ -121,6 +137,7 @@ export class OrderedPath implements OrderedPathContract {
     // before its reply arrives: commands sent after this batch must re-select (now, not in the callback).
     const selects = queued.some((q) => q.args[0].length === 6 && q.args[0].toString().toLowerCase() === 'select');
     this.connection.send(EXEC, (reply, err) => {
+      if (err && queued.some((q) => q.write)) this.replyLost(err);
       if (reply && reply.type === 42) {
         this.appendTransaction(db, queued, reply.raw);
         for (const scope of scopes) for (const l of this.appliedListeners) l(scope);
@@ -191,6 +208,7 @@ class PendingWrite implements ReplyTarget {
   }
 
   onReplyError(_tag: number, error: SyncProxyError): void {
+    this.path.replyLost(error);
     deliverError(this.target, this.tag, error);
   }
 }

@@ -43,7 +43,7 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
   const log = new WriteLog({ dir: path.join(config.dataDir, 'log'), maxBytes: config.writeLog.maxBytes, segmentBytes: config.writeLog.segmentBytes, logger: rootLogger.child({ component: 'write-log' }) });
   await log.open();
 
-  const nodeOptions = { host: config.backend.host, port: config.backend.port, password: config.backendPassword };
+  const nodeOptions = { host: config.backend.host, port: config.backend.port, password: config.backendPassword, keepAliveMs: config.nodeKeepAliveMs };
   const connection = new NodeConnection({ ...nodeOptions, reconnect: true, logger: rootLogger.child({ component: 'backend' }) });
   const orderedPath = new OrderedPath(connection, log, rootLogger.child({ component: 'ordered-path' }));
   const node = new NodeFacts(connection, nodeOptions, log, logger);
@@ -108,6 +108,7 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
         '# Proxy', `proxy_version:${VERSION}`, `proxy_run_id:${runId}`, `uptime_in_seconds:${Math.floor((Date.now() - stats.startedAt) / 1000)}`,
         `tcp_port:${port}`, `sync_port:${syncPort}`, `backend:${connection.address}`, `backend_link_status:${connection.isUp ? 'up' : 'down'}`,
         `node_profile:${node.profile ? describeProfile(node.profile) : 'not probed yet'}`,
+        `backend_keepalive_ms:${connection.keepAliveStatus.intervalMs}`, `backend_keepalive_pings:${connection.keepAliveStatus.pings}`,
         `connected_clients:${sessions.size}`, `total_connections_received:${stats.connectionsReceived}`, `total_commands_processed:${stats.commandsProcessed}`,
         `rejected_connections:${stats.rejectedConnections}`, `protocol_errors:${stats.protocolErrors}`, `client_output_limit_disconnections:${stats.outputLimitDisconnects}`,
         `write_log_id:${log.logId}`, `write_log_first_offset:${log.firstOffset}`, `write_log_last_offset:${log.lastOffset}`, `write_log_bytes:${log.bytes}`,
@@ -157,9 +158,9 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
 /**
  * Facts about the node learned on every (re)connect: its profile (node-profile.ts: how many
  * databases it has, how it takes expiries, ...), probed on a connection of its own, and its run
- * id. A node that restarted may have lost data the log describes, so a changed run id (or a link
- * drop with commands in flight) starts a new log generation: replicas then run a full sync
- * instead of silently diverging.
+ * id. A node that restarted may have lost data the log describes, so a changed run id starts a
+ * new log generation: replicas then run a full sync instead of silently diverging. (A link drop
+ * with a write unanswered does the same: OrderedPath.)
  */
 class NodeFacts {
   dbCount = 16;
@@ -170,9 +171,6 @@ class NodeFacts {
 
   constructor(private readonly connection: NodeConnection, private readonly address: NodeAddress, private readonly log: WriteLog, private readonly logger: Logger) {
     connection.on('up', () => this.refresh());
-    connection.on('down', ({ hadInFlight }: { hadInFlight: boolean }) => {
-      if (hadInFlight) log.reset('backend link lost with commands in flight');
-    });
   }
 
   /** Resolves after the first probe, or after `maxMs` (the node may be down at start). */

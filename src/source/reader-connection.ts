@@ -5,17 +5,22 @@
  *
  * It never reconnects: a node that goes away fails every waiting batch and later calls
  * (BACKEND_CONNECTION_LOST), so the build fails instead of stalling. A node that stops answering
- * for COMMAND_TIMEOUT_MS while replies are owed fails the same way.
+ * for COMMAND_TIMEOUT_MS while replies are owed fails the same way. Because it does not
+ * reconnect, it must not be timed out by the node while it waits (the priority reader waits for
+ * client writes, a scanner for the snapshot writer): it pings when idle (../backend/keep-alive.ts).
  */
 import net from 'node:net';
+import { IDLE_TIMEOUT_QUERY, KeepAlive, idleTimeoutSeconds, keepAliveIntervalMs } from '../backend/keep-alive';
 import { SyncProxyError, classifySystemError } from '../errors';
-import { NodeErrorReply, Reply, ReplyReader } from '../resp/reply-reader';
+import { NodeErrorReply, Reply, ReplyReader, bulkItems } from '../resp/reply-reader';
 import { CommandEncoder } from '../resp/command-encoder';
 
 export interface NodeAddress {
   host: string;
   port: number;
   password?: string;
+  /** PING interval on an idle connection; 0 or absent: a third of the node's `timeout`. */
+  keepAliveMs?: number;
 }
 
 export type Command = ReadonlyArray<Buffer | string>;
@@ -24,6 +29,7 @@ export type Command = ReadonlyArray<Buffer | string>;
 export type BatchReplies = Reply[] & { bytes?: number };
 
 const COMMAND_TIMEOUT_MS = 60_000;
+const PING: Command = ['PING'];
 
 interface PendingBatch {
   replies: BatchReplies;
@@ -42,6 +48,13 @@ export class ReaderConnection {
   private failure?: SyncProxyError;
   private lastReplyAt = Date.now();
   private timer?: NodeJS.Timeout;
+  /** Its PING is a batch of one whose reply nobody reads. */
+  private readonly keepAlive = new KeepAlive(() => {
+    // Never inside a batch a caller is still encoding (commands() then sendEncoded()).
+    if (this.failure || this.encoder.length > 0) return;
+    this.encoder.command(PING);
+    this.sendEncoded(1).catch(() => undefined);
+  });
 
   private constructor(private readonly socket: net.Socket, private readonly what: string) {
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -67,10 +80,12 @@ export class ReaderConnection {
       const setup: Command[] = [];
       if (node.password !== undefined) setup.push(['AUTH', node.password]);
       if (db !== 0) setup.push(['SELECT', String(db)]);
-      if (setup.length > 0) {
-        const replies = await conn.batch(setup);
-        replies.forEach((r, i) => expectNoError(r, setup[i][0] === 'AUTH' ? 'AUTH' : `SELECT ${db}`));
-      }
+      const configured = node.keepAliveMs !== undefined && node.keepAliveMs > 0;
+      // The node's idle timeout rides in the setup batch (no round trip of its own).
+      if (!configured) setup.push(IDLE_TIMEOUT_QUERY);
+      const replies = setup.length > 0 ? await conn.batch(setup) : [];
+      for (let i = 0; i < setup.length - (configured ? 0 : 1); i++) expectNoError(replies[i], setup[i][0] === 'AUTH' ? 'AUTH' : `SELECT ${db}`);
+      conn.keepAlive.start(keepAliveIntervalMs(node.keepAliveMs, configured ? undefined : idleTimeoutSeconds(bulkItems(replies[replies.length - 1]))));
     } catch (err) {
       conn.close();
       throw err;
@@ -98,6 +113,7 @@ export class ReaderConnection {
       if (this.batchHead >= this.batches.length) this.lastReplyAt = Date.now();
       this.batches.push({ replies: [], expected: count, consumedBefore: -1, resolve, reject });
       this.socket.write(data);
+      this.keepAlive.wrote();
       this.armTimer();
     });
   }
@@ -156,6 +172,7 @@ export class ReaderConnection {
   private fail(err: SyncProxyError): void {
     if (this.failure) return;
     this.failure = err;
+    this.keepAlive.stop();
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     this.socket.destroy();
