@@ -1,18 +1,39 @@
 /**
  * Compares two endpoints key by key, as a client sees them: the same key names in every db, and
- * for each key the same TYPE, the same value (by type) and the same TTL (as absolute expiry time,
- * within a tolerance because the two PTTLs are read a moment apart).
+ * for each key the same TYPE, the same value (by type) and the same TTL: a key with a TTL on the
+ * master has one on the replica, and both expire at the same absolute time within 1 s (each
+ * side's expiry is taken as the midpoint of its PTTL's send and reply time plus the PTTL, so the
+ * moment between the two reads does not count).
  */
 import Redis from 'ioredis';
 
-/** Two PTTL reads a few ms apart, plus clock granularity, must agree within this. */
-const TTL_TOLERANCE_MS = 2000;
+/** The two absolute expiry times must agree within this (what the proxy's proof by content accepts). */
+export const TTL_TOLERANCE_MS = 1000;
 
 export interface DbComparison {
   db: number;
   masterKeys: number;
   replicaKeys: number;
   differences: string[];
+  /** Keys with a TTL on the master. */
+  ttlKeys: number;
+  /** Of those, the ones with a TTL on the replica within TTL_TOLERANCE_MS. */
+  ttlKeysMatched: number;
+  /** The largest |expiry on the master - expiry on the replica| among the matched, in ms. */
+  maxExpiryDeltaMs: number;
+}
+
+/** -1 (no TTL), -2 (missing) or the absolute expiry in unix ms, read through PTTL. */
+async function expiryAt(client: Redis, key: Buffer): Promise<number> {
+  const sent = Date.now();
+  const pttl = await client.pttl(key);
+  return pttl < 0 ? pttl : Math.round((sent + Date.now()) / 2 + pttl);
+}
+
+function describeExpiry(at: number): string {
+  if (at === -1) return 'no TTL';
+  if (at === -2) return 'missing';
+  return `PTTL ~${at - Date.now()} ms`;
 }
 
 async function scanAll(client: Redis): Promise<Buffer[]> {
@@ -65,6 +86,9 @@ export async function compareDb(master: Redis, replica: Redis, db: number, maxRe
   const masterKeys = await scanAll(master);
   const replicaKeys = await scanAll(replica);
   const differences: string[] = [];
+  let ttlKeys = 0;
+  let ttlKeysMatched = 0;
+  let maxExpiryDeltaMs = 0;
   const report = (text: string) => {
     if (differences.length < maxReported) differences.push(text);
     else if (differences.length === maxReported) differences.push('… more differences not shown');
@@ -86,10 +110,16 @@ export async function compareDb(master: Redis, replica: Redis, db: number, maxRe
     }
     const [mValue, rValue] = await Promise.all([readValue(master, key, mType), readValue(replica, key, rType)]);
     if (mValue !== rValue) report(`${name}: ${mType} values differ (master ${preview(mType, mValue)}, replica ${preview(rType, rValue)})`);
-    const [mTtl, rTtl] = await Promise.all([master.pttl(key), replica.pttl(key)]);
-    const bothPersistent = mTtl === -1 && rTtl === -1;
-    const bothExpiring = mTtl > 0 && rTtl > 0 && Math.abs(mTtl - rTtl) <= TTL_TOLERANCE_MS;
-    if (!bothPersistent && !bothExpiring) report(`${name}: PTTL ${mTtl} on the master, ${rTtl} on the replica`);
+    const [mAt, rAt] = await Promise.all([expiryAt(master, key), expiryAt(replica, key)]);
+    if (mAt >= 0) {
+      ttlKeys++;
+      const delta = rAt >= 0 ? Math.abs(mAt - rAt) : Infinity;
+      if (delta <= TTL_TOLERANCE_MS) {
+        ttlKeysMatched++;
+        maxExpiryDeltaMs = Math.max(maxExpiryDeltaMs, delta);
+      } else if (rAt >= 0) report(`${name}: expires ${mAt - rAt} ms apart on the master and the replica (more than ${TTL_TOLERANCE_MS} ms)`);
+      else report(`${name}: ${describeExpiry(mAt)} on the master, ${describeExpiry(rAt)} on the replica`);
+    } else if (rAt !== mAt) report(`${name}: ${describeExpiry(mAt)} on the master, ${describeExpiry(rAt)} on the replica`);
   }
-  return { db, masterKeys: masterKeys.length, replicaKeys: replicaKeys.length, differences };
+  return { db, masterKeys: masterKeys.length, replicaKeys: replicaKeys.length, differences, ttlKeys, ttlKeysMatched, maxExpiryDeltaMs };
 }
