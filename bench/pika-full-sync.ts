@@ -14,14 +14,15 @@
  *     replication shows `master_link_status:up` and `db0:connected` (Pika has then received the
  *     bgsave's RocksDB files by rsync, opened them and connected its binlog stream). Its keys are
  *     then counted by SCAN (timed separately) and by INFO keyspace; Pika C is stopped.
- *  3. Proxy: a fresh empty Pika B behind a fresh replica proxy B; `SLAVEOF 127.0.0.1 <proxy A>` to
+ *  3. Proxy: the master proxy is restarted (same ports and data dir: fresh node connections,
+ *     unless --keep-master-proxy; Pika closes connections idle for 60 s), a fresh empty Pika B behind a fresh replica proxy B; `SLAVEOF 127.0.0.1 <proxy A>` to
  *     proxy B, timed until its INFO replication shows `sync_confirmed:1` (snapshot build on A, meta,
  *     copy, verify, load, catch-up). Phases from SYNCPROXY STATUS JSON; keys on Pika B counted the
  *     same way; proxy B and Pika B are stopped.
  *  CPU seconds of every process involved (from /proc/<pid>/stat) and the proxies' peak RSS.
  *
  * Reproduce:  npm run build && node dist/bench/pika-full-sync.js [--keys 100000,1000000,3000000]
- *             [--rounds 3] [--settle-s 5] [--ttl-every 7] [--timeout-s 3600]
+ *             [--rounds 3] [--settle-s 5] [--ttl-every 7] [--timeout-s 3600] [--keep-master-proxy]
  * Needs: ../shared/pika/start-pika beside the repo, redis-cli. Writes bench/results/pika-full-sync.md.
  * Exits with code 1 (after writing the results) when a replica's key count differs from the master's.
  */
@@ -33,6 +34,22 @@ import { POLL_MS, ProxySync, Transition, phaseDurations, reportedPhasesJson, tim
 import { Cleanup, RssSampler, busyMachineWarning, cpuMeter, environmentLine, formatCpu, formatMiB, formatOps, markdownTable, numericFlag, ratio, requireCommands, sleep, writeResult } from './lib/tools';
 
 type CpuUsed = Array<{ name: string; seconds: number }>;
+
+/**
+ * Everything running right now, stopped by main's one Cleanup on an error or a signal (one
+ * Cleanup only: each installs its own signal handlers, and the first to finish exits).
+ */
+const live = new Set<() => Promise<unknown>>();
+async function using<T extends { stop(): Promise<unknown> }, R>(resource: T, body: (r: T) => Promise<R>): Promise<R> {
+  const stop = () => resource.stop();
+  live.add(stop);
+  try {
+    return await body(resource);
+  } finally {
+    live.delete(stop);
+    await stop();
+  }
+}
 
 interface KeyCount {
   scan: number;
@@ -57,6 +74,8 @@ interface Round {
   phases?: Map<string, number>;
   peakA: number;
   peakB: number;
+  /** sync_attempts at confirmation: more than 1 means a retry is in the time. */
+  attempts: number;
 }
 
 /** Pika's own state, as INFO replication of a Pika replica shows it. */
@@ -99,15 +118,14 @@ async function countKeys(node: PikaNode): Promise<KeyCount> {
   }
 }
 
-type Env = { pikaA: PikaNode; proxyA: ProxyProcess; timeoutMs: number; settleMs: number };
+type Env = { pikaA: PikaNode; proxyA: ProxyProcess; timeoutMs: number; settleMs: number; restartMaster: boolean };
 
 async function pikaPart(round: number, env: Env): Promise<Pick<Round, 'pika' | 'pikaCpu' | 'pikaKeys' | 'freshDump'>> {
   console.error(`round ${round}: Pika SLAVEOF (Pika C replicates Pika A)`);
   // A new bgsave every round, as the master proxy builds a new snapshot every round (Pika reuses
   // a dump whose binlog position is still available).
   rmSync(env.pikaA.dumpDir, { recursive: true, force: true });
-  const pikaC = await PikaNode.start();
-  try {
+  return using(await PikaNode.start(), async (pikaC) => {
     const client = pikaC.client();
     try {
       const meter = cpuMeter({ 'Pika A (master)': env.pikaA.pid, 'Pika C (replica)': pikaC.pid });
@@ -119,40 +137,42 @@ async function pikaPart(round: number, env: Env): Promise<Pick<Round, 'pika' | '
     } finally {
       client.disconnect();
     }
-  } finally {
-    await pikaC.stop();
-  }
+  });
 }
 
-async function proxyPart(round: number, env: Env): Promise<Pick<Round, 'proxy' | 'proxyCpu' | 'proxyKeys' | 'phases' | 'peakA' | 'peakB'>> {
+async function proxyPart(round: number, env: Env): Promise<Pick<Round, 'proxy' | 'proxyCpu' | 'proxyKeys' | 'phases' | 'peakA' | 'peakB' | 'attempts'>> {
   console.error(`round ${round}: proxy SLAVEOF (proxy B in front of Pika B replicates proxy A in front of Pika A)`);
-  const cleanup = new Cleanup();
-  try {
-    const pikaB = await PikaNode.start();
-    cleanup.add('Pika B', () => pikaB.stop());
-    const proxyB = await ProxyProcess.start({ backend: pikaB, extraArgs: ['--log-level', 'warn'] });
-    cleanup.add('proxy B', () => proxyB.stop());
-    const replica = proxyB.client();
-    cleanup.add('replica client', () => replica.disconnect());
-    const samplerA = new RssSampler(env.proxyA.pid!, 200).start();
-    const samplerB = new RssSampler(proxyB.pid!, 200).start();
-    const meter = cpuMeter({ 'proxy A (master)': env.proxyA.pid, 'Pika A (master node)': env.pikaA.pid, 'proxy B (replica)': proxyB.pid, 'Pika B (replica node)': pikaB.pid });
-    let proxy: ProxySync;
-    try {
-      proxy = await timeProxySync(replica, env.proxyA, env.timeoutMs);
-    } finally {
-      samplerA.stop();
-      samplerB.stop();
-    }
-    const proxyCpu = meter();
-    const statusJson = (await replica.call('SYNCPROXY', 'STATUS', 'JSON').catch((err: Error) => `(failed: ${err.message})`)) as string;
-    const phases = reportedPhasesJson(statusJson);
-    const proxyKeys = await countKeys(pikaB);
-    await replica.call('SLAVEOF', 'NO', 'ONE');
-    return { proxy, proxyCpu, proxyKeys, phases, peakA: samplerA.peak, peakB: samplerB.peak };
-  } finally {
-    await cleanup.run();
+  if (env.restartMaster) {
+    // Fresh node connections for the master proxy: Pika's `timeout : 60` closes connections idle
+    // for 60 s, and a build started on such a connection hangs until ECONNRESET (~50 s), then the
+    // replica retries (see RESULTS.md); --keep-master-proxy measures that case.
+    await env.proxyA.restart();
   }
+  return using(await PikaNode.start(), async (pikaB) =>
+    using(await ProxyProcess.start({ backend: pikaB, extraArgs: ['--log-level', 'warn'] }), async (proxyB) => {
+      const replica = proxyB.client();
+      try {
+        const samplerA = new RssSampler(env.proxyA.pid!, 200).start();
+        const samplerB = new RssSampler(proxyB.pid!, 200).start();
+        const meter = cpuMeter({ 'proxy A (master)': env.proxyA.pid, 'Pika A (master node)': env.pikaA.pid, 'proxy B (replica)': proxyB.pid, 'Pika B (replica node)': pikaB.pid });
+        let proxy: ProxySync;
+        try {
+          proxy = await timeProxySync(replica, env.proxyA, env.timeoutMs);
+        } finally {
+          samplerA.stop();
+          samplerB.stop();
+        }
+        const proxyCpu = meter();
+        const statusJson = (await replica.call('SYNCPROXY', 'STATUS', 'JSON').catch((err: Error) => `(failed: ${err.message})`)) as string;
+        const phases = reportedPhasesJson(statusJson);
+        const proxyKeys = await countKeys(pikaB);
+        await replica.call('SLAVEOF', 'NO', 'ONE');
+        return { proxy, proxyCpu, proxyKeys, phases, peakA: samplerA.peak, peakB: samplerB.peak, attempts: Number(proxy.info.sync_attempts ?? 0) };
+      } finally {
+        replica.disconnect();
+      }
+    }),
+  );
 }
 
 async function runRound(round: number, env: Env): Promise<Round> {
@@ -174,24 +194,19 @@ interface SizeResult {
   median: Round;
 }
 
-async function runSize(keys: number, options: { rounds: number; timeoutMs: number; settleMs: number; ttlEvery: number }): Promise<SizeResult> {
-  const cleanup = new Cleanup();
-  try {
-    const pikaA = await PikaNode.start();
-    cleanup.add('Pika A', () => pikaA.stop());
+async function runSize(keys: number, options: { rounds: number; timeoutMs: number; settleMs: number; ttlEvery: number; restartMaster: boolean }): Promise<SizeResult> {
+  return using(await PikaNode.start(), async (pikaA) => {
     console.error(`\n${formatOps(keys)} keys: seeding Pika A (port ${pikaA.port}) through redis-cli --pipe`);
     const seed = await seedMixedKeys(pikaA.port, keys, { ttlEvery: options.ttlEvery, onProgress: (n) => n % 500_000 === 0 && console.error(`  ${formatOps(n)} keys`) });
     const master = await countKeys(pikaA);
     console.error(`seeded ${formatOps(keys)} keys (${seed.ttlKeys} with TTL) in ${(seed.ms / 1000).toFixed(1)} s; SCAN counts ${master.scan}; INFO keyspace: ${formatKeyspace(master.keyspace)}`);
-    const proxyA = await ProxyProcess.start({ backend: pikaA, extraArgs: ['--log-level', 'warn', '--snapshot-max-age-ms', '0'] });
-    cleanup.add('proxy A', () => proxyA.stop());
-    const rounds: Round[] = [];
-    for (let r = 1; r <= options.rounds; r++) rounds.push(await runRound(r, { pikaA, proxyA, timeoutMs: options.timeoutMs, settleMs: options.settleMs }));
-    const sorted = [...rounds].sort((x, y) => x.proxy.ms / x.pika.ms - y.proxy.ms / y.pika.ms);
-    return { keys, seed, master, rounds, median: sorted[Math.floor((sorted.length - 1) / 2)] };
-  } finally {
-    await cleanup.run();
-  }
+    return using(await ProxyProcess.start({ backend: pikaA, extraArgs: ['--log-level', 'warn', '--snapshot-max-age-ms', '0'] }), async (proxyA) => {
+      const rounds: Round[] = [];
+      for (let r = 1; r <= options.rounds; r++) rounds.push(await runRound(r, { pikaA, proxyA, ...options }));
+      const sorted = [...rounds].sort((x, y) => x.proxy.ms / x.pika.ms - y.proxy.ms / y.pika.ms);
+      return { keys, seed, master, rounds, median: sorted[Math.floor((sorted.length - 1) / 2)] };
+    });
+  });
 }
 
 const seconds = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
@@ -214,10 +229,10 @@ function sizeSection(s: SizeResult): string {
     `Seeded into Pika A in ${(s.seed.ms / 1000).toFixed(1)} s (${formatOps((s.keys / s.seed.ms) * 1000)} keys/s, ${s.seed.commands} commands through redis-cli --pipe, ${formatMiB(s.seed.valueBytes)} of values, ${s.seed.ttlKeys} keys with a TTL). Master Pika A: SCAN ${s.master.scan} keys; INFO keyspace ${byType(s.master.keyspace)}.`,
     '',
     markdownTable(
-      ['round', 'Pika SLAVEOF → link up, db0:connected', 'proxy SLAVEOF → sync_confirmed:1', 'proxy / Pika', 'keys on Pika C (Pika replication)', 'keys on Pika B (proxy)', 'SCAN of the replica', 'new bgsave', 'peak RSS master / replica proxy'],
+      ['round', 'Pika SLAVEOF → link up, db0:connected', 'proxy SLAVEOF → sync_confirmed:1', 'proxy / Pika', 'keys on Pika C (Pika replication)', 'keys on Pika B (proxy)', 'SCAN of the replica', 'new bgsave', 'proxy sync attempts', 'peak RSS master / replica proxy'],
       s.rounds.map((x) => [
         x === m ? `${x.round} (median)` : String(x.round), seconds(x.pika.ms), seconds(x.proxy.ms), x === m ? `**${ratio(x.proxy.ms, x.pika.ms)}**` : ratio(x.proxy.ms, x.pika.ms),
-        keysCell(x.pikaKeys), keysCell(x.proxyKeys), `${seconds(x.pikaKeys.scanMs)} / ${seconds(x.proxyKeys.scanMs)}`, x.freshDump ? 'yes' : 'no', `${formatMiB(x.peakA)} / ${formatMiB(x.peakB)}`,
+        keysCell(x.pikaKeys), keysCell(x.proxyKeys), `${seconds(x.pikaKeys.scanMs)} / ${seconds(x.proxyKeys.scanMs)}`, x.freshDump ? 'yes' : 'no', x.attempts, `${formatMiB(x.peakA)} / ${formatMiB(x.peakB)}`,
       ]),
     ),
     '',
@@ -252,6 +267,9 @@ async function main(): Promise<void> {
   const settleMs = numericFlag('settle-s', 5) * 1000;
   const timeoutMs = numericFlag('timeout-s', 3600) * 1000;
   const ttlEvery = numericFlag('ttl-every', 7);
+  const restartMaster = !process.argv.includes('--keep-master-proxy');
+  const cleanup = new Cleanup();
+  cleanup.add('running nodes and proxies', () => Promise.all([...live].map((stop) => stop())));
   const environment = environmentLine();
   const results: SizeResult[] = [];
   const write = () => {
@@ -266,7 +284,7 @@ async function main(): Promise<void> {
     const markdown = [
       '# pika-full-sync',
       '',
-      `Pika 4.0.1's own full sync (bgsave + rsync of RocksDB files) next to pika-sync-proxy's (SLAVEOF → sync_confirmed:1), the same mixed keys, ${rounds} round(s) per size, odd rounds Pika first, ${settleMs / 1000} s idle before each timed part; every key index divisible by ${ttlEvery} has a TTL of 1-2 days.`,
+      `Pika 4.0.1's own full sync (bgsave + rsync of RocksDB files) next to pika-sync-proxy's (SLAVEOF → sync_confirmed:1), the same mixed keys, ${rounds} round(s) per size, ${restartMaster ? 'the master proxy restarted before each proxy sync (fresh node connections)' : 'the master proxy kept running across rounds'}, odd rounds Pika first, ${settleMs / 1000} s idle before each timed part; every key index divisible by ${ttlEvery} has a TTL of 1-2 days.`,
       '',
       `Environment: ${environment}. Every process (Pika nodes, proxies, the loader) shares this machine.`,
       '',
@@ -275,15 +293,16 @@ async function main(): Promise<void> {
       '',
       mismatches.length ? `**Key counts differ from the master's:**\n\n${mismatches.map((x) => `- ${x}`).join('\n')}\n` : 'Every replica had the master\'s key count (SCAN).\n',
       ...results.map(sizeSection),
-      `Reproduce: \`npm run build && node dist/bench/pika-full-sync.js --keys ${sizes.join(',')} --rounds ${rounds} --settle-s ${settleMs / 1000} --ttl-every ${ttlEvery}\``,
+      `Reproduce: \`npm run build && node dist/bench/pika-full-sync.js --keys ${sizes.join(',')} --rounds ${rounds} --settle-s ${settleMs / 1000} --ttl-every ${ttlEvery}${restartMaster ? '' : ' --keep-master-proxy'}\``,
       '',
     ].join('\n');
     return { file: writeResult('pika-full-sync', markdown), markdown, mismatches };
   };
   for (const keys of sizes) {
-    results.push(await runSize(keys, { rounds, timeoutMs, settleMs, ttlEvery }));
+    results.push(await runSize(keys, { rounds, timeoutMs, settleMs, ttlEvery, restartMaster }));
     write(); // partial results survive a later size's failure
   }
+  await cleanup.run();
   const { file, markdown, mismatches } = write();
   console.log(markdown);
   console.log(`written to ${file}`);
