@@ -17,18 +17,11 @@
  * Reproduce:  npm run build && node dist/bench/full-sync.js [--keys 1000000] [--rounds 3] [--settle-s 10] [--timeout-s 3600]
  * Writes bench/results/full-sync.md.
  */
-import Redis from 'ioredis';
 import { ProxyProcess } from '../test/helpers/proxy-process';
 import { RedisServer } from '../test/helpers/redis-server';
 import { loadMixedKeys } from './lib/mixed-data';
+import { POLL_MS, phaseDurations, reportedPhases, timeProxySync } from './lib/proxy-sync';
 import { Cleanup, RssSampler, busyMachineWarning, environmentLine, formatMiB, formatOps, markdownTable, numericFlag, cpuMeter, formatCpu, parseInfo, ratio, requireCommands, sleep, writeResult } from './lib/tools';
-
-const POLL_MS = 100;
-
-interface Transition {
-  state: string;
-  atMs: number;
-}
 
 async function timeRedisReplication(master: RedisServer, replica: RedisServer, timeoutMs: number): Promise<number> {
   const client = replica.client();
@@ -45,48 +38,6 @@ async function timeRedisReplication(master: RedisServer, replica: RedisServer, t
     await client.replicaof('NO', 'ONE').catch(() => undefined);
     client.disconnect();
   }
-}
-
-/** Sends SLAVEOF and polls until sync_confirmed:1; records every distinct sync_state. */
-async function timeProxySync(replica: Redis, master: ProxyProcess, timeoutMs: number) {
-  const transitions: Transition[] = [];
-  let totalBytes = 0;
-  let last: Record<string, string> = {};
-  const started = Date.now();
-  const reply = await replica.call('SLAVEOF', '127.0.0.1', String(master.port));
-  if (reply !== 'OK') throw new Error(`SLAVEOF answered ${String(reply)}`);
-  for (;;) {
-    last = parseInfo((await replica.call('INFO', 'replication')) as string);
-    const now = Date.now() - started;
-    const state = last.sync_state ?? '?';
-    if (transitions.length === 0 || transitions[transitions.length - 1].state !== state) {
-      transitions.push({ state, atMs: now });
-      console.error(`${(now / 1000).toFixed(1).padStart(7)} s  ${state}  ${last.master_sync_read_bytes ?? ''}/${last.master_sync_total_bytes ?? ''} bytes`);
-    }
-    totalBytes = Math.max(totalBytes, Number(last.master_sync_total_bytes ?? 0));
-    if (last.sync_confirmed === '1') return { ms: now, transitions, totalBytes, info: last };
-    if (state === 'failed') throw new Error(`sync failed: ${last.last_sync_error ?? '(no last_sync_error)'}`);
-    if (now > timeoutMs) throw new Error(`sync not confirmed after ${timeoutMs} ms; last INFO: ${JSON.stringify(last)}`);
-    await sleep(POLL_MS);
-  }
-}
-
-/** Observed duration of each state: from its first sighting to the next state's. */
-function phaseDurations(transitions: Transition[], endMs: number): Array<{ state: string; ms: number }> {
-  return transitions.map((t, i) => ({ state: t.state, ms: (transitions[i + 1]?.atMs ?? endMs) - t.atMs }));
-}
-
-/**
- * Phase timings as the replica reports them in SYNCPROXY STATUS (`phase: <state> start=… end=…
- * duration_ms=N reason=…` lines); summed per state, the pre-SLAVEOF 'none' phase left out.
- */
-function reportedPhases(status: string): Map<string, number> {
-  const phases = new Map<string, number>();
-  const all = [...status.matchAll(/^phase: (\S+) .*?duration_ms=(\d+) reason=(.*)$/gm)];
-  // The status keeps earlier syncs' phases too: only those after the last 'none' count.
-  const lastNone = all.map((m) => m[1]).lastIndexOf('none');
-  for (const m of all.slice(lastNone + 1)) phases.set(m[1], (phases.get(m[1]) ?? 0) + Number(m[2]));
-  return phases;
 }
 
 interface Round {

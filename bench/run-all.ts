@@ -1,12 +1,15 @@
 /**
  * `npm run bench`: runs every benchmark one after another (each is its own process, so a crash or
  * a leaked handle in one cannot skew the next) and stops at the first failure.
- * Extra arguments go to each benchmark, e.g. `npm run bench -- --keys 100000`.
+ * Extra arguments go to each benchmark, e.g. `npm run bench -- --keys 100000` (pika-full-sync
+ * takes a comma-separated list there; one size works for all).
  */
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 
-const BENCHMARKS = ['proxy-throughput', 'node-floor', 'snapshot-build', 'full-sync'];
+// The Pika benchmarks last: they need ../shared/pika beside the repo, and pika-full-sync exits
+// with code 1 when a replica's key count differs from the master's.
+const BENCHMARKS = ['proxy-throughput', 'node-floor', 'snapshot-build', 'full-sync', 'pika-data-path', 'pika-full-sync'];
 
 for (const name of BENCHMARKS) {
   console.error(`\n=== ${name} ===`);

@@ -45,9 +45,32 @@ export function typeOfIndex(i: number): 'string' | 'hash' | 'list' | 'set' | 'zs
   return 'zset';
 }
 
-export async function loadMixedKeys(client: Redis, count: number, options: LoadOptions = {}): Promise<LoadStats> {
-  const pipelineSize = options.pipelineSize ?? 1000;
-  const inFlight = options.inFlight ?? 2;
+/** One command of the mixed data set: the write of key i (and its TTL, when it has one). */
+export interface MixedCommand {
+  index: number;
+  type: ReturnType<typeof typeOfIndex>;
+  /** [name, ...args]; a key with a TTL that is not a string gets a second command, EXPIRE. */
+  commands: Array<Array<string | Buffer>>;
+  valueBytes: number;
+  ttl: boolean;
+}
+
+export interface MixedOptions {
+  prefix?: string;
+  seed?: number;
+  /**
+   * Every `ttlEvery`-th key (index % ttlEvery === 0) gets a TTL of one to two days: strings by
+   * SETEX, the others by an EXPIRE after the write (Pika deletes a key given a future PEXPIREAT,
+   * so only relative TTLs are used). Off by default (the Redis benchmarks' data has no TTLs).
+   */
+  ttlEvery?: number;
+}
+
+/**
+ * The mixed data set as commands, key by key, deterministic for a seed: what loadMixedKeys sends
+ * through ioredis and writeMixedKeysResp sends as raw RESP.
+ */
+export function* mixedCommands(count: number, options: MixedOptions = {}): Generator<MixedCommand> {
   const prefix = options.prefix ?? 'bench';
   const random = prng(options.seed ?? 42);
   const pool = valuePool(random);
@@ -56,46 +79,70 @@ export async function loadMixedKeys(client: Redis, count: number, options: LoadO
     const start = Math.floor(random() * (POOL_SIZE - length));
     return pool.subarray(start, start + length);
   };
+  for (let i = 0; i < count; i++) {
+    const type = typeOfIndex(i);
+    const key = `${prefix}:${type}:${i}`;
+    const ttl = options.ttlEvery !== undefined && i % options.ttlEvery === 0;
+    const ttlSeconds = String(86_400 + (i % 86_400));
+    if (type === 'string') {
+      const value = slice(100, 200);
+      yield { index: i, type, commands: [ttl ? ['SETEX', key, ttlSeconds, value] : ['SET', key, value]], valueBytes: value.length, ttl };
+      continue;
+    }
+    const args: Array<Buffer | string> = [];
+    let valueBytes = 0;
+    for (let e = 0; e < ELEMENTS; e++) {
+      const element = slice(25, 45);
+      valueBytes += element.length;
+      if (type === 'hash') args.push(`f${e}`, element);
+      else if (type === 'zset') args.push(String(e + random()), element);
+      else args.push(Buffer.concat([Buffer.from(`${e}:`), element])); // set members stay distinct
+    }
+    const name = type === 'hash' ? 'HMSET' : type === 'list' ? 'RPUSH' : type === 'set' ? 'SADD' : 'ZADD';
+    const commands: Array<Array<string | Buffer>> = [[name, key, ...args]];
+    if (ttl) commands.push(['EXPIRE', key, ttlSeconds]);
+    yield { index: i, type, commands, valueBytes, ttl };
+  }
+}
+
+export async function loadMixedKeys(client: Redis, count: number, options: LoadOptions & MixedOptions = {}): Promise<LoadStats> {
+  const pipelineSize = options.pipelineSize ?? 1000;
+  const inFlight = options.inFlight ?? 2;
   const stats: LoadStats = { keys: 0, valueBytes: 0, ms: 0, byType: {} };
   const started = Date.now();
   const pending: Array<Promise<void>> = [];
-
-  for (let first = 0; first < count; first += pipelineSize) {
-    const pipeline = client.pipeline();
-    const last = Math.min(count, first + pipelineSize);
-    for (let i = first; i < last; i++) {
-      const type = typeOfIndex(i);
-      const key = `${prefix}:${type}:${i}`;
-      stats.byType[type] = (stats.byType[type] ?? 0) + 1;
-      if (type === 'string') {
-        const value = slice(100, 200);
-        stats.valueBytes += value.length;
-        pipeline.set(key, value);
-        continue;
-      }
-      const args: Array<Buffer | string | number> = [];
-      for (let e = 0; e < ELEMENTS; e++) {
-        const element = slice(25, 45);
-        stats.valueBytes += element.length;
-        if (type === 'hash') args.push(`f${e}`, element);
-        else if (type === 'zset') args.push(e + random(), element);
-        else args.push(Buffer.concat([Buffer.from(`${e}:`), element])); // set members stay distinct
-      }
-      if (type === 'hash') pipeline.hmset(key, ...(args as [string, Buffer]));
-      else if (type === 'list') pipeline.rpush(key, ...(args as Buffer[]));
-      else if (type === 'set') pipeline.sadd(key, ...(args as Buffer[]));
-      else pipeline.zadd(key, ...(args as Array<number | Buffer>));
-    }
-    stats.keys = last;
+  let pipeline = client.pipeline();
+  let inPipeline = 0;
+  const flush = async (): Promise<void> => {
     pending.push(
       pipeline.exec().then((results) => {
         for (const [err] of results ?? []) if (err) throw new Error(`loading mixed keys failed: ${err.message}`);
       }),
     );
+    pipeline = client.pipeline();
+    inPipeline = 0;
     if (pending.length >= inFlight) await pending.shift();
-    options.onProgress?.(last);
+    options.onProgress?.(stats.keys);
+  };
+  for (const item of mixedCommands(count, options)) {
+    stats.byType[item.type] = (stats.byType[item.type] ?? 0) + 1;
+    stats.valueBytes += item.valueBytes;
+    for (const [name, ...args] of item.commands) pipeline.call(name as string, ...args);
+    stats.keys = item.index + 1;
+    if (++inPipeline === pipelineSize) await flush();
   }
+  if (inPipeline > 0) await flush();
   await Promise.all(pending);
   stats.ms = Date.now() - started;
   return stats;
+}
+
+/** RESP encoding of one command (an array of bulk strings). */
+export function encodeResp(args: Array<string | Buffer>): Buffer {
+  const parts: Buffer[] = [Buffer.from(`*${args.length}\r\n`)];
+  for (const arg of args) {
+    const bytes = typeof arg === 'string' ? Buffer.from(arg) : arg;
+    parts.push(Buffer.from(`$${bytes.length}\r\n`), bytes, Buffer.from('\r\n'));
+  }
+  return Buffer.concat(parts);
 }
