@@ -58,7 +58,7 @@ export class LoadBatch {
   /** `$len key $len value` of the group's plain string records, sent as one MSET at its end. */
   private readonly msetParts: Buffer[] = [];
 
-  constructor(private readonly fileName: string) {}
+  constructor(private readonly fileName: string, private readonly loaded: LoadedKeys = new LoadedKeys()) {}
 
   /** Forwards `data[start, end)`, one complete command. */
   forward(data: Buffer, start: number, end: number): void {
@@ -108,6 +108,12 @@ export class LoadBatch {
       this.groupKindsAt = this.kinds.length;
     }
     this.groupSeen.add(hash);
+    if (this.loaded.firstTime(hash)) {
+      // No record of this key was loaded since the FLUSHALL: it is a distinct key, nothing to delete.
+      tally.distinct++;
+      if (volatile) tally.volatile++;
+      return;
+    }
     this.groupData.push(data);
     this.groupStart.push(bulkStart);
     this.groupEnd.push(bulkEnd);
@@ -213,6 +219,30 @@ export class LoadBatch {
     this.span = undefined;
   }
 }
+
+/**
+ * Which keys may already have a record loaded, as one bit per 32-bit key hash folded to 2^27 bits
+ * (16 MiB, whatever the key count). Why: deleting a key that cannot exist costs Pika more than
+ * writing it (DEL of 1,000 missing keys + MSET: 2.5x the CPU of the MSET alone, measured with
+ * redis-cli --pipe on Pika 4.0.1), and after the load's FLUSHALL almost every key is new. A clear
+ * bit proves the key was not loaded before, so its DEL is left out; a set bit (a duplicate record,
+ * or another key with the same bits, in any db) keeps the DEL, which is always safe.
+ */
+export class LoadedKeys {
+  private bits?: Uint8Array;
+
+  /** Marks the key's bits; true when they were clear (no record of the key was loaded yet). */
+  firstTime(hash: number): boolean {
+    const bits = (this.bits ??= new Uint8Array(LOADED_BYTES));
+    const byte = hash >>> 8;
+    const mask = 1 << (hash & 7);
+    if (bits[byte] & mask) return false;
+    bits[byte] |= mask;
+    return true;
+  }
+}
+
+const LOADED_BYTES = 1 << 24;
 
 const FORWARDED = 0;
 const SELECT = 1;

@@ -11,7 +11,7 @@ import { SyncProxyError, toSyncProxyError } from '../errors';
 import { decodeReply } from '../resp/decode';
 import { FramedReply } from '../resp/reply-framer';
 import { CommandScanner } from './command-scanner';
-import { DbTally, LoadBatch, argsOf, isMarker, markerName } from './load-batch';
+import { DbTally, LoadBatch, LoadedKeys, argsOf, isMarker, markerName } from './load-batch';
 import { SNAPSHOT_FORMAT_VERSION, type Manifest } from '../source/types';
 import { ExpiryChoice, NodeProfile, isPexpireat, probeNodeProfile, toNodeForm, withExpiryOverride } from '../backend/node-profile';
 import { NodeAddress, NodePipeline, errorText, integerOf, probeVia } from './node-pipeline';
@@ -67,7 +67,7 @@ export class SnapshotLoader {
   private manifest?: Manifest;
   private logger: Logger;
   private tallies = new Map<number, DbTally>();
-  private state = { db: -1, commands: 0, bytes: 0 };
+  private state: LoadState = { db: -1, commands: 0, bytes: 0, loaded: new LoadedKeys() };
   private onProgress?: (bytesRead: number) => void;
   private nextFile = 0;
 
@@ -100,7 +100,7 @@ export class SnapshotLoader {
     this.manifest = manifest;
     this.logger = this.baseLogger.child({ component: 'loader', snapshotId: manifest.snapshotId });
     this.tallies = new Map();
-    this.state = { db: -1, commands: 0, bytes: 0 };
+    this.state = { db: -1, commands: 0, bytes: 0, loaded: new LoadedKeys() };
     this.onProgress = onProgress;
     this.nextFile = 0;
     try {
@@ -192,6 +192,15 @@ export class SnapshotLoader {
   }
 }
 
+/** Where the load is, across the chunks and files of one snapshot (reset by `begin`). */
+interface LoadState {
+  db: number;
+  commands: number;
+  bytes: number;
+  /** Keys that may have a record loaded already (the node was flushed at `begin`). */
+  loaded: LoadedKeys;
+}
+
 interface FileLoadOptions {
   /** Bytes per read of the file (one batch of node commands each); 1 MiB when not set. */
   readBytes?: number;
@@ -201,7 +210,7 @@ interface FileLoadOptions {
   profile: NodeProfile;
 }
 
-async function loadFile(node: NodePipeline, file: { name: string; path: string }, options: FileLoadOptions, tallies: Map<number, DbTally>, state: { db: number; commands: number; bytes: number }): Promise<void> {
+async function loadFile(node: NodePipeline, file: { name: string; path: string }, options: FileLoadOptions, tallies: Map<number, DbTally>, state: LoadState): Promise<void> {
   const scanner = new CommandScanner();
   const rewriteExpiry = options.profile.expiry !== 'pexpireat';
   const failLoad = (why: string): SyncProxyError => new SyncProxyError('LOAD_FAILED', `${file.name}: ${why}`);
@@ -233,7 +242,7 @@ async function loadFile(node: NodePipeline, file: { name: string; path: string }
       state.bytes += chunk.length;
       options.onProgress?.(state.bytes);
       scanner.feed(chunk);
-      const batch = new LoadBatch(file.name);
+      const batch = new LoadBatch(file.name, state.loaded);
       const select = (db: number): void => {
         if (db === state.db) return;
         batch.select(db);
