@@ -17,6 +17,7 @@ export const ERROR_CATALOGUE = {
   BACKEND_UNAVAILABLE: { retryable: true, summary: 'backend node unavailable' },
   BACKEND_CONNECTION_LOST: { retryable: true, summary: 'backend connection lost' },
   BACKEND_ERROR_REPLY: { retryable: false, summary: 'backend node answered with an error' },
+  BACKEND_TIMEOUT: { retryable: true, summary: 'backend node did not answer in time' },
   // talking to a master proxy
   MASTER_UNREACHABLE: { retryable: true, summary: 'master unreachable' },
   MASTER_TIMEOUT: { retryable: true, summary: 'master did not answer in time' },

@@ -277,6 +277,21 @@ describe('replication loader (real redis-server)', function () {
     }
   });
 
+  it('close() with commands in flight: new sends refused, the socket kept until their replies are in, settled() waits for that', async () => {
+    // Why it matters: the node runs what it has read even after the socket closes, and on Pika a
+    // FLUSHALL meeting such a write deadlocks the node; a FLUSHALL after an abort waits for settled().
+    const conn = await NodePipeline.connect(node(), new AbortController().signal);
+    await conn.sendArgs(['BLPOP', 'no-such-list', '0.3'], () => undefined);
+    await conn.sendArgs(['SET', 'sent-before-close', 'v'], () => undefined);
+    conn.close();
+    await expectRejects(conn.sendArgs(['SET', 'sent-after-close', 'v'], () => undefined), 'BACKEND_CONNECTION_LOST', /closed by the replica/);
+    expect(await NodePipeline.settled(10_000)).to.equal(true);
+    expect(await client.get('sent-before-close')).to.equal('v');
+    expect(await client.exists('sent-after-close')).to.equal(0);
+    const clients = String(await client.call('CLIENT', 'LIST')).trim().split('\n');
+    expect(clients, 'only the test client is left on the node').to.have.length(1);
+  });
+
   it('a node that goes away during the load is BACKEND_CONNECTION_LOST (retryable)', async () => {
     const commands: string[][] = [['PSP.FILE', '1', SNAP, 'part-000001.resp']];
     for (let i = 0; i < 20000; i++) commands.push(['PSP.KEY', '0', `k${i}`, 'string', '-1'], ['SET', `k${i}`, 'x'.repeat(100)]);

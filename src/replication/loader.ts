@@ -14,7 +14,7 @@ import { CommandScanner } from './command-scanner';
 import { DbTally, LoadBatch, LoadedKeys, argsOf, isMarker, markerName } from './load-batch';
 import { SNAPSHOT_FORMAT_VERSION, type Manifest } from '../source/types';
 import { ExpiryChoice, NodeProfile, isPexpireat, probeNodeProfile, toNodeForm, withExpiryOverride } from '../backend/node-profile';
-import { NodeAddress, NodePipeline, errorText, integerOf, probeVia } from './node-pipeline';
+import { FLUSH_REPLY_TIMEOUT_MS, NodeAddress, NodePipeline, errorText, integerOf, probeVia } from './node-pipeline';
 
 export interface LoaderOptions {
   node: NodeAddress;
@@ -104,7 +104,7 @@ export class SnapshotLoader {
     this.onProgress = onProgress;
     this.nextFile = 0;
     try {
-      expectOk(await this.node.call(['FLUSHALL']), 'FLUSHALL');
+      expectOk(await this.node.callWithin(['FLUSHALL'], FLUSH_REPLY_TIMEOUT_MS), 'FLUSHALL');
     } catch (err) {
       throw toSyncProxyError(err, 'LOAD_FAILED', 'loading the snapshot');
     }
@@ -138,7 +138,7 @@ export class SnapshotLoader {
   async discard(): Promise<void> {
     await this.drain();
     try {
-      expectOk(await this.node.call(['FLUSHALL']), 'FLUSHALL');
+      expectOk(await this.node.callWithin(['FLUSHALL'], FLUSH_REPLY_TIMEOUT_MS), 'FLUSHALL');
     } catch (err) {
       throw toSyncProxyError(err, 'LOAD_FAILED', 'discarding a partial load');
     }

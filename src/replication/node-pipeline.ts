@@ -66,6 +66,13 @@ const PING = encodeArgs(['PING']);
 export const DEFAULT_MAX_IN_FLIGHT = 20_000;
 /** Bytes of commands sent and not yet answered before `sendMany` waits. */
 export const DEFAULT_MAX_IN_FLIGHT_BYTES = 16 * 1024 * 1024;
+/**
+ * How long a FLUSHALL may take before it counts as hung (BACKEND_TIMEOUT): a flush of tens of
+ * millions of keys takes seconds on redis-server; Pika renames its db directory at once.
+ */
+export const FLUSH_REPLY_TIMEOUT_MS = 60_000;
+/** How long a closed pipeline keeps its socket to collect the replies of commands already sent. */
+export const CLOSE_DRAIN_MS = 15_000;
 
 /** Commands awaiting replies: one entry per `send`, or per `sendMany` batch. */
 interface Pending {
@@ -89,7 +96,12 @@ export class NodePipeline {
   private failure?: SyncProxyError;
   private waiters: Array<() => void> = [];
   private closed = false;
+  /** Closed with commands in flight: replies are counted (not checked) until none is left. */
+  private retiring = false;
+  private retireTimer?: NodeJS.Timeout;
   private writeScheduled = false;
+  /** Pipelines whose socket is still open, closed ones included until their replies are in. */
+  private static readonly open = new Set<NodePipeline>();
   /**
    * The loader waits for the copier between files and the applier for the master's next write:
    * a quiet pipeline would be timed out by the node (./backend/keep-alive.ts). Its PING is a
@@ -110,6 +122,25 @@ export class NodePipeline {
     socket.on('error', (err) => this.fail(new SyncProxyError('BACKEND_CONNECTION_LOST', `${what}: ${err.message}`, { cause: err })));
     socket.on('close', () => this.fail(new SyncProxyError('BACKEND_CONNECTION_LOST', `${what}: connection closed`)));
     socket.on('drain', () => this.wake());
+    NodePipeline.open.add(this);
+    socket.once('close', () => {
+      NodePipeline.open.delete(this);
+      if (this.retireTimer) clearTimeout(this.retireTimer);
+    });
+  }
+
+  /**
+   * Resolves true once no closed pipeline still waits for replies (see close()), false when
+   * `timeoutMs` passed first. Called before a FLUSHALL that follows an aborted load.
+   */
+  static async settled(timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    const retiring = (): boolean => [...NodePipeline.open].some((p) => p.retiring);
+    while (retiring()) {
+      if (Date.now() >= deadline) return false;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    return true;
   }
 
   static async connect(address: NodeAddress, signal: AbortSignal, maxInFlight = DEFAULT_MAX_IN_FLIGHT, maxInFlightBytes = DEFAULT_MAX_IN_FLIGHT_BYTES): Promise<NodePipeline> {
@@ -229,9 +260,38 @@ export class NodePipeline {
     return result!;
   }
 
+  /**
+   * Sends nothing more; senders get an error at once. The socket stays open until every command
+   * already sent has its reply (at most CLOSE_DRAIN_MS). Why: a node runs the commands it has
+   * read even after their connection closes, and on Pika 4.0.1 a FLUSHALL that meets a write in
+   * progress deadlocks the whole node (FLUSHALL takes the replication-manager lock, then the db
+   * lock; a write holds the db lock shared and takes the replication-manager lock for its binlog).
+   * Seen: SLAVEOF NO ONE mid-load, FLUSHALL right after the loader's socket was destroyed, and
+   * Pika answered nothing, not even PING, on any connection. Waiting for the replies makes
+   * "closed" mean "nothing of ours still runs on the node" (settled()).
+   */
+  /** call(), failing the pipeline with BACKEND_TIMEOUT when no reply came within `timeoutMs`. */
+  async callWithin(args: ReadonlyArray<Buffer | string>, timeoutMs: number): Promise<FramedReply> {
+    const timer = setTimeout(() => this.fail(new SyncProxyError('BACKEND_TIMEOUT', `${this.what}: no reply to ${String(args[0])} within ${timeoutMs} ms`)), timeoutMs);
+    try {
+      return await this.call(args);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   close(): void {
+    if (this.closed) return;
     this.closed = true;
-    this.fail(new SyncProxyError('BACKEND_CONNECTION_LOST', `${this.what}: closed by the replica`));
+    const err = new SyncProxyError('BACKEND_CONNECTION_LOST', `${this.what}: closed by the replica`);
+    if (this.failure || this.commandsInFlight === 0) return this.fail(err);
+    this.writeOut(); // what was queued is counted in flight: send it, so its replies come
+    this.retiring = true;
+    this.failure = err;
+    this.keepAlive.stop();
+    this.retireTimer = setTimeout(() => this.socket.destroy(), CLOSE_DRAIN_MS);
+    this.retireTimer.unref();
+    this.wake();
   }
 
   get error(): SyncProxyError | undefined {
@@ -249,6 +309,7 @@ export class NodePipeline {
 
   private onData(chunk: Buffer): void {
     this.framer.feed(chunk);
+    if (this.retiring) return this.countRetiringReplies();
     try {
       const framer = this.framer;
       const view = this.view;
@@ -282,6 +343,15 @@ export class NodePipeline {
     this.wake();
   }
 
+  private countRetiringReplies(): void {
+    try {
+      while (this.framer.advance()) this.commandsInFlight--;
+    } catch {
+      this.commandsInFlight = 0; // an unframable reply: nothing more can be counted
+    }
+    if (this.commandsInFlight <= 0) this.socket.destroy();
+  }
+
   private wake(): void {
     const waiters = this.waiters;
     this.waiters = [];
@@ -303,6 +373,16 @@ const ignoreReply: ReplyCheck = () => undefined;
 /** The pipeline as the node-profile probe uses it (decoded replies; error replies as Errors). */
 export function probeVia(node: NodePipeline): ProbeConnection {
   return { call: async (args) => decodeReply((await node.call(args)).raw) };
+}
+
+/** One command on a connection of its own, its reply checked by `check`, within `timeoutMs`. */
+export async function callWithin(address: NodeAddress, args: ReadonlyArray<Buffer | string>, timeoutMs: number, check: (reply: FramedReply, what: string) => void): Promise<void> {
+  const node = await NodePipeline.connect(address, AbortSignal.timeout(timeoutMs));
+  try {
+    check(await node.callWithin(args, timeoutMs), String(args[0]));
+  } finally {
+    node.close();
+  }
 }
 
 /** Connects to `address`, probes its node's profile and closes. */

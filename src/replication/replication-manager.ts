@@ -12,8 +12,9 @@ import { writeFileSynced } from '../durable-fs';
 import { SyncProxyError, toSyncProxyError } from '../errors';
 import { RetryPolicy } from '../retry';
 import type { ReplyValue } from '../resp/encode';
+import type { FramedReply } from '../resp/reply-framer';
 import { SyncClient } from '../sync/sync-client';
-import { NodePipeline } from './node-pipeline';
+import { CLOSE_DRAIN_MS, FLUSH_REPLY_TIMEOUT_MS, NodePipeline, callWithin, errorText } from './node-pipeline';
 import { MasterView, ReplicaStatus, infoReplicationText, newReplicaStatus, progressText, readGateText, roleValue, statusLines, statusObject } from './replica-status';
 import { replicaDir } from './staging';
 import { SyncStateMachine } from './states';
@@ -108,16 +109,28 @@ export class ReplicationManager {
     });
   }
 
-  /** SLAVEOF NO ONE: abort, forget the master, and never leave a partial load behind. */
+  /**
+   * SLAVEOF NO ONE: abort, forget the master, and never leave a partial load behind. The flush
+   * comes before the role changes: when the node cannot be flushed, the proxy stays an unconfirmed
+   * replica (reads refused, last_sync_error says why), the command answers the error, and a
+   * second SLAVEOF NO ONE tries again.
+   */
   noOne(): Promise<void> {
     return this.serial(async () => {
       const status = this.replicaStatus;
       if (!status) return;
       await this.abortRun('SLAVEOF NO ONE', true);
+      if (status.loadBegun && !status.confirmed) {
+        try {
+          await this.flushPartialLoad();
+        } catch (err) {
+          status.lastError = toSyncProxyError(err, 'BACKEND_UNAVAILABLE', 'FLUSHALL of the partly loaded node');
+          throw status.lastError;
+        }
+      }
       this.replicaStatus = undefined;
       await fsp.rm(this.roleFile, { force: true });
       this.emitRole('master');
-      if (status.loadBegun && !status.confirmed) await this.flushPartialLoad();
     });
   }
 
@@ -214,22 +227,17 @@ export class ReplicationManager {
     if (run) {
       run.abort.abort(abortError(reason));
       await run.done;
+      // The next FLUSHALL (a new sync's, or a partial load's) must not meet a write of this run.
+      if (!(await NodePipeline.settled(CLOSE_DRAIN_MS))) this.logger.warn({ waitedMs: CLOSE_DRAIN_MS }, 'the node did not answer every command of the aborted sync in time');
     }
     if (toNone && this.machine.state !== 'none') this.machine.transition('none', reason);
   }
 
   private async flushPartialLoad(): Promise<void> {
     const { config } = this.options;
-    const policy = new RetryPolicy({ maxAttempts: 3, baseDelayMs: 100, maxDelayMs: 1000, maxTotalMs: 10_000 });
-    await policy.run('FLUSHALL of a partially loaded node', async () => {
-      const node = await NodePipeline.connect({ host: config.backend.host, port: config.backend.port, password: config.backendPassword }, new AbortController().signal);
-      try {
-        const reply = await node.call(['FLUSHALL']);
-        if (reply.type !== 43) throw new SyncProxyError('BACKEND_ERROR_REPLY', `FLUSHALL refused: ${reply.raw.toString('utf8').trim()}`);
-      } finally {
-        node.close();
-      }
-    });
+    const address = { host: config.backend.host, port: config.backend.port, password: config.backendPassword };
+    const policy = new RetryPolicy({ maxAttempts: 3, baseDelayMs: 100, maxDelayMs: 1000, maxTotalMs: 3 * FLUSH_REPLY_TIMEOUT_MS });
+    await policy.run('FLUSHALL of a partially loaded node', () => callWithin(address, ['FLUSHALL'], FLUSH_REPLY_TIMEOUT_MS, expectOk));
     this.logger.warn('SLAVEOF NO ONE during an unconfirmed load: the node was flushed so no partial data is served');
   }
 
@@ -259,6 +267,10 @@ export class ReplicationManager {
     this.queue = next.catch(() => undefined);
     return next;
   }
+}
+
+function expectOk(reply: FramedReply, what: string): void {
+  if (reply.type !== 43) throw new SyncProxyError('BACKEND_ERROR_REPLY', `${what} refused: ${errorText(reply)}`);
 }
 
 /** role.json read synchronously (once, at construction); anything unreadable is left to start(). */
