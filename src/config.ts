@@ -64,6 +64,15 @@ export interface Config {
     key?: string;
     ca?: string;
   };
+  /** HTTP listener for /metrics, /healthz, /readyz; port -1 = off, 0 = any free port (tests). */
+  metrics: {
+    port: number;
+    bind: string;
+  };
+  /** Without a password, serve only loopback clients (RESP and sync ports), as Redis's protected mode. */
+  protectedMode: boolean;
+  /** Bound on a graceful stop (SIGTERM/SIGINT); past it the process exits non-zero. */
+  shutdownTimeoutMs: number;
 }
 
 interface FlagSpec {
@@ -109,6 +118,9 @@ export function defaultConfig(): MutableConfig {
     nodeExpiry: 'auto',
     verifyIntervalMs: 0,
     tls: {},
+    metrics: { port: -1, bind: '127.0.0.1' },
+    protectedMode: true,
+    shutdownTimeoutMs: 5_000,
   };
 }
 
@@ -149,6 +161,10 @@ export const FLAGS: readonly FlagSpec[] = [
     },
   },
   { name: 'verify-interval-ms', kind: 'int', min: 0, max: 7 * 24 * 3_600_000, help: 'a streaming replica compares its node with the master this often (0 = only on SYNCPROXY VERIFY)', apply: (c, v) => (c.verifyIntervalMs = v as number) },
+  { name: 'metrics-port', kind: 'int', min: -1, max: 65535, help: 'HTTP port for /metrics (Prometheus), /healthz and /readyz (-1 = off, the default; 0 = any free port)', apply: (c, v) => (c.metrics.port = v as number) },
+  { name: 'metrics-bind', kind: 'string', help: 'listen address of the metrics port (default 127.0.0.1)', apply: (c, v) => (c.metrics.bind = v as string) },
+  { name: 'protected-mode', kind: 'bool', help: 'without --requirepass, serve only loopback clients on the RESP and sync ports (yes|no, default yes)', apply: (c, v) => (c.protectedMode = v as boolean) },
+  { name: 'shutdown-timeout-ms', kind: 'int', min: 100, max: 3_600_000, help: 'bound on a graceful stop after SIGTERM/SIGINT; past it the process exits with status 1 saying what was left (a second signal exits at once)', apply: (c, v) => (c.shutdownTimeoutMs = v as number) },
   { name: 'tls-cert', kind: 'string', help: 'PEM certificate for the sync service (enables TLS)', apply: (c, v) => (c.tls.cert = v as string) },
   { name: 'tls-key', kind: 'string', help: 'PEM private key for the sync service', apply: (c, v) => (c.tls.key = v as string) },
   { name: 'tls-ca', kind: 'string', help: 'PEM CA bundle: replicas verify the master with it; set on a master it requires client certificates', apply: (c, v) => (c.tls.ca = v as string) },
@@ -247,6 +263,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     else throw invalid('sync-port', `required when --port ${config.port} + 10000 exceeds 65535`);
   }
   if (config.port !== 0 && config.port === config.syncPort) throw invalid('sync-port', 'must differ from --port');
+  if (config.metrics.port > 0 && (config.metrics.port === config.port || config.metrics.port === config.syncPort)) throw invalid('metrics-port', 'must differ from --port and --sync-port');
   if ((config.tls.cert === undefined) !== (config.tls.key === undefined)) throw invalid(config.tls.cert ? 'tls-key' : 'tls-cert', '--tls-cert and --tls-key go together');
   if (config.sync.retryMaxDelayMs < config.sync.retryBaseMs) throw invalid('sync-retry-max-ms', 'must be at least --sync-retry-base-ms');
   if (config.nodeKeepAliveMs > 0 && config.nodeKeepAliveMs < MIN_INTERVAL_MS) throw invalid('node-keepalive-ms', `must be 0 (learn the node's timeout) or at least ${MIN_INTERVAL_MS}, got ${config.nodeKeepAliveMs}`);
@@ -261,6 +278,7 @@ export function usage(): string {
     'usage: pika-sync-proxy --port <p> --backend <host:port> [flags]',
     '',
     '  --config <file.json>           flags as a JSON object {"port": 7379, ...}; env PSP_<FLAG> also works',
+    '  --version                      print the version and exit',
     ...lines,
   ].join('\n');
 }

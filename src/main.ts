@@ -3,6 +3,8 @@
  * pika-sync-proxy CLI: validates the configuration, starts the proxy, and stops it gracefully on
  * SIGTERM/SIGINT (stop accepting, drain replies in flight, close the node connection).
  */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { loadConfig, usage } from './config';
 import { describeError } from './errors';
 import { createLogger } from './logger';
@@ -10,6 +12,10 @@ import { startProxy } from './server/proxy';
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
+  if (argv.includes('--version') || argv.includes('-V')) {
+    process.stdout.write(`pika-sync-proxy ${packageVersion()}\n`);
+    return;
+  }
   if (argv.includes('--help') || argv.includes('-h')) {
     process.stdout.write(`${usage()}\n`);
     return;
@@ -38,6 +44,12 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+}
+
+/** The version in package.json (dist/src/main.js -> ../../package.json, as installed by npm). */
+function packageVersion(): string {
+  const file = path.resolve(__dirname, '../../package.json');
+  return (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version;
 }
 
 main().catch((err) => {
