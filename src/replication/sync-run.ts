@@ -140,6 +140,8 @@ export class SyncRun {
    */
   private async fullSync(client: SyncClientLike): Promise<never> {
     const { machine, status, config, signal, logger } = this.deps;
+    // An earlier attempt that got a meta and did not confirm was copying this snapshot id.
+    const interruptedCopyOf = status.confirmed ? undefined : status.snapshotId;
     resetForFullSync(status);
     let changes = 0;
     let meta: MetaAnswer;
@@ -152,6 +154,12 @@ export class SyncRun {
         meta = await this.fetchMeta(client, 0);
         if (meta.formatVersion !== SNAPSHOT_FORMAT_VERSION) throw new SyncProxyError('PROTOCOL_VERSION_MISMATCH', `master snapshot format ${meta.formatVersion}, this proxy loads ${SNAPSHOT_FORMAT_VERSION}`);
         validateManifest(meta, stagingRoot(config.dataDir));
+        if (changes === 0 && interruptedCopyOf !== undefined && interruptedCopyOf !== meta.snapshotId) {
+          // The copy was cut by a lost link (a restarted master) rather than SNAPSHOT_CHANGED: the
+          // snapshot was replaced all the same, so it counts as a change.
+          status.snapshotChanges++;
+          logger.warn({ was: interruptedCopyOf, now: meta.snapshotId }, 'the snapshot changed between attempts');
+        }
         status.snapshotId = meta.snapshotId;
         // Offsets count within one write log: a new snapshot may come from a new log (restarted master).
         status.masterOffset = meta.masterOffset;
