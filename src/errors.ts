@@ -24,6 +24,7 @@ export const ERROR_CATALOGUE = {
   MASTER_CONNECTION_LOST: { retryable: true, summary: 'connection to master lost' },
   NOT_A_SYNC_PROXY: { retryable: false, summary: 'master is not a pika-sync-proxy' },
   AUTH_FAILED: { retryable: false, summary: 'authentication refused' },
+  PROTECTED_MODE: { retryable: false, summary: 'refused by protected mode: the peer has no --requirepass and serves only loopback clients' },
   PROTOCOL_VERSION_MISMATCH: { retryable: false, summary: 'sync protocol version mismatch' },
   MALFORMED_RESPONSE: { retryable: true, summary: 'malformed response from master' },
   NOT_A_MASTER: { retryable: true, summary: 'the peer is not serving as a master' },

@@ -129,6 +129,7 @@ describe('sync service', function () {
   describe('status mapping', () => {
     const expectedStatus: Partial<Record<ErrorCode, grpc.status>> = {
       AUTH_FAILED: grpc.status.UNAUTHENTICATED,
+      PROTECTED_MODE: grpc.status.PERMISSION_DENIED,
       SNAPSHOT_NOT_FOUND: grpc.status.NOT_FOUND,
       FILE_NOT_IN_MANIFEST: grpc.status.NOT_FOUND,
       INVALID_REQUEST: grpc.status.INVALID_ARGUMENT,

@@ -37,10 +37,12 @@ export async function handshake(options: HandshakeOptions): Promise<MasterHello>
   try {
     if (options.password !== undefined) {
       const auth = await conn.call(['AUTH', options.password]);
+      if (auth instanceof Error && isDenied(auth.message)) throw protectedMode(options, auth.message);
       if (auth instanceof Error) throw new SyncProxyError('AUTH_FAILED', `master ${options.host}:${options.port} refused AUTH: ${auth.message}`);
     }
     const reply = await conn.call(['SYNCPROXY', 'HELLO']);
     if (reply instanceof Error) {
+      if (isDenied(reply.message)) throw protectedMode(options, reply.message);
       if (/^(NOAUTH|WRONGPASS)/i.test(reply.message)) {
         throw new SyncProxyError('AUTH_FAILED', `master ${options.host}:${options.port} requires a password (set --masterauth): ${reply.message}`);
       }
@@ -60,6 +62,15 @@ export async function handshake(options: HandshakeOptions): Promise<MasterHello>
   } finally {
     conn.close();
   }
+}
+
+/** A proxy (or Redis) in protected mode answers every connection from a non-loopback peer `-DENIED ...`. */
+function isDenied(message: string): boolean {
+  return /^DENIED\b/.test(message);
+}
+
+function protectedMode(options: { host: string; port: number }, message: string): SyncProxyError {
+  return new SyncProxyError('PROTECTED_MODE', `master ${options.host}:${options.port} refused this replica: ${message.replace(/^DENIED\s*/, '')}`);
 }
 
 function notASyncProxy(options: HandshakeOptions, why: string): SyncProxyError {
@@ -109,7 +120,7 @@ class RespExchange {
   private waiter?: { resolve: (v: Decoded) => void; reject: (e: unknown) => void };
   private failure?: SyncProxyError;
 
-  private constructor(private readonly socket: net.Socket, private readonly what: string, private readonly timeoutMs: number) {
+  private constructor(private readonly socket: net.Socket, private readonly what: string, private readonly timeoutMs: number, private readonly address: { host: string; port: number }) {
     socket.on('data', (chunk) => this.onData(chunk));
     socket.on('error', (err) => this.fail(new SyncProxyError(classifySystemError(err) ?? 'MASTER_CONNECTION_LOST', `${what}: ${err.message}`, { cause: err })));
     socket.on('close', () => this.fail(new SyncProxyError('MASTER_CONNECTION_LOST', `${what}: connection closed during the handshake`)));
@@ -131,7 +142,7 @@ class RespExchange {
           socket.destroy();
           reject(err);
         } else {
-          const exchange = new RespExchange(socket, what, timeoutMs);
+          const exchange = new RespExchange(socket, what, timeoutMs, { host, port });
           // Removed with the socket: the signal outlives this handshake (one per replication run).
           const onAbortExchange = (): void => exchange.fail(signal?.reason);
           signal?.addEventListener('abort', onAbortExchange, { once: true });
@@ -163,7 +174,12 @@ class RespExchange {
       if (!reply) return;
       const waiter = this.waiter;
       this.waiter = undefined;
-      if (!waiter) return this.fail(new SyncProxyError('MALFORMED_RESPONSE', `${this.what}: reply without a request`));
+      if (!waiter) {
+        // Protected mode answers at accept time, possibly before the first request went out.
+        const early = decodeReply(Buffer.from(reply.raw));
+        if (early instanceof Error && isDenied(early.message)) return this.fail(protectedMode(this.address, early.message));
+        return this.fail(new SyncProxyError('MALFORMED_RESPONSE', `${this.what}: reply without a request`));
+      }
       waiter.resolve(decodeReply(Buffer.from(reply.raw)));
     } catch (err) {
       this.fail(new SyncProxyError('MALFORMED_RESPONSE', `${this.what}: ${(err as Error).message}`, { cause: err }));

@@ -22,6 +22,8 @@ import { BlockedClients } from './blocking';
 import { ClientSession } from './client-session';
 import type { MasterView, ProxyContext, ProxyStats, ReplicationPort } from './context';
 import { OrderedPath } from './ordered-path';
+import { ClientGuard, refuseProtected } from './protected-mode';
+import { STOP_STEPS, StopProgress } from './stop-progress';
 import { WatchRegistry } from './watch-registry';
 
 /** How long the start waits for the first node probe; how long a probe may take. */
@@ -34,6 +36,8 @@ export interface ProxyHandle {
   readonly port: number;
   readonly syncPort: number;
   readonly runId: string;
+  /** What stop() has done and is doing (for a stop that overruns --shutdown-timeout-ms). */
+  readonly stopProgress: StopProgress;
   stop(): Promise<void>;
 }
 
@@ -62,6 +66,7 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
   const sessions = new Set<ClientSession>();
   const stats: ProxyStats = { startedAt: Date.now(), connectionsReceived: 0, commandsProcessed: 0, rejectedConnections: 0, protocolErrors: 0, outputLimitDisconnects: 0 };
 
+  const guard = new ClientGuard(config);
   const listener = net.createServer();
   // Connections accepted before the proxy is fully assembled wait here instead of being lost.
   const early: net.Socket[] = [];
@@ -79,7 +84,7 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
   const syncServer = new SyncServer({
     bind: config.bind, port: config.syncPort, password: config.requirepass,
     tls: config.tls.cert && config.tls.key ? { cert: config.tls.cert, key: config.tls.key, ca: config.tls.ca } : undefined,
-    store, log, runId, isMaster: () => replication.role === 'master', logger: rootLogger,
+    store, log, runId, isMaster: () => replication.role === 'master', logger: rootLogger, guard,
   });
   try {
     syncPort = await syncServer.start();
@@ -118,6 +123,7 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
 
   accept = (socket) => {
     stats.connectionsReceived++;
+    if (!guard.allows(socket.remoteAddress)) return refuseProtected(socket);
     if (sessions.size >= config.maxClients) {
       stats.rejectedConnections++;
       socket.end(encode.error('ERR max number of clients reached'));
@@ -134,25 +140,31 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
   // Snapshots and SELECT checks use the node's profile: wait a little for the first probe.
   await node.firstProbe(PROBE_WAIT_MS);
   logger.info({ port, syncPort, backend: connection.address, runId, dataDir: config.dataDir }, 'pika-sync-proxy listening');
+  guard.logProtection(logger);
 
   let stopping: Promise<void> | undefined;
+  const stopProgress = new StopProgress(STOP_STEPS);
+  const step = stopProgress.step.bind(stopProgress);
+  const outstanding = (): string => `${connection.inFlight} node replies outstanding, ${[...sessions].filter((s) => !s.drained).length} client sessions not drained`;
   const stop = (): Promise<void> =>
     (stopping ??= (async () => {
       logger.info('stopping: no new connections, draining replies in flight');
       listener.close();
       for (const s of sessions) s.stopAccepting();
       const deadline = Date.now() + 5000;
-      while ((connection.inFlight > 0 || [...sessions].some((s) => !s.drained)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      await step('draining replies in flight', async () => {
+        while ((connection.inFlight > 0 || [...sessions].some((s) => !s.drained)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      }, outstanding);
       for (const s of sessions) s.socket.end();
-      await replication.stop();
-      await syncServer.stop();
-      await store.close();
-      await connection.close();
-      await log.close();
+      await step('replication', () => replication.stop());
+      await step('sync service', () => syncServer.stop());
+      await step('snapshot store', () => store.close());
+      await step('node connection', () => connection.close(), outstanding);
+      await step('write log', () => log.close());
       for (const s of sessions) s.socket.destroy();
       logger.info('stopped');
     })());
-  return { port, syncPort, runId, stop };
+  return { port, syncPort, runId, stopProgress, stop };
 }
 
 /**

@@ -23,6 +23,7 @@ const Status = grpc.status;
 /** gRPC code for each catalogue code that has a specific one; everything else is INTERNAL. */
 const STATUS_BY_CODE: Partial<Record<ErrorCode, grpc.status>> = {
   AUTH_FAILED: Status.UNAUTHENTICATED,
+  PROTECTED_MODE: Status.PERMISSION_DENIED,
   SNAPSHOT_NOT_FOUND: Status.NOT_FOUND,
   FILE_NOT_IN_MANIFEST: Status.NOT_FOUND,
   INVALID_REQUEST: Status.INVALID_ARGUMENT,

@@ -12,6 +12,7 @@ import { SyncProxyError } from '../errors';
 import type { Logger } from '../logger';
 import { entryChecksum } from '../source/log-format';
 import { LogEntry, SYNC_PROTOCOL_VERSION, SnapshotStoreView, WriteLogView } from '../source/types';
+import { PROTECTED_MODE_MESSAGE, peerAddress } from '../server/protected-mode';
 import { ContentDigest, RANGES } from '../verify/content-digest';
 import { digestSnapshotFiles } from '../verify/dataset-readers';
 import {
@@ -39,6 +40,8 @@ export interface SyncServerOptions {
   runId: string;
   isMaster: () => boolean;
   logger: Logger;
+  /** Protected mode (server/protected-mode.ts): calls from a peer it does not allow fail with PROTECTED_MODE. */
+  guard?: { allows(address: string | undefined): boolean };
 }
 
 export class SyncServer {
@@ -116,7 +119,7 @@ export class SyncServer {
 
   private async unary<Req, Res>(name: string, call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>, handler: () => Promise<Res>): Promise<void> {
     try {
-      this.admit(call.metadata);
+      this.admit(call);
       cb(null, await handler());
     } catch (err) {
       this.logFailure(name, call.getPeer(), err);
@@ -124,8 +127,12 @@ export class SyncServer {
     }
   }
 
-  /** Authentication first (the role is not revealed to strangers), then the role. */
-  private admit(metadata: grpc.Metadata): void {
+  /** Protected mode first, then authentication (the role is not revealed to strangers), then the role. */
+  private admit(call: { metadata: grpc.Metadata; getPeer(): string }): void {
+    const metadata = call.metadata;
+    if (this.options.guard && !this.options.guard.allows(peerAddress(call.getPeer()))) {
+      throw new SyncProxyError('PROTECTED_MODE', PROTECTED_MODE_MESSAGE, { details: { peer: call.getPeer() } });
+    }
     if (this.passwordDigest) {
       const given = metadata.get(PASSWORD_METADATA_KEY)[0];
       if (given === undefined || given.length === 0) {
@@ -223,7 +230,7 @@ export class SyncServer {
     let heartbeat: NodeJS.Timeout | undefined;
     let tracker: { sent(offset: number): void; closed(): void } | undefined;
     try {
-      this.admit(call.metadata);
+      this.admit(call);
       const req = call.request;
       const replica = this.replicaIdentity(req.replica, call.getPeer());
       const log = this.options.log;
