@@ -151,8 +151,7 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
       logger.info('stopping: no new connections, draining replies in flight');
       listener.close();
       for (const s of sessions) s.stopAccepting();
-      // Half the stop budget for replies in flight: the other steps (replication, sync service, log) need the rest.
-      const deadline = Date.now() + Math.min(5000, config.shutdownTimeoutMs / 2);
+      const deadline = Date.now() + 5000;
       await step('draining replies in flight', async () => {
         while ((connection.inFlight > 0 || [...sessions].some((s) => !s.drained)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
       }, outstanding);
