@@ -11,6 +11,9 @@
  * the reply is written (one clock read per data event and per write, not per command). The
  * counts are handed to prom-client at scrape time, which writes the exposition (no hand-written
  * text): `CommandDurationHistogram` is a prom-client Histogram whose values come from here.
+ *
+ * A client in pub/sub mode gets its SUBSCRIBE/UNSUBSCRIBE/PING answers as pushes of the subscriber
+ * connection, not told apart from messages: those commands are not observed (ClientSession.push).
  */
 import { Histogram, Registry } from 'prom-client';
 import { CATEGORIES } from '../server/command-table';
