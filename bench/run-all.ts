@@ -9,7 +9,7 @@ import path from 'node:path';
 
 // The Pika benchmarks last: they need ../shared/pika beside the repo, and pika-full-sync exits
 // with code 1 when a replica's key count differs from the master's.
-const BENCHMARKS = ['proxy-throughput', 'node-floor', 'snapshot-build', 'full-sync', 'pika-data-path', 'pika-full-sync'];
+const BENCHMARKS = ['proxy-throughput', 'node-floor', 'snapshot-build', 'full-sync', 'pika-data-path', 'pika-full-sync', 'metrics-overhead'];
 
 for (const name of BENCHMARKS) {
   console.error(`\n=== ${name} ===`);

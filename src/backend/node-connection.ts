@@ -73,6 +73,10 @@ export class NodeConnection extends EventEmitter implements TurnWriter {
   private readonly outbox = new Outbox();
   private flushScheduled = false;
   private reconnectAttempt = 0;
+  /** Link-ups after the first (a reconnect after a drop or a failed start); for /metrics. */
+  private ups = 0;
+  /** Since when the link is down (construction counts as down); undefined while up. */
+  private downSince: number | undefined = Date.now();
   private reconnectTimer?: NodeJS.Timeout;
   private lastError?: SyncProxyError;
   /** The db the node connection has selected (tracked by the data path). */
@@ -97,6 +101,16 @@ export class NodeConnection extends EventEmitter implements TurnWriter {
 
   get isUp(): boolean {
     return this.up;
+  }
+
+  /** Times the link came up again after the first time. */
+  get reconnects(): number {
+    return Math.max(0, this.ups - 1);
+  }
+
+  /** When the link went down (or the connection was made), undefined while it is up. */
+  get downSinceMs(): number | undefined {
+    return this.downSince;
   }
 
   get inFlight(): number {
@@ -154,6 +168,8 @@ export class NodeConnection extends EventEmitter implements TurnWriter {
 
   private markUp(): void {
     this.up = true;
+    this.ups++;
+    this.downSince = undefined;
     this.reconnectAttempt = 0;
     this.lastError = undefined;
     this.options.logger.info({ backend: this.address }, 'backend link up');
@@ -210,6 +226,7 @@ export class NodeConnection extends EventEmitter implements TurnWriter {
     if (socket !== this.socket) return;
     const wasUp = this.up;
     this.up = false;
+    if (wasUp) this.downSince = Date.now();
     this.keepAlive.stop();
     this.socket = undefined;
     this.outbox.clear();

@@ -83,7 +83,7 @@ export function resetForFullSync(status: ReplicaStatus): void {
 }
 
 /** The freshest master offset: from the meta, a heartbeat or an entry. */
-function masterOffsetOf(status: ReplicaStatus): number {
+export function masterOffsetOf(status: ReplicaStatus): number {
   return Math.max(status.masterOffset, status.apply?.masterOffset ?? 0);
 }
 
@@ -161,8 +161,14 @@ function syncFields(machine: SyncStateMachine, status: ReplicaStatus | undefined
 }
 
 /** The last online verification: result ok | mismatch | error | none. */
+export const VERIFY_RESULTS = ['ok', 'mismatch', 'error', 'none'] as const;
+
+export function verifyResult(v: ContentCheck | undefined): (typeof VERIFY_RESULTS)[number] {
+  return !v ? 'none' : v.error ? 'error' : v.differingKeys > 0 ? 'mismatch' : 'ok';
+}
+
 function verifyFields(v: ContentCheck | undefined): string[] {
-  const result = !v ? 'none' : v.error ? 'error' : v.differingKeys > 0 ? 'mismatch' : 'ok';
+  const result = verifyResult(v);
   return [
     `verify_last_result:${result}`,
     `verify_mismatched_keys:${v?.differingKeys ?? 0}`,

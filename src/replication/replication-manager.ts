@@ -17,7 +17,7 @@ import { SyncClient } from '../sync/sync-client';
 import { CLOSE_DRAIN_MS, FLUSH_REPLY_TIMEOUT_MS, NodePipeline, callWithin, errorText } from './node-pipeline';
 import { MasterView, ReplicaStatus, infoReplicationText, newReplicaStatus, progressText, readGateText, roleValue, statusLines, statusObject } from './replica-status';
 import { replicaDir } from './staging';
-import { SyncStateMachine } from './states';
+import { SyncState, SyncStateMachine } from './states';
 import type { SyncClientFactory } from './sync-api';
 import { SyncRun } from './sync-run';
 import { abortError } from './util';
@@ -66,6 +66,11 @@ export class ReplicationManager {
 
   get state(): string {
     return this.machine.state;
+  }
+
+  /** The state and status INFO replication and SYNCPROXY STATUS are made from, for /metrics. */
+  metricsView(): { state: SyncState; status: Readonly<ReplicaStatus> | undefined } {
+    return { state: this.machine.state, status: this.replicaStatus };
   }
 
   private get roleFile(): string {

@@ -10,6 +10,8 @@
  */
 import { SAFE_PROFILE, toNodeForm } from '../backend/node-profile';
 import net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { SlotTimes, UNKNOWN_CLASS, UNTIMED } from '../metrics/command-timing';
 import type { Logger } from 'pino';
 import { Fifo } from '../backend/fifo';
 import type { NodeConnection, ReplyTarget } from '../backend/node-connection';
@@ -61,6 +63,10 @@ export class ClientSession implements ReplyTarget {
   private readonly closeListeners: (() => void)[] = [];
 
   private readonly logger: Logger;
+  /** Command timing (metrics on): when the current command could start, and its class. */
+  private readonly timed: boolean;
+  private runnableAt = 0;
+  private commandClass = UNTIMED;
 
   constructor(readonly socket: net.Socket, readonly ctx: ProxyContext) {
     this.logger = ctx.logger.child({ conn: this.id, addr: `${socket.remoteAddress}:${socket.remotePort}` });
@@ -69,7 +75,8 @@ export class ClientSession implements ReplyTarget {
     this.replies = new ReplyQueue(socket, ctx.config.clientOutputLimit, () => this.afterFlush(), (pendingBytes) => {
       ctx.stats.outputLimitDisconnects++;
       this.logger.warn({ pendingBytes }, 'client output limit exceeded; disconnecting');
-    });
+    }, ctx.commandTiming ? new SlotTimes(ctx.commandTiming) : null);
+    this.timed = ctx.commandTiming !== undefined;
     socket.setNoDelay(true);
     socket.on('data', (chunk) => this.onData(chunk));
     socket.on('error', () => socket.destroy());
@@ -88,6 +95,7 @@ export class ClientSession implements ReplyTarget {
 
   private onData(chunk: Buffer): void {
     if (this.closing) return;
+    if (this.timed) this.runnableAt = performance.now();
     try {
       this.parser.feed(chunk);
       for (let req = this.parser.next(); req; req = this.parser.next()) this.requests.push(req);
@@ -105,6 +113,7 @@ export class ClientSession implements ReplyTarget {
       const req = this.requests.shift();
       if (!req) {
         if (this.protocolError !== undefined) {
+          this.commandClass = UNTIMED; // answers no command
           this.reply(encode.error(this.protocolError));
           this.closing = true;
           this.socket.pause();
@@ -126,6 +135,8 @@ export class ClientSession implements ReplyTarget {
           .catch((err) => this.reply(errorReply(err)))
           .finally(() => {
             this.busy = false;
+            // The commands queued behind this one could only start now.
+            if (this.timed) this.runnableAt = performance.now();
             this.pump();
           });
       }
@@ -155,6 +166,8 @@ export class ClientSession implements ReplyTarget {
     const req = name === 'pexpireat' && sent.argc === 3 && (this.ctx.nodeProfile() ?? SAFE_PROFILE).expiry === 'pexpire' ? requestOf(toNodeForm(sent.args, SAFE_PROFILE)) : sent;
     this.lastCommand = name;
     const spec = lookupLowerCase(name);
+    // The first slot this command takes is its reply (slot()); later ones are pushes.
+    this.commandClass = spec ? spec.categoryIndex : UNKNOWN_CLASS;
     if (!this.authenticated && !ALWAYS_ALLOWED_BEFORE_AUTH.has(name)) return this.reply(encode.error('NOAUTH Authentication required.'));
     if (this.pubsub) return this.pubsub.handle(name, req.args, req.raw);
     if (spec && !arityOk(spec, req.argc)) {
@@ -281,7 +294,10 @@ export class ClientSession implements ReplyTarget {
   }
 
   slot(): Slot {
-    return this.replies.slot();
+    if (!this.timed) return this.replies.slot();
+    const slot = this.replies.slot(this.commandClass, this.runnableAt);
+    this.commandClass = UNTIMED;
+    return slot;
   }
 
   fill(slot: Slot, data: Buffer): void {
@@ -294,7 +310,7 @@ export class ClientSession implements ReplyTarget {
 
   /** Pushes that do not answer a request (pub/sub messages) go straight to the client's queue. */
   push(data: Buffer): void {
-    this.reply(data);
+    this.fill(this.replies.slot(), data); // answers no command: not timed
   }
 
   private afterFlush(): void {

@@ -19,10 +19,15 @@ export type Category =
   | 'transaction'
   | 'refused'; // cannot be logged or would break the shared connection
 
+/** Every category, in a fixed order: `CommandSpec.categoryIndex` (the metrics' `class` label). */
+export const CATEGORIES: readonly Category[] = ['read', 'write', 'admin', 'connection', 'replication', 'blocking', 'pubsub', 'transaction', 'refused'];
+
 export interface CommandSpec {
   name: string;
   arity: number;
   category: Category;
+  /** Position of `category` in CATEGORIES (a number the data path can store per request). */
+  categoryIndex: number;
   first: number;
   last: number;
   step: number;
@@ -141,11 +146,11 @@ const TABLE = new Map<string, CommandSpec>();
 
 function add(rows: Record<string, Row>, category: Category): void {
   for (const [name, [arity, first = 0, last = 0, step = 0]] of Object.entries(rows)) {
-    TABLE.set(name, { name, arity, category, first, last, step, keys: CUSTOM_KEYS[name] });
+    TABLE.set(name, { name, arity, category, categoryIndex: CATEGORIES.indexOf(category), first, last, step, keys: CUSTOM_KEYS[name] });
   }
 }
 function addSimple(rows: Record<string, number>, category: Category): void {
-  for (const [name, arity] of Object.entries(rows)) TABLE.set(name, { name, arity, category, first: 0, last: 0, step: 0 });
+  for (const [name, arity] of Object.entries(rows)) TABLE.set(name, { name, arity, category, categoryIndex: CATEGORIES.indexOf(category), first: 0, last: 0, step: 0 });
 }
 
 add(READS, 'read');

@@ -3,6 +3,7 @@
  * manager (as a narrow port, so src/server does not depend on src/replication's internals), the
  * write gate of a running snapshot build, shared registries and counters.
  */
+import type { CommandTiming } from '../metrics/command-timing';
 import type { OnlineReport } from '../verify/online-verify';
 import type { NodeProfile } from '../backend/node-profile';
 import type { Logger } from 'pino';
@@ -79,4 +80,6 @@ export interface ProxyContext {
   dedicatedConnection(): NodeConnection;
   /** INFO's `# Proxy` section. */
   proxyInfo(): string;
+  /** Per-command timing for /metrics; undefined when --metrics-port is off. */
+  readonly commandTiming?: CommandTiming;
 }

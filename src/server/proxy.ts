@@ -12,6 +12,9 @@ import { NodeProfile, SAFE_PROFILE, describeProfile } from '../backend/node-prof
 import { NodeAddress, probeNodeAt } from '../replication/node-pipeline';
 import type { Config } from '../config';
 import { SyncProxyError, describeError } from '../errors';
+import { MetricsServer } from '../metrics/http-server';
+import { CommandTiming } from '../metrics/command-timing';
+import { createRegistry } from '../metrics/registry';
 import { ReplicationManager } from '../replication/replication-manager';
 import * as encode from '../resp/encode';
 import { encodeArgs } from '../resp/request-parser';
@@ -35,6 +38,8 @@ export const VERSION: string = (require('../../../package.json') as { version: s
 export interface ProxyHandle {
   readonly port: number;
   readonly syncPort: number;
+  /** The bound /metrics, /healthz, /readyz port; -1 when --metrics-port is off. */
+  readonly metricsPort: number;
   readonly runId: string;
   /** What stop() has done and is doing (for a stop that overruns --shutdown-timeout-ms). */
   readonly stopProgress: StopProgress;
@@ -99,9 +104,14 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
     if (role === 'master') log.reset('promoted to master');
   });
 
+  // Created before any session: each session's reply queue times its commands into it.
+  const commandTiming = config.metrics.port >= 0 ? new CommandTiming() : undefined;
+  let metricsPort = -1;
+  let stopping: Promise<void> | undefined;
+
   const masterView = (): MasterView => ({ logId: log.logId, firstOffset: log.firstOffset, lastOffset: log.lastOffset, replicas: syncServer.replicas() });
   const ctx: ProxyContext = {
-    config, logger, runId, version: VERSION, path: orderedPath, replication: replicationPort, watches, blocked, stats, sessions,
+    config, logger, runId, version: VERSION, path: orderedPath, replication: replicationPort, watches, blocked, stats, sessions, commandTiming,
     dbCount: () => node.dbCount,
     nodeProfile: () => node.profile,
     syncPort: () => syncPort,
@@ -111,16 +121,37 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
     proxyInfo: () =>
       [
         '# Proxy', `proxy_version:${VERSION}`, `proxy_run_id:${runId}`, `uptime_in_seconds:${Math.floor((Date.now() - stats.startedAt) / 1000)}`,
-        `tcp_port:${port}`, `sync_port:${syncPort}`, `backend:${connection.address}`, `backend_link_status:${connection.isUp ? 'up' : 'down'}`,
+        `tcp_port:${port}`, `sync_port:${syncPort}`, `metrics_port:${metricsPort}`, `backend:${connection.address}`, `backend_link_status:${connection.isUp ? 'up' : 'down'}`,
         `node_profile:${node.profile ? describeProfile(node.profile) : 'not probed yet'}`,
         `backend_keepalive_ms:${connection.keepAliveStatus.intervalMs}`, `backend_keepalive_pings:${connection.keepAliveStatus.pings}`,
         `connected_clients:${sessions.size}`, `total_connections_received:${stats.connectionsReceived}`, `total_commands_processed:${stats.commandsProcessed}`,
         `rejected_connections:${stats.rejectedConnections}`, `protocol_errors:${stats.protocolErrors}`, `client_output_limit_disconnections:${stats.outputLimitDisconnects}`,
         `write_log_id:${log.logId}`, `write_log_first_offset:${log.firstOffset}`, `write_log_last_offset:${log.lastOffset}`, `write_log_bytes:${log.bytes}`,
-        `snapshot_build:${JSON.stringify(store.buildStatus()).replace(/[\r\n]/g, ' ')}`, `used_memory_rss_proxy:${process.memoryUsage().rss}`, '',
+        `snapshot_build:${JSON.stringify(store.buildStatus()).replace(/[\r\n]/g, ' ')}`,
+        `snapshot_builds:${store.buildTotals().builds}`, `snapshot_build_failures:${store.buildTotals().failures}`,
+        `snapshot_last_build:${JSON.stringify(store.buildTotals().last ?? null)}`, `used_memory_rss_proxy:${process.memoryUsage().rss}`, '',
       ].join('\r\n'),
   };
 
+  // Bound before the first client is served, so INFO never shows metrics_port:-1 while it is on.
+  let metrics: MetricsServer | undefined;
+  if (commandTiming) {
+    const registry = createRegistry({
+      version: VERSION, runId, role: () => replication.role, node: connection, stats, connectedClients: () => sessions.size,
+      log, logMaxBytes: config.writeLog.maxBytes, snapshotBuilds: () => store.buildTotals(),
+      replica: () => replication.metricsView(), replicas: () => syncServer.replicas(),
+    }, commandTiming);
+    metrics = new MetricsServer(registry, {
+      node: connection, role: () => replication.role, readGate: () => replication.readGate(), stopping: () => stopping !== undefined,
+    }, rootLogger.child({ component: 'metrics' }));
+    try {
+      metricsPort = await metrics.listen(config.metrics.port, config.metrics.bind);
+    } catch (err) {
+      listener.close();
+      await syncServer.stop();
+      throw new SyncProxyError('CONFIG_INVALID', `cannot listen on --metrics-port ${config.metrics.port}: ${(err as Error).message}`, { cause: err });
+    }
+  }
   accept = (socket) => {
     stats.connectionsReceived++;
     if (!guard.allows(socket.remoteAddress)) return refuseProtected(socket);
@@ -139,10 +170,9 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
   await replication.start();
   // Snapshots and SELECT checks use the node's profile: wait a little for the first probe.
   await node.firstProbe(PROBE_WAIT_MS);
-  logger.info({ port, syncPort, backend: connection.address, runId, dataDir: config.dataDir }, 'pika-sync-proxy listening');
+  logger.info({ port, syncPort, metricsPort, backend: connection.address, runId, dataDir: config.dataDir }, 'pika-sync-proxy listening');
   guard.logProtection(logger);
 
-  let stopping: Promise<void> | undefined;
   const stopProgress = new StopProgress(STOP_STEPS);
   const step = stopProgress.step.bind(stopProgress);
   const outstanding = (): string => `${connection.inFlight} node replies outstanding, ${[...sessions].filter((s) => !s.drained).length} client sessions not drained`;
@@ -161,10 +191,11 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
       await step('snapshot store', () => store.close());
       await step('node connection', () => connection.close(), outstanding);
       await step('write log', () => log.close());
+      await step('metrics listener', async () => metrics?.close());
       for (const s of sessions) s.socket.destroy();
       logger.info('stopped');
     })());
-  return { port, syncPort, runId, stopProgress, stop };
+  return { port, syncPort, metricsPort, runId, stopProgress, stop };
 }
 
 /**

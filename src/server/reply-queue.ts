@@ -7,6 +7,8 @@
  * instead of growing the proxy's memory.
  */
 import type net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { SlotTimes, UNTIMED } from '../metrics/command-timing';
 import { Outbox } from '../backend/outbox';
 import { TurnWriter, writeRepliesAtTurnEnd } from '../turn-end';
 
@@ -31,6 +33,8 @@ export class ReplyQueue implements TurnWriter {
     /** After each flush: the session resumes reading, closes after QUIT, ... */
     private readonly afterFlush: () => void,
     private readonly onOutputLimit: (pendingBytes: number) => void,
+    /** Per-command timing for the metrics (null when --metrics-port is off: nothing is measured). */
+    private readonly times: SlotTimes | null = null,
   ) {}
 
   /** Replies owed (requests dispatched and not yet written back). */
@@ -38,8 +42,11 @@ export class ReplyQueue implements TurnWriter {
     return this.slots - this.written;
   }
 
-  slot(): Slot {
-    return this.slots++;
+  /** A new slot; `code` (a command class, or UNTIMED) and `startMs` are for the command timing. */
+  slot(code = UNTIMED, startMs = 0): Slot {
+    const slot = this.slots++;
+    if (this.times !== null) this.times.taken(slot, this.written, code, startMs);
+    return slot;
   }
 
   fill(slot: Slot, data: Buffer): void {
@@ -49,6 +56,7 @@ export class ReplyQueue implements TurnWriter {
   /** Fills `slot` with `buf[start, end)`; `buf` must not change until the reply is written. */
   fillRange(slot: Slot, buf: Buffer, start: number, end: number): void {
     if (slot < this.next) return; // already answered (a slot is filled once)
+    if (this.times !== null && buf[start] === 45) this.times.failed(slot);
     if (slot !== this.next) {
       this.early.set(slot, buf.subarray(start, end));
       return;
@@ -82,6 +90,7 @@ export class ReplyQueue implements TurnWriter {
     if (this.socket.destroyed) return;
     const data = this.outbox.take();
     if (data) {
+      if (this.times !== null) this.times.written(this.written, this.next, performance.now());
       this.written = this.next;
       this.socket.write(data);
     }

@@ -42,4 +42,4 @@ export class StopProgress {
 }
 
 /** The proxy's stop steps, in the order server/proxy.ts runs them. */
-export const STOP_STEPS = ['draining replies in flight', 'replication', 'sync service', 'snapshot store', 'node connection', 'write log'] as const;
+export const STOP_STEPS = ['draining replies in flight', 'replication', 'sync service', 'snapshot store', 'node connection', 'write log', 'metrics listener'] as const;

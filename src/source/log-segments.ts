@@ -47,6 +47,10 @@ export class LogSegments {
   constructor(private readonly options: LogSegmentsOptions) {}
 
   /** Bytes of the segment files. */
+  get count(): number {
+    return this.segments.length;
+  }
+
   get bytes(): number {
     return this.segments.reduce((sum, s) => sum + s.bytes, 0);
   }

@@ -49,12 +49,23 @@ interface Held {
 
 export type StoreBuildStatus = BuildStatus | { state: 'idle'; lastError?: string };
 
+/** Builds since the proxy started (INFO's snapshot_builds, /metrics). */
+export interface BuildTotals {
+  /** Builds finished with a snapshot. */
+  builds: number;
+  /** Builds that ended with an error (aborted at stop included). */
+  failures: number;
+  /** The last successful build: wall time, bytes of its files, keys (records) in it. */
+  last?: { durationMs: number; bytes: number; keys: number; finishedAtMs: number };
+}
+
 export class SnapshotStore implements SnapshotStoreView, WriteGate {
   private readonly held = new Map<string, Held>();
   private current: Held | undefined;
   private builder: SnapshotBuilder | undefined;
   private building: Promise<Manifest> | undefined;
   private lastError: string | undefined;
+  private readonly totals: BuildTotals = { builds: 0, failures: 0 };
   private sweepTimer: NodeJS.Timeout | undefined;
   /** Callers waiting for the running build to finish one more file (partial manifests). */
   private readonly fileWaiters = new Set<() => void>();
@@ -92,6 +103,10 @@ export class SnapshotStore implements SnapshotStoreView, WriteGate {
 
   buildStatus(): StoreBuildStatus {
     return this.builder ? this.builder.status() : { state: 'idle', lastError: this.lastError };
+  }
+
+  buildTotals(): Readonly<BuildTotals> {
+    return this.totals;
   }
 
   async ensureSnapshot(waitMs: number, knownFiles?: number, snapshotId?: string): Promise<Manifest> {
@@ -275,8 +290,11 @@ export class SnapshotStore implements SnapshotStoreView, WriteGate {
     });
     // The gate is live from here on: builder.run() takes its barrier after this assignment.
     this.builder = builder;
+    const startedAt = Date.now();
     const build = builder.run().then(
       (manifest) => {
+        this.totals.builds++;
+        this.totals.last = { durationMs: Date.now() - startedAt, bytes: manifest.totalBytes, keys: manifest.dbs.reduce((n, d) => n + d.records, 0), finishedAtMs: Date.now() };
         const held: Held = { manifest, dir: path.join(this.options.dir, snapshotId), lastReadAt: Date.now() };
         this.held.set(snapshotId, held);
         this.current = held;
@@ -284,6 +302,7 @@ export class SnapshotStore implements SnapshotStoreView, WriteGate {
         return manifest;
       },
       (err: unknown) => {
+        this.totals.failures++;
         this.lastError = describeError(err);
         throw err;
       },

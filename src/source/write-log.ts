@@ -83,6 +83,11 @@ export class WriteLog implements WriteLogView, TurnWriter {
     return this.last;
   }
   /** Bytes of the segment files on disk (entries not yet flushed are not counted). */
+  /** Segment files on disk (the oldest is removed past maxBytes). */
+  get segmentCount(): number {
+    return this.segments.count;
+  }
+
   get bytes(): number {
     return this.segments.bytes;
   }
