@@ -25,7 +25,7 @@ import { handleConnectionCommand } from './connection-commands';
 import type { ProxyContext } from './context';
 import { PubSubMode } from './pubsub-mode';
 import { handleReplicationCommand } from './replication-commands';
-import { READONLY_ERROR, changesNodeAuth, errorReply, refusalReason } from './refusals';
+import { READONLY_ERROR, adminRefusal, errorReply, refusalReason } from './refusals';
 import { ReplyQueue, Slot } from './reply-queue';
 import { Transaction } from './transaction';
 import { runBlocking } from './blocking-runner';
@@ -189,11 +189,10 @@ export class ClientSession implements ReplyTarget {
         return PubSubMode.enter(this, name, req);
       case 'refused':
         return this.reply(encode.error(`ERR '${name}' is not supported through pika-sync-proxy: ${refusalReason(name)}`));
-      case 'admin':
-        if (name === 'config' && changesNodeAuth(req.args)) {
-          return this.reply(encode.error('ERR CONFIG SET of requirepass/masterauth/masteruser is not allowed through pika-sync-proxy: the proxy authenticates to its node with --backend-password'));
-        }
-        return this.forward(req);
+      case 'admin': {
+        const refusal = adminRefusal(name, req);
+        return refusal ? this.reply(refusal) : this.forward(req);
+      }
       case 'read':
         if (name === 'xread' && hasBlockOption(req.args)) return this.blockingRead(req.raw);
         return this.forwardRead(req);

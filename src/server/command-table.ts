@@ -97,14 +97,46 @@ const PUBSUB: Record<string, number> = {
 };
 const ADMIN: Record<string, number> = {
   config: -2, command: -1, time: 1, slowlog: -2, latency: -2, lastsave: 1, publish: 3, pubsub: -2, spublish: 3,
-  bgsave: -1, bgrewriteaof: 1, save: 1, lolwut: -1, compact: -1,
+  bgsave: -1, bgrewriteaof: 1, save: 1, lolwut: -1, compact: -1, debug: -2,
 };
 /** Scripts and functions: their effects cannot be logged deterministically. MONITOR would take
- * over the shared connection; SHUTDOWN/DEBUG/MIGRATE act on the node behind clients' backs. */
+ * over the shared connection; SHUTDOWN/MIGRATE act on the node behind clients' backs. (DEBUG is
+ * admin: its subcommands are judged one by one, DEBUG_SUBCOMMANDS.) */
 const REFUSED: Record<string, number> = {
   eval: -3, evalsha: -3, eval_ro: -3, evalsha_ro: -3, fcall: -3, fcall_ro: -3, function: -2, script: -2,
-  monitor: 1, shutdown: -1, debug: -2, migrate: -6, failover: -1, cluster: -2, readonly: 1, readwrite: 1,
+  monitor: 1, shutdown: -1, migrate: -6, failover: -1, cluster: -2, readonly: 1, readwrite: 1,
 };
+
+/**
+ * What a DEBUG subcommand does to the node (Redis 7.0 src/debug.c, plus the names older and newer
+ * Redis versions use). 'pass': changes no data, forwarded as sent (DEBUG SLEEP holds the one
+ * ordered node connection, so every client waits, as every client of a Redis node would);
+ * 'data': changes data outside the write log; 'diverge': makes the node accept writes its
+ * replicas would refuse; 'stop': stops or restarts the node. A subcommand not listed is refused.
+ */
+export type DebugEffect = 'pass' | 'data' | 'diverge' | 'stop';
+
+export const DEBUG_SUBCOMMANDS: ReadonlyMap<string, DebugEffect> = new Map<string, DebugEffect>([
+  // Inspect data or the server, or tune what does not change data.
+  ...[
+    'help', 'object', 'digest', 'digest-value', 'sdslen', 'listpack', 'listpack-entries', 'quicklist', 'ziplist',
+    'htstats', 'htstats-key', 'structsize', 'jmap', 'mallctl', 'mallctl-str', 'log', 'error', 'leak', 'sleep',
+    'set-active-expire', 'quicklist-packed-threshold', 'stringmatch-test', 'stringmatch-len', 'protocol',
+    'change-repl-id', 'replybuffer', 'pause-cron', 'dict-resizing', 'client-eviction', 'aof-flush-sleep',
+    'config-rewrite-force-all', 'set-disable-deny-scripts', 'script', 'drop-cluster-packet-filter', 'clusterlink',
+  ].map((name): [string, DebugEffect] => [name, 'pass']),
+  // POPULATE creates keys, RELOAD and LOADAOF replace the dataset from disk, REPLICATE feeds a
+  // command to the node's own replication stream and AOF.
+  ...['populate', 'reload', 'loadaof', 'replicate'].map((name): [string, DebugEffect] => [name, 'data']),
+  // Skipping RESTORE's checksum lets the master take a payload every replica node refuses.
+  ['set-skip-checksum-validation', 'diverge'],
+  ...['segfault', 'panic', 'assert', 'oom', 'restart', 'crash-and-recover'].map((name): [string, DebugEffect] => [name, 'stop']),
+]);
+
+/** DEBUG_SUBCOMMANDS' verdict on `sub` (any case); undefined for a subcommand it does not know. */
+export function debugEffect(sub: Buffer | undefined): DebugEffect | undefined {
+  return sub ? DEBUG_SUBCOMMANDS.get(sub.toString('latin1').toLowerCase()) : undefined;
+}
 
 /** numkeys-style commands: `numkeys` at `at`, keys right after; `extra` = keys before it. */
 function numkeysAt(at: number, extraBefore: number[] = []): (args: readonly Buffer[]) => Buffer[] | null {

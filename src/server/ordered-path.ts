@@ -25,8 +25,14 @@ export interface LogSink {
   readonly lastOffset: number;
 }
 
-/** `origin` is the session whose command it was (a blocked client is not woken by its own pops). */
-export type KeysListener = (scope: WriteScope, origin?: object) => void;
+/**
+ * `origin` is the session whose command it was (a blocked client is not woken by its own pops);
+ * `command` the write itself (dispatch listeners only: WATCH judges FLUSHDB/FLUSHALL/SWAPDB by it).
+ * A dispatch listener may send commands of its own: they reach the node before the write.
+ */
+export type KeysListener = (scope: WriteScope, origin?: object, command?: { readonly name: string; readonly args: readonly Buffer[] }) => void;
+
+const EXISTS = Buffer.from('EXISTS');
 
 const PING = encodeArgs(['PING']);
 const MULTI = encodeArgs(['MULTI']);
@@ -106,8 +112,8 @@ export class OrderedPath implements OrderedPathContract {
    * log once the node accepted it; then `target` gets the reply with `tag`.
    */
   sendWrite(db: number, req: Request, scope: WriteScope, target: ReplyCallback | ReplyTarget, tag: number, origin?: object): void {
+    for (const l of this.dispatchListeners) l(scope, origin, req);
     if (this.connection.isUp) this.selectDb(db);
-    for (const l of this.dispatchListeners) l(scope, origin);
     this.connection.sendRange(req.buf, req.start, req.end, new PendingWrite(this, db, req, scope, origin, target, tag), 0);
   }
 
@@ -125,9 +131,17 @@ export class OrderedPath implements OrderedPathContract {
    * so no other client's command lands inside the transaction. The callback gets EXEC's reply;
    * the intermediate +OK/+QUEUED replies are checked and dropped.
    */
-  sendTransaction(db: number, queued: { args: Buffer[]; raw: Buffer; write: boolean }[], scopes: WriteScope[], cb: ReplyCallback): void {
+  sendTransaction(db: number, queued: { args: Buffer[]; raw: Buffer; write: boolean; scope?: WriteScope }[], scopes: WriteScope[], cb: ReplyCallback): void {
+    if (queued.some((q) => q.scope)) {
+      for (const q of queued) {
+        if (!q.scope) continue;
+        const command = { name: q.args[0].toString('latin1').toLowerCase(), args: q.args };
+        for (const l of this.dispatchListeners) l(q.scope, undefined, command);
+      }
+    } else {
+      for (const scope of scopes) for (const l of this.dispatchListeners) l(scope);
+    }
     if (this.connection.isUp) this.selectDb(db);
-    for (const scope of scopes) for (const l of this.dispatchListeners) l(scope);
     // +OK/+QUEUED are dropped: a command refused at queue time makes the node answer EXEC with
     // EXECABORT, which reaches the client as EXEC's reply.
     const intermediate: ReplyCallback = () => undefined;
@@ -181,6 +195,24 @@ export class OrderedPath implements OrderedPathContract {
     // start a new log generation so replicas resync instead of silently diverging.
     this.logger.error({ err: (err as Error).message }, 'could not log an executed write; resetting the write log');
     this.log.reset(`append failed: ${(err as Error).message}`);
+  }
+
+  /**
+   * Asks the node which of `keys` exist in `db`, in order with everything sent before and after
+   * (one EXISTS per key); `done` gets one flag per key, or null when any answer failed.
+   */
+  probeExists(db: number, keys: Buffer[], done: (exists: boolean[] | null) => void): void {
+    const exists: boolean[] = [];
+    let failed = false;
+    let left = keys.length;
+    if (left === 0) return queueMicrotask(() => done(exists));
+    keys.forEach((key, i) => {
+      this.send(db, encodeArgs([EXISTS, key]), (reply, err) => {
+        if (err || reply?.type !== 58) failed = true;
+        else exists[i] = reply.raw.toString('latin1', 1, reply.raw.length - 2) !== '0';
+        if (--left === 0) done(failed ? null : exists);
+      });
+    });
   }
 
   /** Resolves after every command dispatched before it was answered (and logged). */

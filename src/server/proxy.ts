@@ -63,9 +63,9 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
   });
   await store.init();
 
-  const watches = new WatchRegistry();
+  const watches = new WatchRegistry({ exists: (db, keys, done) => orderedPath.probeExists(db, keys, done), dbCount: () => node.dbCount });
   const blocked = new BlockedClients();
-  orderedPath.onDispatch((scope) => watches.touched(scope));
+  orderedPath.onDispatch((scope, _origin, command) => watches.touched(scope, command));
   orderedPath.onApplied((scope, origin) => blocked.applied(scope, origin));
 
   const sessions = new Set<ClientSession>();

@@ -3,6 +3,7 @@
  */
 import { SyncProxyError, describeError } from '../errors';
 import * as encode from '../resp/encode';
+import { DebugEffect, debugEffect } from './command-table';
 
 export const READONLY_ERROR = encode.error("READONLY You can't write against a read only replica.");
 
@@ -12,7 +13,7 @@ export function errorReply(err: unknown): Buffer {
 }
 
 /** CONFIG SET requirepass (or masterauth) on the node would lock the proxy out of its own node. */
-export function changesNodeAuth(args: Buffer[]): boolean {
+export function changesNodeAuth(args: readonly Buffer[]): boolean {
   if (args[1]?.toString().toLowerCase() !== 'set') return false;
   return args.slice(2).some((a, i) => i % 2 === 0 && ['requirepass', 'masterauth', 'masteruser'].includes(a.toString().toLowerCase()));
 }
@@ -23,4 +24,35 @@ export function refusalReason(name: string): string {
   }
   if (name === 'monitor') return 'it would take over the shared node connection';
   return 'it acts on the node behind the proxy';
+}
+
+const DEBUG_REASONS: Record<Exclude<DebugEffect, 'pass'>, string> = {
+  data: 'it changes data outside the write log (replicas would diverge)',
+  diverge: 'it lets the node accept RESTORE payloads its replicas would refuse (replicas would diverge)',
+  stop: 'it stops the node',
+};
+
+/** A subcommand name as it may appear in an error line: printable, bounded. */
+function shown(arg: Buffer): string {
+  return arg.toString('latin1', 0, 64).replace(/[^\x21-\x7e]/g, '?').toUpperCase();
+}
+
+/** DEBUG <subcommand>: null when it passes to the node (DEBUG_SUBCOMMANDS), else the refusal. */
+export function debugRefusal(args: readonly Buffer[]): Buffer | null {
+  const effect = debugEffect(args[1]);
+  if (effect === 'pass') return null;
+  const reason = effect ? DEBUG_REASONS[effect] : 'it is not a subcommand the proxy knows to leave the data unchanged';
+  return encode.error(`ERR DEBUG ${shown(args[1])} is refused by pika-sync-proxy: ${reason}`);
+}
+
+/**
+ * The refusal of an admin command that must not reach the node as sent; null when it may.
+ * `req.args` is read only for the commands checked (a Request makes its views on demand).
+ */
+export function adminRefusal(name: string, req: { readonly args: readonly Buffer[] }): Buffer | null {
+  if (name === 'config' && changesNodeAuth(req.args)) {
+    return encode.error('ERR CONFIG SET of requirepass/masterauth/masteruser is not allowed through pika-sync-proxy: the proxy authenticates to its node with --backend-password');
+  }
+  if (name === 'debug') return debugRefusal(req.args);
+  return null;
 }

@@ -8,7 +8,7 @@
 import * as encode from '../resp/encode';
 import type { WriteScope } from '../source/types';
 import type { ClientSession } from './client-session';
-import { READONLY_ERROR, errorReply } from './refusals';
+import { READONLY_ERROR, adminRefusal, errorReply } from './refusals';
 import type { CommandSpec } from './command-table';
 
 interface Queued {
@@ -48,6 +48,11 @@ export class Transaction {
     if (spec?.category === 'connection' && name !== 'select' && name !== 'ping' && name !== 'echo') {
       this.aborted = true;
       return encode.error(`ERR Command '${name}' is not allowed inside a transaction`);
+    }
+    const refusal = spec?.category === 'admin' ? adminRefusal(name, { args }) : null;
+    if (refusal) {
+      this.aborted = true;
+      return refusal;
     }
     const write = spec?.category === 'write' || spec?.category === 'blocking';
     if (write && s.ctx.replication.role === 'replica') {
@@ -106,7 +111,10 @@ export class Transaction {
     }
     const scopes = this.queued.filter((q) => q.scope).map((q) => q.scope!);
     const waits = scopes.map((scope) => s.gate(scope)).filter((w): w is Promise<void> => w !== null);
-    const dispatch = (): void => {
+    const dispatch = (): Promise<void> | void => {
+      // A flush sent earlier may still be finding out whether a watched key existed.
+      const probing = s.ctx.watches.settled(s);
+      if (probing) return probing.then(dispatch);
       const dirty = s.watchDirty;
       s.ctx.watches.unwatch(s);
       if (dirty) return s.reply(encode.NULL_ARRAY);
