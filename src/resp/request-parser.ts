@@ -6,6 +6,9 @@
  * the headers before any payload is buffered (bulk <= 512 MB, bounded multibulk counts, as
  * Redis's processMultibulkBuffer does), inline commands (`PING\r\n` from telnet), and the raw byte
  * span of each command. redis-parser is used for replies (./decode.ts).
+ *
+ * Errors use Redis 7's texts (networking.c) so a client sees what the node would have said; the
+ * session answers them and closes the connection, as Redis does.
  */
 import { SyncProxyError } from '../errors';
 import { Request } from './request';
@@ -23,6 +26,7 @@ export const REDIS_LIMITS: Readonly<RequestLimits> = Object.freeze({
 });
 
 const CR = 13;
+const LF = 10;
 const STAR = 42;
 const DOLLAR = 36;
 
@@ -103,6 +107,9 @@ export class RequestParser {
     pos = headerEnd + 2;
     let nameStart = 0;
     let nameEnd = 0;
+    // Redis skips the byte after each CR and the two after each bulk without looking at them; such
+    // a request is re-encoded below, so the node never has to agree with Redis on that leniency.
+    let loose = buf[headerEnd + 1] !== LF;
     for (let i = 0; i < count; i++) {
       if (pos >= buf.length) return this.incomplete(start, pos);
       if (buf[pos] !== DOLLAR) throw protocolError(`expected '$', got '${String.fromCharCode(buf[pos])}'`);
@@ -119,11 +126,13 @@ export class RequestParser {
         nameStart = end + 2;
         nameEnd = dataEnd;
       }
+      if (buf[end + 1] !== LF || buf[dataEnd] !== CR || buf[dataEnd + 1] !== LF) loose = true;
       pos = dataEnd + 2;
     }
     this.offset = pos;
     if (count <= 0) return this.next();
-    return new Request(buf, start, pos, count, nameStart, nameEnd);
+    const req = new Request(buf, start, pos, count, nameStart, nameEnd);
+    return loose ? requestOf(req.args.map((a) => Buffer.from(a))) : req;
   }
 
   /** Rewinds to the request's start; `lineStart` is where the unfinished header line begins. */
@@ -137,11 +146,10 @@ export class RequestParser {
   }
 }
 
-/** Index of the CR ending the line that starts at `from` (the next line starts 2 later); -1 when incomplete. */
+/** Index of the CR ending the line that starts at `from` (the next line starts 2 later, as in Redis); -1 when incomplete. */
 function lineEnd(buf: Buffer, from: number): number {
   const cr = findCR(buf, from);
   if (cr === -1 || cr + 1 >= buf.length) return -1;
-  if (buf[cr + 1] !== 10) throw protocolError('expected \\r\\n');
   return cr;
 }
 
@@ -152,20 +160,25 @@ export function findCR(buf: Buffer, from: number): number {
   return stop < buf.length ? buf.indexOf(CR, stop) : -1;
 }
 
+/** Redis's string2ll: `0`, or an optional `-` then digits without a leading zero (`01`, `-0`, `+1` are refused). */
 function parseLength(buf: Buffer, from: number, to: number, what: string): number {
-  if (to === from || to - from > 12) throw protocolError(what);
+  if (to - from === 1 && buf[from] === 48) return 0;
+  const negative = buf[from] === 45;
+  const digits = negative ? from + 1 : from;
+  // 12 digits are past every limit already; longer ones need no exact value.
+  if (digits === to || to - digits > 12 || buf[digits] === 48) throw protocolError(what);
   let n = 0;
-  let negative = false;
-  for (let i = from; i < to; i++) {
+  for (let i = digits; i < to; i++) {
     const c = buf[i];
-    if (i === from && c === 45) {
-      negative = true;
-      continue;
-    }
     if (c < 48 || c > 57) throw protocolError(what);
     n = n * 10 + (c - 48);
   }
   return negative ? -n : n;
+}
+
+/** C isspace(), as sdssplitargs uses (JS's \s would also split at 0xA0). */
+function isSpace(c: string): boolean {
+  return c === ' ' || c === '\t' || c === '\n' || c === '\r' || c === '\v' || c === '\f';
 }
 
 /** Splits an inline command line like Redis's sdssplitargs (quotes and escapes). */
@@ -173,7 +186,7 @@ export function splitInline(line: string): string[] {
   const args: string[] = [];
   let i = 0;
   while (i < line.length) {
-    while (i < line.length && /\s/.test(line[i])) i++;
+    while (i < line.length && isSpace(line[i])) i++;
     if (i >= line.length) break;
     let current = '';
     if (line[i] === '"' || line[i] === "'") {
@@ -193,6 +206,11 @@ export function splitInline(line: string): string[] {
           i += 2;
           continue;
         }
+        if (quote === "'" && c === '\\' && line[i + 1] === "'") {
+          current += "'";
+          i += 2;
+          continue;
+        }
         if (c === quote) {
           closed = true;
           i++;
@@ -201,9 +219,9 @@ export function splitInline(line: string): string[] {
         current += c;
         i++;
       }
-      if (!closed || (i < line.length && !/\s/.test(line[i]))) throw protocolError('unbalanced quotes in request');
+      if (!closed || (i < line.length && !isSpace(line[i]))) throw protocolError('unbalanced quotes in request');
     } else {
-      while (i < line.length && !/\s/.test(line[i])) current += line[i++];
+      while (i < line.length && !isSpace(line[i])) current += line[i++];
     }
     args.push(current);
   }

@@ -115,20 +115,26 @@ export class ClientSession implements ReplyTarget {
         if (this.protocolError !== undefined) {
           this.commandClass = UNTIMED; // answers no command
           this.reply(encode.error(this.protocolError));
+          // Not paused: what the client still sends is read and dropped (onData) until the close,
+          // so a client blocked writing its bad bytes is not left waiting on a full socket.
           this.closing = true;
-          this.socket.pause();
         }
         break;
       }
       this.ctx.stats.commandsProcessed++;
       this.commandsRun++;
       let pending: Promise<void> | void;
+      // Busy already while it starts: a command that flushes replies before its first await
+      // (repliesSettled) would otherwise start the next command from afterFlush, ahead of itself.
+      this.busy = true;
       try {
         pending = this.execute(req);
       } catch (err) {
+        this.busy = false;
         this.reply(errorReply(err));
         continue;
       }
+      this.busy = false;
       if (pending) {
         this.busy = true;
         pending
@@ -169,7 +175,11 @@ export class ClientSession implements ReplyTarget {
     // The first slot this command takes is its reply (slot()); later ones are pushes.
     this.commandClass = spec ? spec.categoryIndex : UNKNOWN_CLASS;
     if (!this.authenticated && !ALWAYS_ALLOWED_BEFORE_AUTH.has(name)) return this.reply(encode.error('NOAUTH Authentication required.'));
-    if (this.pubsub) return this.pubsub.handle(name, req.args, req.raw);
+    if (this.pubsub) {
+      const wait = this.pubsub.waitBefore(name);
+      if (wait) return wait.then(() => this.execute(sent));
+      return this.pubsub.handle(name, req.args, req.raw);
+    }
     if (spec && !arityOk(spec, req.argc)) {
       this.transaction?.abort();
       return this.reply(encode.error(`ERR wrong number of arguments for '${name}' command`));
@@ -313,7 +323,7 @@ export class ClientSession implements ReplyTarget {
   }
 
   private afterFlush(): void {
-    if (this.closing && this.replies.length === 0) this.socket.end();
+    if (this.closing && this.replies.length === 0) this.closeNow();
     this.applyFlowControl();
     if (!this.busy && this.requests.length > 0) this.pump();
   }
@@ -329,6 +339,17 @@ export class ClientSession implements ReplyTarget {
 
   get drained(): boolean {
     return this.replies.length === 0 || this.closed;
+  }
+
+  /**
+   * Closes as Redis does after its last reply (QUIT, a protocol error, a stop): the reply is
+   * flushed, then the socket is closed, not just half-closed. A half-close left a client that
+   * was still writing (the bad bytes of a protocol error) blocked forever: its writes never drain
+   * so its own end never completes.
+   */
+  private closeNow(): void {
+    if (this.socket.writableEnded) return;
+    this.socket.end(() => this.socket.destroy());
   }
 
   /** QUIT: answer, then close once every earlier reply is written. */
