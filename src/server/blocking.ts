@@ -5,6 +5,10 @@
  * form (LPOP, LMOVE, ZPOPMIN, ...) on the ordered path and, when nothing is there, parks the
  * client until a write to one of its keys was applied or the timeout passes (pure planning here;
  * the session runs the plan).
+ *
+ * As on Redis 7.0 (blocked.c serveClientsBlockedOnKey): a key of the wrong type when the command
+ * runs answers -WRONGTYPE at once, but a wake-up that finds a key missing or of the wrong type
+ * leaves the client blocked (MULTI; LPUSH k a; DEL k; SET k x; EXEC serves nobody).
  */
 import * as encode from '../resp/encode';
 import type { WriteScope } from '../source/types';
@@ -14,6 +18,12 @@ export interface BlockingAttempt {
   keys: Buffer[];
   /** Turns the non-blocking reply into the blocking command's reply; null = nothing popped. */
   convert(raw: Buffer): Buffer | null;
+  /**
+   * Moves only (LMOVE, RPOPLPUSH): the source key, whose TYPE tells after a wake-up whether a
+   * -WRONGTYPE came from the source (keep waiting) or from the destination (the client's answer,
+   * as Redis gives it when it serves the client).
+   */
+  source?: Buffer;
 }
 
 export interface BlockingPlan {
@@ -28,6 +38,13 @@ const b = (s: string): Buffer => Buffer.from(s);
 const NIL_REPLIES = new Set(['$-1\r\n', '*-1\r\n', '*0\r\n', '_\r\n']);
 const isNil = (raw: Buffer): boolean => raw.length <= 5 && NIL_REPLIES.has(raw.toString('latin1'));
 const asIs = (raw: Buffer): Buffer | null => (isNil(raw) ? null : raw);
+
+/** A wrong-type error: Redis's and Pika's `-WRONGTYPE …`, or Pika's `-ERR Invalid argument: WRONGTYPE, …` (ZPOPMIN). */
+export function isWrongType(raw: Buffer): boolean {
+  if (raw[0] !== 45) return false;
+  const head = raw.toString('latin1', 0, Math.min(raw.length, 40));
+  return head.startsWith('-WRONGTYPE') || head.startsWith('-ERR Invalid argument: WRONGTYPE');
+}
 
 function parseTimeout(arg: Buffer, unit: 'seconds' | 'ms'): number | string {
   const n = Number(arg.toString());
@@ -70,7 +87,7 @@ export function planBlocking(name: string, args: Buffer[]): BlockingPlan | strin
       if (typeof timeoutMs === 'string') return timeoutMs;
       const rest = args.slice(1, -1);
       const op = name === 'brpoplpush' ? 'RPOPLPUSH' : 'LMOVE';
-      return { keys: [rest[0]], timeoutMs, timeoutReply: encode.NULL_ARRAY, attempts: [{ args: [b(op), ...rest], keys: rest.slice(0, 2), convert: asIs }] };
+      return { keys: [rest[0]], timeoutMs, timeoutReply: encode.NULL_ARRAY, attempts: [{ args: [b(op), ...rest], keys: rest.slice(0, 2), convert: asIs, source: rest[0] }] };
     }
     case 'blmpop':
     case 'bzmpop': {
@@ -80,7 +97,11 @@ export function planBlocking(name: string, args: Buffer[]): BlockingPlan | strin
       if (!Number.isInteger(n) || n <= 0 || 3 + n > args.length) return 'ERR numkeys should be greater than 0';
       const keys = args.slice(3, 3 + n);
       const op = name === 'blmpop' ? 'LMPOP' : 'ZMPOP';
-      return { keys, timeoutMs, timeoutReply: encode.NULL_ARRAY, attempts: [{ args: [b(op), ...args.slice(2)], keys, convert: asIs }] };
+      // One key per attempt (`LMPOP 1 key …`), as LMPOP itself tries them in order: after a
+      // wake-up a key of the wrong type is skipped, not the whole command failed.
+      const rest = args.slice(3 + n);
+      const attempts = keys.map((k) => ({ args: [b(op), b('1'), k, ...rest], keys: [k], convert: asIs }));
+      return { keys, timeoutMs, timeoutReply: encode.NULL_ARRAY, attempts };
     }
     case 'xreadgroup': {
       const at = args.findIndex((a, i) => i > 0 && a.toString().toLowerCase() === 'block');
@@ -96,6 +117,15 @@ export function planBlocking(name: string, args: Buffer[]): BlockingPlan | strin
   }
 }
 
+/**
+ * The `origin` of a pop attempt on the ordered path. Its write wakes nobody there: an attempt that
+ * popped nothing changed nothing (two clients blocked on one empty key would wake each other
+ * forever), and the runner wakes the keys of one that popped (`applied(scope, owner)`).
+ */
+export class PopAttempt {
+  constructor(readonly owner: object) {}
+}
+
 /** Clients parked on keys, woken when a write to one of them was applied. */
 export class BlockedClients {
   private readonly waiters = new Set<Waiter>();
@@ -103,6 +133,11 @@ export class BlockedClients {
   /** Some client is parked (writes must report what they touch). */
   get active(): boolean {
     return this.waiters.size > 0;
+  }
+
+  /** Clients in a blocking pop, from its first try to its answer (INFO proxy `blocked_clients`). */
+  get count(): number {
+    return this.waiters.size;
   }
 
   register(owner: object, db: number, keys: Buffer[]): Waiter {
@@ -117,6 +152,7 @@ export class BlockedClients {
   }
 
   applied(scope: WriteScope, origin?: object): void {
+    if (origin instanceof PopAttempt) return;
     for (const w of this.waiters) {
       if (w.owner === origin) continue;
       if (scope.kind === 'all' || (scope.kind === 'db' && scope.db === w.db)) w.wake();

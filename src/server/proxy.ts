@@ -124,7 +124,7 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
         `tcp_port:${port}`, `sync_port:${syncPort}`, `metrics_port:${metricsPort}`, `backend:${connection.address}`, `backend_link_status:${connection.isUp ? 'up' : 'down'}`,
         `node_profile:${node.profile ? describeProfile(node.profile) : 'not probed yet'}`,
         `backend_keepalive_ms:${connection.keepAliveStatus.intervalMs}`, `backend_keepalive_pings:${connection.keepAliveStatus.pings}`,
-        `connected_clients:${sessions.size}`, `total_connections_received:${stats.connectionsReceived}`, `total_commands_processed:${stats.commandsProcessed}`,
+        `connected_clients:${sessions.size}`, `blocked_clients:${blocked.count}`, `total_connections_received:${stats.connectionsReceived}`, `total_commands_processed:${stats.commandsProcessed}`,
         `rejected_connections:${stats.rejectedConnections}`, `protocol_errors:${stats.protocolErrors}`, `client_output_limit_disconnections:${stats.outputLimitDisconnects}`,
         `write_log_id:${log.logId}`, `write_log_first_offset:${log.firstOffset}`, `write_log_last_offset:${log.lastOffset}`, `write_log_bytes:${log.bytes}`,
         `snapshot_build:${JSON.stringify(store.buildStatus()).replace(/[\r\n]/g, ' ')}`,
