@@ -218,8 +218,9 @@ for (const kind of NODE_KINDS) describe(kind, () => {
       for (let i = 0; i < 5; i++) await client.get(`c:${i}`);
       await client.call('INCR', 'c:0').then(() => expect.fail('INCR of a non-number must fail'), () => undefined);
       for (let i = 0; i < 3; i++) await client.call('NOSUCHCOMMAND').then(() => expect.fail('unknown command answered'), () => undefined);
-      // The write log's bytes grow when its batch reaches the file (after the reply): the scrape
-      // sits between two INFO reads.
+      // The write log's bytes grow when its batch reaches the file (after the reply): wait for
+      // them by scraping (an HTTP read, not a command), then the scrape sits between two INFO reads.
+      await waitFor('the write log batch on file', async () => value((await scrape(port)).samples, 'pika_sync_proxy_write_log_bytes') > 0, 10_000, 20);
       const infoBefore = parseInfo(String(await client.call('INFO', 'proxy')));
       const s = (await scrape(port)).samples;
       expect(count(s, 'write', 'ok') - count(before, 'write', 'ok')).to.equal(7);
