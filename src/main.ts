@@ -6,19 +6,18 @@
  * what was left undone. Logs go to stdout through a destination that drops lines once stdout is
  * gone (EPIPE) instead of retrying: a log reader that went away never holds the process.
  */
-import { readFileSync, writeSync } from 'node:fs';
-import path from 'node:path';
+import { writeSync } from 'node:fs';
 import { loadConfig, usage } from './config';
 import { describeError } from './errors';
 import { LogDestination } from './log-destination';
 import { createLogger } from './logger';
-import { startProxy } from './server/proxy';
+import { VERSION, startProxy } from './server/proxy';
 
 async function main(): Promise<void> {
   ignoreStdioErrors();
   const argv = process.argv.slice(2);
   if (argv.includes('--version') || argv.includes('-V')) {
-    process.stdout.write(`pika-sync-proxy ${packageVersion()}\n`);
+    process.stdout.write(`pika-sync-proxy ${VERSION}\n`);
     return;
   }
   if (argv.includes('--help') || argv.includes('-h')) {
@@ -80,12 +79,6 @@ function writeStderr(text: string): void {
   } catch {
     // stderr is gone too: nobody to tell
   }
-}
-
-/** The version in package.json (dist/src/main.js -> ../../package.json, as installed by npm). */
-function packageVersion(): string {
-  const file = path.resolve(__dirname, '../../package.json');
-  return (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version;
 }
 
 main().catch((err) => {

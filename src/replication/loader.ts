@@ -9,12 +9,11 @@ import { createReadStream } from 'node:fs';
 import type { Logger } from 'pino';
 import { SyncProxyError, toSyncProxyError } from '../errors';
 import { decodeReply } from '../resp/decode';
-import { FramedReply } from '../resp/reply-framer';
 import { CommandScanner } from './command-scanner';
 import { DbTally, LoadBatch, LoadedKeys, argsOf, isMarker, markerName } from './load-batch';
 import { SNAPSHOT_FORMAT_VERSION, type Manifest } from '../source/types';
 import { ExpiryChoice, NodeProfile, isPexpireat, probeNodeProfile, toNodeForm, withExpiryOverride } from '../backend/node-profile';
-import { FLUSH_REPLY_TIMEOUT_MS, NodeAddress, NodePipeline, errorText, integerOf, probeVia } from './node-pipeline';
+import { FLUSH_REPLY_TIMEOUT_MS, NodeAddress, NodePipeline, expectOk, errorText, integerOf, probeVia } from './node-pipeline';
 
 export interface LoaderOptions {
   node: NodeAddress;
@@ -104,7 +103,7 @@ export class SnapshotLoader {
     this.onProgress = onProgress;
     this.nextFile = 0;
     try {
-      expectOk(await this.node.callWithin(['FLUSHALL'], FLUSH_REPLY_TIMEOUT_MS), 'FLUSHALL');
+      expectOk(await this.node.callWithin(['FLUSHALL'], FLUSH_REPLY_TIMEOUT_MS), 'FLUSHALL', 'LOAD_FAILED');
     } catch (err) {
       throw toSyncProxyError(err, 'LOAD_FAILED', 'loading the snapshot');
     }
@@ -138,7 +137,7 @@ export class SnapshotLoader {
   async discard(): Promise<void> {
     await this.drain();
     try {
-      expectOk(await this.node.callWithin(['FLUSHALL'], FLUSH_REPLY_TIMEOUT_MS), 'FLUSHALL');
+      expectOk(await this.node.callWithin(['FLUSHALL'], FLUSH_REPLY_TIMEOUT_MS), 'FLUSHALL', 'LOAD_FAILED');
     } catch (err) {
       throw toSyncProxyError(err, 'LOAD_FAILED', 'discarding a partial load');
     }
@@ -353,13 +352,9 @@ function isKeyMarker(data: Buffer, start: number, end: number): boolean {
   return end - start === 7 && (data[start + 4] | 0x20) === 107 && (data[start + 5] | 0x20) === 101 && (data[start + 6] | 0x20) === 121;
 }
 
-function expectOk(reply: FramedReply, what: string): void {
-  if (reply.type !== 43) throw new SyncProxyError('LOAD_FAILED', `${what} failed on the node: ${errorText(reply)}`);
-}
-
 /** Live key count of one db: DBSIZE where it is live, else a full SCAN (Pika's DBSIZE is not live). */
 export async function countKeys(node: NodePipeline, db: number, dbsizeLive: boolean): Promise<number> {
-  expectOk(await node.call(['SELECT', String(db)]), `SELECT ${db}`);
+  expectOk(await node.call(['SELECT', String(db)]), `SELECT ${db}`, 'LOAD_FAILED');
   if (dbsizeLive) {
     const reply = await node.call(['DBSIZE']);
     const n = integerOf(reply);

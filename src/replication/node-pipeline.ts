@@ -7,7 +7,7 @@
  */
 import net from 'node:net';
 import { IDLE_TIMEOUT_QUERY, KeepAlive, idleTimeoutSeconds, keepAliveIntervalMs } from '../backend/keep-alive';
-import { SyncProxyError, classifySystemError } from '../errors';
+import { ErrorCode, SyncProxyError, classifySystemError } from '../errors';
 import { NodeProfile, ProbeConnection, probeNodeProfile } from '../backend/node-profile';
 import { decodeReply } from '../resp/decode';
 import { FramedReply, ReplyFramer } from '../resp/reply-framer';
@@ -375,14 +375,19 @@ export function probeVia(node: NodePipeline): ProbeConnection {
   return { call: async (args) => decodeReply((await node.call(args)).raw) };
 }
 
-/** One command on a connection of its own, its reply checked by `check`, within `timeoutMs`. */
-export async function callWithin(address: NodeAddress, args: ReadonlyArray<Buffer | string>, timeoutMs: number, check: (reply: FramedReply, what: string) => void): Promise<void> {
+/** One command on a connection of its own, its reply within `timeoutMs` (else BACKEND_TIMEOUT). */
+export async function callWithin(address: NodeAddress, args: ReadonlyArray<Buffer | string>, timeoutMs: number): Promise<FramedReply> {
   const node = await NodePipeline.connect(address, AbortSignal.timeout(timeoutMs));
   try {
-    check(await node.callWithin(args, timeoutMs), String(args[0]));
+    return await node.callWithin(args, timeoutMs);
   } finally {
     node.close();
   }
+}
+
+/** Throws `code` naming `what` and the node's error unless `reply` is +OK. */
+export function expectOk(reply: FramedReply, what: string, code: ErrorCode): void {
+  if (reply.type !== 43) throw new SyncProxyError(code, `${what} failed on the node: ${errorText(reply)}`);
 }
 
 /** Connects to `address`, probes its node's profile and closes. */

@@ -12,9 +12,8 @@ import { writeFileSynced } from '../durable-fs';
 import { SyncProxyError, toSyncProxyError } from '../errors';
 import { RetryPolicy } from '../retry';
 import type { ReplyValue } from '../resp/encode';
-import type { FramedReply } from '../resp/reply-framer';
 import { SyncClient } from '../sync/sync-client';
-import { CLOSE_DRAIN_MS, FLUSH_REPLY_TIMEOUT_MS, NodePipeline, callWithin, errorText } from './node-pipeline';
+import { CLOSE_DRAIN_MS, FLUSH_REPLY_TIMEOUT_MS, NodePipeline, callWithin, expectOk } from './node-pipeline';
 import { MasterView, ReplicaStatus, infoReplicationText, newReplicaStatus, progressText, readGateText, roleValue, statusLines, statusObject } from './replica-status';
 import { replicaDir } from './staging';
 import { SyncState, SyncStateMachine } from './states';
@@ -242,7 +241,7 @@ export class ReplicationManager {
     const { config } = this.options;
     const address = { host: config.backend.host, port: config.backend.port, password: config.backendPassword };
     const policy = new RetryPolicy({ maxAttempts: 3, baseDelayMs: 100, maxDelayMs: 1000, maxTotalMs: 3 * FLUSH_REPLY_TIMEOUT_MS });
-    await policy.run('FLUSHALL of a partially loaded node', () => callWithin(address, ['FLUSHALL'], FLUSH_REPLY_TIMEOUT_MS, expectOk));
+    await policy.run('FLUSHALL of a partially loaded node', async () => expectOk(await callWithin(address, ['FLUSHALL'], FLUSH_REPLY_TIMEOUT_MS), 'FLUSHALL', 'BACKEND_ERROR_REPLY'));
     this.logger.warn('SLAVEOF NO ONE during an unconfirmed load: the node was flushed so no partial data is served');
   }
 
@@ -272,10 +271,6 @@ export class ReplicationManager {
     this.queue = next.catch(() => undefined);
     return next;
   }
-}
-
-function expectOk(reply: FramedReply, what: string): void {
-  if (reply.type !== 43) throw new SyncProxyError('BACKEND_ERROR_REPLY', `${what} refused: ${errorText(reply)}`);
 }
 
 /** role.json read synchronously (once, at construction); anything unreadable is left to start(). */
