@@ -16,7 +16,7 @@ import { encodeResp, mixedCommands, MixedOptions } from './mixed-data';
 import { sleep } from './tools';
 
 /** dist/bench/lib/pika.js → <repo>/../shared/pika/start-pika (shared/ sits beside the repo). */
-export const START_PIKA = path.resolve(__dirname, '../../../../shared/pika/start-pika');
+export const START_PIKA = process.env.PIKA_START ?? path.resolve(__dirname, '../../../../shared/pika/start-pika');
 
 /** Exits with a message when the Pika build is not beside the repo. */
 export function requirePika(): void {

@@ -10,10 +10,9 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import Redis from 'ioredis';
+import { START_PIKA } from './pika-server';
 import { waitForPort } from './ports';
 
-/** dist/test/helpers → the repository's sibling ../shared/pika, or PIKA_START. */
-const START_PIKA = process.env.PIKA_START ?? path.resolve(__dirname, '../../../../shared/pika/start-pika');
 const DERIVED_PORT_OFFSETS = [0, 1000, 2000, 10001];
 const STOP_GRACE_MS = 2_000;
 

@@ -19,7 +19,8 @@ import path from 'node:path';
 import Redis from 'ioredis';
 
 /** dist/test/helpers → repo root is three levels up; shared/ sits beside the repo. */
-export const START_PIKA = path.resolve(__dirname, '../../..', '../shared/pika/start-pika');
+/** The Pika launcher: PIKA_START (.ci/run sets it), else ../shared/pika beside the repository. */
+export const START_PIKA = process.env.PIKA_START ?? path.resolve(__dirname, '../../..', '../shared/pika/start-pika');
 
 /** The extra ports Pika binds beside PORT. */
 const PORT_OFFSETS = [0, 1000, 2000, 10001];
@@ -78,7 +79,7 @@ export class PikaServer {
   }
 
   static async start(options: PikaServerOptions = {}): Promise<PikaServer> {
-    if (!existsSync(START_PIKA)) throw new Error(`start-pika not found at ${START_PIKA} (shared/ must sit beside the repo)`);
+    if (!existsSync(START_PIKA)) throw new Error(`start-pika not found at ${START_PIKA} (shared/ must sit beside the repo, or set PIKA_START)`);
     const dir = mkdtempSync(path.join(os.tmpdir(), 'psp-pika-'));
     const server = new PikaServer(options.port ?? (await freePikaPort()), dir, options.port !== undefined);
     try {
