@@ -57,6 +57,8 @@ export interface Config {
   };
   /** How expiries reach this proxy's node: learned by probing (auto), or forced. */
   nodeExpiry: 'auto' | 'pexpireat' | 'pexpire';
+  /** Lanes to the node (--node-connections); 0 = auto: chosen by the node's kind at start. */
+  nodeConnections: number;
   /** A streaming replica verifies its node against the master this often; 0 = only on SYNCPROXY VERIFY. */
   verifyIntervalMs: number;
   tls: {
@@ -116,6 +118,7 @@ export function defaultConfig(): MutableConfig {
     snapshot: { fileSize: 16 * MIB, maxAgeMs: 10 * 60_000, maxTrackedKeys: 1_000_000 },
     writeLog: { maxBytes: 1024 * MIB, segmentBytes: 64 * MIB },
     nodeExpiry: 'auto',
+    nodeConnections: 0,
     verifyIntervalMs: 0,
     tls: {},
     metrics: { port: -1, bind: '127.0.0.1' },
@@ -158,6 +161,14 @@ export const FLAGS: readonly FlagSpec[] = [
     apply: (c, v) => {
       if (v !== 'auto' && v !== 'pexpireat' && v !== 'pexpire') throw invalid('node-expiry', `expected auto, pexpireat or pexpire, got '${String(v)}'`);
       c.nodeExpiry = v;
+    },
+  },
+  {
+    name: 'node-connections', kind: 'string', help: 'connections ("lanes") from the data path to the node: auto (8 for Pika, whose worker threads run connections in parallel; 1 for single-threaded Redis and the rest) or 1-64; one key always takes one lane, see README "Lanes"',
+    apply: (c, v) => {
+      const n = v === 'auto' ? 0 : /^[0-9]{1,2}$/.test(String(v)) ? Number(v) : NaN;
+      if (!(n === 0 || (n >= 1 && n <= 64))) throw invalid('node-connections', `expected auto or a number of connections from 1 to 64, got '${String(v)}'`);
+      c.nodeConnections = n;
     },
   },
   { name: 'verify-interval-ms', kind: 'int', min: 0, max: 7 * 24 * 3_600_000, help: 'a streaming replica compares its node with the master this often (0 = only on SYNCPROXY VERIFY)', apply: (c, v) => (c.verifyIntervalMs = v as number) },

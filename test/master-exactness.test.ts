@@ -67,9 +67,11 @@ function unexpectedErrors(all: WriterStats[]): string[] {
 interface Variant {
   kind: NodeKind;
   pikaProfile: boolean;
+  /** --node-connections (default: auto, 8 lanes on Pika, 1 on redis-server). */
+  lanes?: number;
 }
 
-function scenario({ kind, pikaProfile }: Variant): void {
+function scenario({ kind, pikaProfile, lanes }: Variant): void {
   let master: TestNode | undefined;
   let rebuilt: TestNode | undefined;
   let proxy: TestProxy | undefined;
@@ -93,7 +95,7 @@ function scenario({ kind, pikaProfile }: Variant): void {
     const pika = kind === 'pika';
     // Pika: one db (the writers never SELECT another), no streams (the proxy refuses to copy them).
     const dbs = pika ? dataDbs('pika') : BASE_DBS;
-    proxy = await startTestProxy(master, ['--snapshot-file-size', '512kb']);
+    proxy = await startTestProxy(master, ['--snapshot-file-size', '512kb', ...(lanes ? ['--node-connections', String(lanes)] : [])]);
     const probe = await RespClient.connect(proxy.port);
     probes.push(probe);
     sync = new SyncClient({ host: '127.0.0.1', port: proxy.syncPort, rpcTimeoutMs: 30_000, logger: silentLogger() });
@@ -259,5 +261,6 @@ function selectInsideMulti(): void {
 describe('master exactness through the real proxy', function () {
   for (const kind of NODE_KINDS) describe(kind, () => scenario({ kind, pikaProfile: false }));
   describe('Pika-profile redis-server node (portable commands only)', () => scenario({ kind: 'redis', pikaProfile: true }));
+  describe('redis-server through 4 lanes (writes spanning lanes run exclusive)', () => scenario({ kind: 'redis', pikaProfile: false, lanes: 4 }));
   describe('SELECT inside MULTI (redis-server: needs a second db)', () => selectInsideMulti());
 });

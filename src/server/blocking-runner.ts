@@ -50,9 +50,10 @@ async function tryAttempt(s: ClientSession, origin: PopAttempt, attempt: Blockin
   const wait = s.gate(scope);
   if (wait) await wait;
   const reply = new Promise<FramedReply>((resolve, reject) => {
-    s.ctx.path.sendWrite(s.db, requestOf(attempt.args), scope, (r, err) => (r ? resolve(r) : reject(err)), 0, origin);
+    s.ctx.path.sendWrite(s.db, requestOf(attempt.args), scope, (r, err) => (r ? resolve(r) : reject(err)), 0, origin, s.lanes);
   });
-  // Right behind the move on the ordered connection (nothing runs between): the source's type
+  // Right behind the move on its lane (nothing runs between; a move across lanes runs on its
+  // source's lane, see OrderedPath.carrierOf): the source's type
   // at the instant of the move.
   const sourceType = wokenUp && attempt.source ? readType(s, attempt.source) : undefined;
   sourceType?.catch(() => undefined);
@@ -71,6 +72,6 @@ function readType(s: ClientSession, key: Buffer): Promise<string> {
     s.ctx.path.send(s.db, encodeArgs([Buffer.from('TYPE'), key]), (r, err) => {
       if (!r) return reject(err);
       resolve(r.raw.toString('latin1', 1, r.raw.length - 2));
-    });
+    }, s.lanes);
   });
 }

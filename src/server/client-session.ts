@@ -15,6 +15,7 @@ import { SlotTimes, UNKNOWN_CLASS, UNTIMED } from '../metrics/command-timing';
 import type { Logger } from 'pino';
 import { Fifo } from '../backend/fifo';
 import type { NodeConnection, ReplyTarget } from '../backend/node-connection';
+import type { LaneClient } from './lane-client';
 import type { SyncProxyError } from '../errors';
 import * as encode from '../resp/encode';
 import { Request, requestOf } from '../resp/request';
@@ -51,6 +52,8 @@ export class ClientSession implements ReplyTarget {
   transaction: Transaction | null = null;
   pubsub: PubSubMode | null = null;
   private blockingConnection?: NodeConnection;
+  /** This client's order across the node lanes; its node replies come back through it. */
+  readonly lanes: LaneClient;
   private readonly parser = new RequestParser();
   private readonly requests = new Fifo<Request>();
   /** A protocol error to answer once the requests parsed before it are answered. */
@@ -77,6 +80,7 @@ export class ClientSession implements ReplyTarget {
       this.logger.warn({ pendingBytes }, 'client output limit exceeded; disconnecting');
     }, ctx.commandTiming ? new SlotTimes(ctx.commandTiming) : null);
     this.timed = ctx.commandTiming !== undefined;
+    this.lanes = ctx.path.client(this);
     socket.setNoDelay(true);
     socket.on('data', (chunk) => this.onData(chunk));
     socket.on('error', () => socket.destroy());
@@ -238,7 +242,7 @@ export class ClientSession implements ReplyTarget {
   }
 
   forward(req: Request): void {
-    this.ctx.path.forward(this.db, req, this, this.slot());
+    this.ctx.path.forward(this.lanes, this.db, req, this.slot());
   }
 
   scopeOf(spec: CommandSpec | undefined, args: Buffer[]): WriteScope {
@@ -255,13 +259,15 @@ export class ClientSession implements ReplyTarget {
 
   private write(spec: CommandSpec, req: Request): Promise<void> | void {
     if (this.ctx.replication.role === 'replica') return this.reply(READONLY_ERROR);
-    // Keys are worked out only when someone needs them: a snapshot build, a WATCH, a parked pop.
+    // Keys are worked out only when someone needs them: several lanes, a snapshot build, a
+    // WATCH, a parked pop.
+    const path = this.ctx.path;
     const gate = this.ctx.writeGate();
-    const scope = gate || this.ctx.watches.active || this.ctx.blocked.active ? this.scopeOf(spec, req.args) : NO_SCOPE;
+    const scope = path.keyed || gate || this.ctx.watches.active || this.ctx.blocked.active ? this.scopeOf(spec, req.args) : NO_SCOPE;
     const wait = gate ? gate.beforeWrite(scope) : null;
     // The common case (no gate to wait for) dispatches without making a closure.
-    if (!wait) return this.ctx.path.sendWrite(this.db, req, scope, this, this.slot());
-    return wait.then(() => this.ctx.path.sendWrite(this.db, req, scope, this, this.slot()));
+    if (!wait) return path.sendWrite(this.db, req, scope, this.lanes, this.slot(), undefined, this.lanes);
+    return wait.then(() => path.sendWrite(this.db, req, scope, this.lanes, this.slot(), undefined, this.lanes));
   }
 
   /** XREAD BLOCK: a read that may block, on this client's own connection to the node. */

@@ -1,77 +1,136 @@
 /**
- * The one ordered path to the node. Every client command of the proxy (except dedicated pub/sub
- * and XREAD BLOCK connections) goes through one shared NodeConnection, so the order in which
- * the node answers is the order in which it executed, and the write log appended from replies is
- * in the node's execution order (DESIGN.md §4).
+ * The ordered path to the node. Every client command of the proxy (except dedicated pub/sub and
+ * XREAD BLOCK connections) goes through it, over one or more lanes (lanes.ts). What keeps the
+ * write log in an order equivalent to the node's execution (DESIGN.md §4):
+ * - a write whose keys all hash to one lane goes on that lane, FIFO, and is logged when answered;
+ * - a write whose keys span lanes, a write without known keys (FLUSHALL, SWAPDB, …) and a
+ *   transaction with writes on several lanes run exclusive: those lanes drained and held;
+ * - `barrier()` (where a snapshot build starts) waits for every write dispatched before it.
+ * Reads go on any lane (the least loaded), since they change nothing the log describes; each
+ * client's commands still take effect in its order (lane-client.ts).
  *
- * It also keeps the connection's selected db in step with each client's db, offers the
- * `barrier()` a snapshot build starts from, and tells WATCH and blocked-pop emulation which keys
- * writes touch.
+ * It also tells WATCH and blocked-pop emulation which keys writes touch.
  */
 import type { Logger } from 'pino';
 import { NodeConnection, ReplyCallback, ReplyTarget, deliverError, deliverReply } from '../backend/node-connection';
 import type { SyncProxyError } from '../errors';
 import type { Request } from '../resp/request';
 import { encodeArgs } from '../resp/request-parser';
-import { execToLogCommands, replaysAsSent, toLogCommands } from '../source/log-rewrite';
 import type { OrderedPath as OrderedPathContract, WriteScope } from '../source/types';
+import { ANY_LANE, LaneChooser, LaneClient, NOT_YET } from './lane-client';
+import { Lane, exclusive, laneOfKey } from './lanes';
+import { LogSink, WriteRecorder } from './write-recorder';
 
-/** The parts of the write log the data path uses. */
-export interface LogSink {
-  append(db: number, commands: Buffer[][]): number;
-  /** `append(db, [args])` for the request's own bytes `buf[start, end)` (a RESP multibulk). */
-  appendRequest(db: number, buf: Buffer, start: number, end: number): number;
-  reset(reason: string): void;
-  readonly lastOffset: number;
-}
+export type { LogSink } from './write-recorder';
 
 /**
  * `origin` is the session whose command it was (a blocked client is not woken by its own pops);
  * `command` the write itself (dispatch listeners only: WATCH judges FLUSHDB/FLUSHALL/SWAPDB by it).
- * A dispatch listener may send commands of its own: they reach the node before the write.
+ * A dispatch listener may send commands of its own (`probeExists`): they reach the node before
+ * the write, on its lane.
  */
 export type KeysListener = (scope: WriteScope, origin?: object, command?: { readonly name: string; readonly args: readonly Buffer[] }) => void;
 
-const EXISTS = Buffer.from('EXISTS');
+export interface QueuedCommand {
+  args: Buffer[];
+  raw: Buffer;
+  write: boolean;
+  scope?: WriteScope;
+}
 
+const EXISTS = Buffer.from('EXISTS');
 const PING = encodeArgs(['PING']);
 const MULTI = encodeArgs(['MULTI']);
 const EXEC = encodeArgs(['EXEC']);
-const selectCache = new Map<number, Buffer>();
-function selectCommand(db: number): Buffer {
-  let raw = selectCache.get(db);
-  if (!raw) selectCache.set(db, (raw = encodeArgs(['SELECT', String(db)])));
-  return raw;
-}
+/** A write that spans lanes: it runs exclusive, carried by the lane of its first key. */
+const SPANS = -3;
+function noop(): void {}
 
-export class OrderedPath implements OrderedPathContract {
+export class OrderedPath implements OrderedPathContract, LaneChooser {
   /** Called at dispatch of every write (WATCH dirtiness is conservative: a failed write counts). */
   private readonly dispatchListeners: KeysListener[] = [];
   /** Called after the node accepted a write (wakes emulated blocking pops). */
   private readonly appliedListeners: KeysListener[] = [];
-  /** When false (replica role) nothing is appended; client writes are refused there anyway. */
-  logging = true;
-  /** A write was sent and its reply lost with the link: the node may have executed it unlogged. */
+  readonly lanes: Lane[];
+  private readonly recorder: WriteRecorder;
+  /** A write was sent and its reply lost with a link: the node may have executed it unlogged. */
   private writeLost = false;
+  /** The lane of the write whose dispatch listeners run now (their probes go on it). */
+  private dispatching: Lane | undefined;
+  /** Writes waiting in clients' order (not yet on a lane): `barrier()` waits for them. */
+  private queuedWrites = 0;
+  private writesOnLanes: (() => void)[] = [];
 
-  constructor(
-    readonly connection: NodeConnection,
-    private readonly log: LogSink,
-    private readonly logger: Logger,
-  ) {
-    connection.on('up', () => (connection.db = 0));
+  constructor(connections: NodeConnection | NodeConnection[], log: LogSink, private readonly logger: Logger) {
+    const list = Array.isArray(connections) ? connections : [connections];
+    this.lanes = list.map((connection, i) => new Lane(i, connection, logger));
+    this.recorder = new WriteRecorder(log, logger);
     // Only a lost write can leave the node ahead of the log; reads, SELECTs and keep-alive PINGs
-    // lost with the link change nothing the log describes, so they keep the log generation
-    // (replicas continue without a full sync). The node's errors reach 'down' after the lost
-    // requests' errors (node-connection.ts), so writeLost is complete here.
+    // lost with a link change nothing the log describes, so they keep the log generation
+    // (replicas continue without a full sync). A connection's errors reach 'down' after its lost
+    // requests' errors (node-connection.ts), so writeLost is complete there.
+    for (const connection of list) this.watchLinkLoss(connection);
+  }
+
+  private watchLinkLoss(connection: NodeConnection): void {
     connection.on('down', () => {
       if (!this.writeLost) return;
       this.writeLost = false;
-      this.log.reset('backend link lost with a write unanswered');
+      this.recorder.log.reset('backend link lost with a write unanswered');
     });
   }
 
-  /** A write sent on the link got no reply (the link dropped): see `writeLost`. */
+  /**
+   * More lanes, at start only: a key's lane follows from the number of lanes, so it may change
+   * only while no write is anywhere on its way.
+   */
+  addLanes(connections: NodeConnection[]): void {
+    if (this.inFlight > 0 || this.queuedWrites > 0) throw new Error('lanes can only be added before the first command');
+    for (const connection of connections) {
+      this.lanes.push(new Lane(this.lanes.length, connection, this.logger));
+      this.watchLinkLoss(connection);
+    }
+  }
+
+  /** The first lane's connection: link status, node facts, keep-alive status. */
+  get connection(): NodeConnection {
+    return this.lanes[0].connection;
+  }
+
+  /** Node requests sent and not answered, over all lanes. */
+  get inFlight(): number {
+    return this.lanes.reduce((n, lane) => n + lane.connection.inFlight, 0);
+  }
+
+  /** With several lanes every write must name its keys (they choose its lane). */
+  get keyed(): boolean {
+    return this.lanes.length > 1;
+  }
+
+  set logging(on: boolean) {
+    this.recorder.logging = on;
+  }
+
+  /** A client's order across lanes (its replies are handed to `target`). */
+  client(target: ReplyTarget): LaneClient {
+    return new LaneClient(target, this);
+  }
+
+  leastLoaded(): number {
+    let best = 0;
+    for (let i = 1; i < this.lanes.length; i++) if (this.lanes[i].load < this.lanes[best].load) best = i;
+    return best;
+  }
+
+  writeQueued(): void {
+    this.queuedWrites++;
+  }
+
+  writeDequeued(): void {
+    if (--this.queuedWrites === 0) for (const resolve of this.writesOnLanes.splice(0)) resolve();
+  }
+
+  /** A write sent on a link got no reply (the link dropped): see `writeLost`. */
   replyLost(error: SyncProxyError): void {
     if (error.code === 'BACKEND_CONNECTION_LOST') this.writeLost = true;
   }
@@ -84,130 +143,162 @@ export class OrderedPath implements OrderedPathContract {
     this.appliedListeners.push(listener);
   }
 
-  private selectDb(db: number): void {
-    if (this.connection.db === db) return;
-    this.connection.db = db;
-    this.connection.send(selectCommand(db), (reply, err) => {
-      if (err || reply?.type !== 45) return;
-      // The proxy validated the index against the node's db count, so this is a real fault.
-      this.logger.error({ db, reply: reply.raw.toString().trim() }, 'node refused SELECT on the ordered connection');
-      this.connection.db = -1;
-    });
+  /** Sends a non-write command in `db` (for `client`, in its order). */
+  send(db: number, raw: Buffer, cb: ReplyCallback, client?: LaneClient): void {
+    const lane = client ? client.mayStart(ANY_LANE, false) : this.leastLoaded();
+    if (lane === NOT_YET) return client!.enqueue(ANY_LANE, false, false, (l) => this.lanes[l].submit((x) => x.send(db, raw, client!.callback(cb))));
+    client?.started(lane);
+    const to = client ? client.callback(cb) : cb;
+    this.lanes[lane].submit((x) => x.send(db, raw, to));
   }
 
-  /** Forwards a non-write command in `db`. */
-  send(db: number, raw: Buffer, cb: ReplyCallback): void {
-    if (this.connection.isUp) this.selectDb(db);
-    this.connection.send(raw, cb);
+  /** Forwards a client's non-write request in `db`; the client's target gets the reply with `tag`. */
+  forward(client: LaneClient, db: number, req: Request, tag: number): void {
+    const lane = client.mayStart(ANY_LANE, false);
+    if (lane === NOT_YET) return client.enqueue(ANY_LANE, false, false, (l) => this.forwardOn(this.lanes[l], db, req, client, tag));
+    client.started(lane);
+    this.forwardOn(this.lanes[lane], db, req, client, tag);
   }
 
-  /** Forwards a client's non-write request in `db`; `target` gets the reply with `tag`. */
-  forward(db: number, req: Request, target: ReplyTarget, tag: number): void {
-    if (this.connection.isUp) this.selectDb(db);
-    this.connection.sendRange(req.buf, req.start, req.end, target, tag);
+  private forwardOn(lane: Lane, db: number, req: Request, client: LaneClient, tag: number): void {
+    if (!lane.held) return lane.sendRange(db, req.buf, req.start, req.end, client, tag);
+    lane.submit((x) => x.sendRange(db, req.buf, req.start, req.end, client, tag));
   }
 
   /**
    * Forwards a write (the caller has already waited for the snapshot gate) and appends it to the
-   * log once the node accepted it; then `target` gets the reply with `tag`.
+   * log once the node accepted it; then `target` gets the reply with `tag`. With a `client`, the
+   * target is that client (its session gets the reply) or a callback counted as its answer.
    */
-  sendWrite(db: number, req: Request, scope: WriteScope, target: ReplyCallback | ReplyTarget, tag: number, origin?: object): void {
-    for (const l of this.dispatchListeners) l(scope, origin, req);
-    if (this.connection.isUp) this.selectDb(db);
-    this.connection.sendRange(req.buf, req.start, req.end, new PendingWrite(this, db, req, scope, origin, target, tag), 0);
+  sendWrite(db: number, req: Request, scope: WriteScope, target: ReplyCallback | ReplyTarget, tag: number, origin?: object, client?: LaneClient): void {
+    const want = this.laneOfScope(scope);
+    const carrier = want === SPANS ? this.carrierOf(scope) : want;
+    const to = !client || target === client ? target : client.callback(target as ReplyCallback);
+    const run = (lane: number): void => {
+      if (want === SPANS) return exclusive(this.lanesOf(scope), this.lanes[lane], (x, done) => this.dispatchWrite(x, db, req, scope, to, tag, origin, done));
+      const x = this.lanes[lane];
+      if (!x.held) return this.dispatchWrite(x, db, req, scope, to, tag, origin, noop);
+      x.submit(() => this.dispatchWrite(x, db, req, scope, to, tag, origin, noop));
+    };
+    if (!client) return run(carrier);
+    const lane = client.mayStart(carrier, want === SPANS);
+    if (lane === NOT_YET) return client.enqueue(carrier, want === SPANS, true, run);
+    client.started(lane);
+    run(lane);
+  }
+
+  private dispatchWrite(lane: Lane, db: number, req: Request, scope: WriteScope, to: ReplyCallback | ReplyTarget, tag: number, origin: object | undefined, done: () => void): void {
+    this.notifyDispatch(lane, scope, origin, req);
+    lane.sendRange(db, req.buf, req.start, req.end, new PendingWrite(this, db, req, scope, origin, to, tag, done), 0);
+  }
+
+  private notifyDispatch(lane: Lane, scope: WriteScope, origin?: object, command?: { readonly name: string; readonly args: readonly Buffer[] }): void {
+    this.dispatching = lane;
+    try {
+      for (const l of this.dispatchListeners) l(scope, origin, command);
+    } finally {
+      this.dispatching = undefined;
+    }
   }
 
   /** The node answered a write sent by `sendWrite`. */
   answered(w: PendingWrite, buf: Buffer, start: number, end: number): void {
     if (buf[start] !== 45) {
-      this.appendWrite(w.db, w.req, buf, start, end);
+      this.recorder.write(w.db, w.req, buf, start, end);
       for (const l of this.appliedListeners) l(w.scope, w.origin);
     }
     deliverReply(w.target, w.tag, buf, start, end);
+    w.done();
   }
 
   /**
-   * Sends MULTI, the queued commands and EXEC as one contiguous batch on the ordered connection,
-   * so no other client's command lands inside the transaction. The callback gets EXEC's reply;
-   * the intermediate +OK/+QUEUED replies are checked and dropped.
+   * Sends MULTI, the queued commands and EXEC as one contiguous batch on one lane, so no other
+   * client's command can land inside the transaction. Its writes' lanes, and those of the keys the
+   * client WATCHes (`watched`: a write to them may not overtake the EXEC the WATCH check let
+   * through), run exclusive when they are more than one. The callback gets EXEC's reply; the
+   * intermediate +OK/+QUEUED replies are dropped (a command refused at queue time makes the node
+   * answer EXEC with EXECABORT, which reaches the client as EXEC's reply).
    */
-  sendTransaction(db: number, queued: { args: Buffer[]; raw: Buffer; write: boolean; scope?: WriteScope }[], scopes: WriteScope[], cb: ReplyCallback): void {
+  sendTransaction(db: number, queued: QueuedCommand[], scopes: WriteScope[], cb: ReplyCallback, client?: LaneClient, watched: Buffer[] = []): void {
+    const spanned: WriteScope = scopes.some((s) => s.kind !== 'keys')
+      ? { kind: 'all' }
+      : { kind: 'keys', db, keys: [...scopes.flatMap((s) => (s.kind === 'keys' ? s.keys : [])), ...watched] };
+    const want = spanned.kind === 'keys' && spanned.keys.length === 0 ? ANY_LANE : this.laneOfScope(spanned);
+    const carrier = want === SPANS ? this.carrierOf(spanned) : want;
+    const to = client ? client.callback(cb) : cb;
+    const run = (lane: number): void => {
+      if (want === SPANS) return exclusive(this.lanesOf(spanned), this.lanes[lane], (x, done) => this.dispatchTransaction(x, db, queued, scopes, to, done));
+      this.lanes[lane].submit((x) => this.dispatchTransaction(x, db, queued, scopes, to, noop));
+    };
+    const writes = scopes.length > 0;
+    const lane = client ? client.mayStart(carrier, want === SPANS) : carrier === ANY_LANE ? this.leastLoaded() : carrier;
+    if (lane === NOT_YET) return client!.enqueue(carrier, want === SPANS, writes, run);
+    client?.started(lane);
+    run(lane);
+  }
+
+  private dispatchTransaction(lane: Lane, db: number, queued: QueuedCommand[], scopes: WriteScope[], cb: ReplyCallback, done: () => void): void {
     if (queued.some((q) => q.scope)) {
-      for (const q of queued) {
-        if (!q.scope) continue;
-        const command = { name: q.args[0].toString('latin1').toLowerCase(), args: q.args };
-        for (const l of this.dispatchListeners) l(q.scope, undefined, command);
-      }
+      for (const q of queued) if (q.scope) this.notifyDispatch(lane, q.scope, undefined, { name: q.args[0].toString('latin1').toLowerCase(), args: q.args });
     } else {
-      for (const scope of scopes) for (const l of this.dispatchListeners) l(scope);
+      for (const scope of scopes) this.notifyDispatch(lane, scope);
     }
-    if (this.connection.isUp) this.selectDb(db);
-    // +OK/+QUEUED are dropped: a command refused at queue time makes the node answer EXEC with
-    // EXECABORT, which reaches the client as EXEC's reply.
-    const intermediate: ReplyCallback = () => undefined;
-    this.connection.send(MULTI, intermediate);
-    for (const q of queued) this.connection.send(q.raw, intermediate);
+    const intermediate: ReplyCallback = noop;
+    lane.send(db, MULTI, intermediate);
+    for (const q of queued) lane.connection.send(q.raw, intermediate);
     // A SELECT inside the transaction moves the connection to another db as soon as EXEC runs,
     // before its reply arrives: commands sent after this batch must re-select (now, not in the callback).
     const selects = queued.some((q) => q.args[0].length === 6 && q.args[0].toString().toLowerCase() === 'select');
-    this.connection.send(EXEC, (reply, err) => {
+    lane.connection.send(EXEC, (reply, err) => {
       if (err && queued.some((q) => q.write)) this.replyLost(err);
       if (reply && reply.type === 42) {
-        this.appendTransaction(db, queued, reply.raw);
+        this.recorder.transaction(db, queued, reply.raw);
         for (const scope of scopes) for (const l of this.appliedListeners) l(scope);
       }
       cb(reply, err);
+      done();
     });
-    if (selects) this.connection.db = -1;
+    if (selects) lane.connection.db = -1;
+  }
+
+  /** The one lane all of the scope's keys hash to, or SPANS. */
+  private laneOfScope(scope: WriteScope): number {
+    const n = this.lanes.length;
+    if (n === 1) return 0;
+    if (scope.kind !== 'keys' || scope.keys.length === 0) return SPANS;
+    const first = laneOfKey(scope.keys[0], n);
+    for (let i = 1; i < scope.keys.length; i++) if (laneOfKey(scope.keys[i], n) !== first) return SPANS;
+    return first;
+  }
+
+  /** The lanes a spanning write holds: its keys' lanes, or every lane for a db or all dbs. */
+  private lanesOf(scope: WriteScope): Lane[] {
+    if (scope.kind !== 'keys' || scope.keys.length === 0) return this.lanes;
+    const indexes = new Set(scope.keys.map((k) => laneOfKey(k, this.lanes.length)));
+    return this.lanes.filter((lane) => indexes.has(lane.index));
   }
 
   /**
-   * Logs one executed write. A write that replays as sent is logged from its request bytes (the
-   * hot path: no view, no clock read).
+   * The lane a spanning write runs on: its first key's (a blocking move's source: the type read
+   * right behind the move stays in order with every other write to that key), else lane 0.
    */
-  private appendWrite(db: number, req: Request, replyBuf: Buffer, replyStart: number, replyEnd: number): void {
-    if (!this.logging) return;
-    try {
-      if (replaysAsSent(req.name, req.argc)) {
-        this.log.appendRequest(db, req.buf, req.start, req.end);
-        return;
-      }
-      const commands = toLogCommands(req.args, replyBuf.subarray(replyStart, replyEnd), Date.now());
-      if (commands && commands.length > 0) this.log.append(db, commands);
-    } catch (err) {
-      this.appendFailed(err);
-    }
-  }
-
-  private appendTransaction(db: number, queued: { args: Buffer[]; write: boolean }[], execReplyRaw: Buffer): void {
-    if (!this.logging) return;
-    try {
-      const writes = new Set(queued.filter((q) => q.write).map((q) => q.args));
-      const commands = execToLogCommands(queued.map((q) => q.args), execReplyRaw, Date.now(), (args) => writes.has(args));
-      if (commands && commands.length > 0) this.log.append(db, commands);
-    } catch (err) {
-      this.appendFailed(err);
-    }
-  }
-
-  private appendFailed(err: unknown): void {
-    // A write the node executed but the log cannot hold breaks every replica's exactness:
-    // start a new log generation so replicas resync instead of silently diverging.
-    this.logger.error({ err: (err as Error).message }, 'could not log an executed write; resetting the write log');
-    this.log.reset(`append failed: ${(err as Error).message}`);
+  private carrierOf(scope: WriteScope): number {
+    return scope.kind === 'keys' && scope.keys.length > 0 ? laneOfKey(scope.keys[0], this.lanes.length) : 0;
   }
 
   /**
    * Asks the node which of `keys` exist in `db`, in order with everything sent before and after
-   * (one EXISTS per key); `done` gets one flag per key, or null when any answer failed.
+   * (one EXISTS per key; from a dispatch listener, on the lane of the write being dispatched);
+   * `done` gets one flag per key, or null when any answer failed.
    */
   probeExists(db: number, keys: Buffer[], done: (exists: boolean[] | null) => void): void {
+    const lane = this.dispatching ?? this.lanes[0];
     const exists: boolean[] = [];
     let failed = false;
     let left = keys.length;
     if (left === 0) return queueMicrotask(() => done(exists));
     keys.forEach((key, i) => {
-      this.send(db, encodeArgs([EXISTS, key]), (reply, err) => {
+      lane.send(db, encodeArgs([EXISTS, key]), (reply, err) => {
         if (err || reply?.type !== 58) failed = true;
         else exists[i] = reply.raw.toString('latin1', 1, reply.raw.length - 2) !== '0';
         if (--left === 0) done(failed ? null : exists);
@@ -215,11 +306,17 @@ export class OrderedPath implements OrderedPathContract {
     });
   }
 
-  /** Resolves after every command dispatched before it was answered (and logged). */
-  barrier(): Promise<number> {
-    return new Promise((resolve, reject) => {
-      this.connection.send(PING, (_reply, err) => (err ? reject(err) : resolve(this.log.lastOffset)));
-    });
+  /**
+   * Resolves after every write dispatched before it was answered (and logged): writes still
+   * waiting in a client's order first reach their lanes, then a PING behind them on every lane.
+   * (A running snapshot build holds new writes at its gate meanwhile, so this ends.)
+   */
+  async barrier(): Promise<number> {
+    while (this.queuedWrites > 0) await new Promise<void>((resolve) => this.writesOnLanes.push(resolve));
+    await Promise.all(
+      this.lanes.map((lane) => new Promise<void>((resolve, reject) => lane.submit((x) => x.connection.send(PING, (_r, err) => (err ? reject(err) : resolve()))))),
+    );
+    return this.recorder.log.lastOffset;
   }
 }
 
@@ -233,6 +330,8 @@ class PendingWrite implements ReplyTarget {
     readonly origin: object | undefined,
     readonly target: ReplyCallback | ReplyTarget,
     readonly tag: number,
+    /** Ends the exclusive hold of a write that spans lanes. */
+    readonly done: () => void,
   ) {}
 
   onReply(_tag: number, buf: Buffer, start: number, end: number): void {
@@ -242,5 +341,6 @@ class PendingWrite implements ReplyTarget {
   onReplyError(_tag: number, error: SyncProxyError): void {
     this.path.replyLost(error);
     deliverError(this.target, this.tag, error);
+    this.done();
   }
 }

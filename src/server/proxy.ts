@@ -32,6 +32,18 @@ import { WatchRegistry } from './watch-registry';
 /** How long the start waits for the first node probe; how long a probe may take. */
 const PROBE_WAIT_MS = 5000;
 const PROBE_TIMEOUT_MS = 30_000;
+/**
+ * Lanes for --node-connections auto, by node kind. Pika runs each connection on its worker
+ * threads in parallel, so one slow command on one lane leaves the others going (bench/RESULTS.md
+ * "lanes"); Redis runs one command at a time whatever the connections, where more lanes only
+ * split the batches the single connection sends (fewer commands per syscall).
+ */
+const AUTO_LANES: Readonly<Record<string, number>> = { pika: 8 };
+
+function laneCount(configured: number, profile: NodeProfile | undefined): number {
+  if (configured > 0) return configured;
+  return AUTO_LANES[profile?.product ?? 'unknown'] ?? 1;
+}
 
 export const VERSION: string = (require('../../../package.json') as { version: string }).version;
 
@@ -53,7 +65,8 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
   await log.open();
 
   const nodeOptions = { host: config.backend.host, port: config.backend.port, password: config.backendPassword, keepAliveMs: config.nodeKeepAliveMs };
-  const connection = new NodeConnection({ ...nodeOptions, reconnect: true, logger: rootLogger.child({ component: 'backend' }) });
+  const laneConnection = (lane: number): NodeConnection => new NodeConnection({ ...nodeOptions, reconnect: true, logger: rootLogger.child({ component: 'backend', lane }) });
+  const connection = laneConnection(0);
   const orderedPath = new OrderedPath(connection, log, rootLogger.child({ component: 'ordered-path' }));
   const node = new NodeFacts(connection, nodeOptions, log, logger);
   const store = new SnapshotStore({
@@ -121,7 +134,7 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
     proxyInfo: () =>
       [
         '# Proxy', `proxy_version:${VERSION}`, `proxy_run_id:${runId}`, `uptime_in_seconds:${Math.floor((Date.now() - stats.startedAt) / 1000)}`,
-        `tcp_port:${port}`, `sync_port:${syncPort}`, `metrics_port:${metricsPort}`, `backend:${connection.address}`, `backend_link_status:${connection.isUp ? 'up' : 'down'}`,
+        `tcp_port:${port}`, `sync_port:${syncPort}`, `node_connections:${orderedPath.lanes.length}`, `metrics_port:${metricsPort}`, `backend:${connection.address}`, `backend_link_status:${connection.isUp ? 'up' : 'down'}`,
         `node_profile:${node.profile ? describeProfile(node.profile) : 'not probed yet'}`,
         `backend_keepalive_ms:${connection.keepAliveStatus.intervalMs}`, `backend_keepalive_pings:${connection.keepAliveStatus.pings}`,
         `connected_clients:${sessions.size}`, `blocked_clients:${blocked.count}`, `total_connections_received:${stats.connectionsReceived}`, `total_commands_processed:${stats.commandsProcessed}`,
@@ -152,6 +165,16 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
       throw new SyncProxyError('CONFIG_INVALID', `cannot listen on --metrics-port ${config.metrics.port}: ${(err as Error).message}`, { cause: err });
     }
   }
+
+  connection.connect().catch(() => undefined); // reconnects by itself; clients get prompt errors meanwhile
+  await replication.start();
+  // Snapshots, SELECT checks and the number of lanes use the node's profile: wait a little for
+  // the first probe. The lanes are all there before the first client command (a key's lane
+  // follows from their number, so it never changes while writes may be in flight).
+  await node.firstProbe(PROBE_WAIT_MS);
+  const lanes = laneCount(config.nodeConnections, node.profile);
+  orderedPath.addLanes(Array.from({ length: lanes - 1 }, (_, i) => laneConnection(i + 1)));
+  for (const lane of orderedPath.lanes.slice(1)) lane.connection.connect().catch(() => undefined);
   accept = (socket) => {
     stats.connectionsReceived++;
     if (!guard.allows(socket.remoteAddress)) return refuseProtected(socket);
@@ -165,17 +188,12 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
     session.onClosed(() => sessions.delete(session));
   };
   early.splice(0).forEach(accept);
-
-  connection.connect().catch(() => undefined); // reconnects by itself; clients get prompt errors meanwhile
-  await replication.start();
-  // Snapshots and SELECT checks use the node's profile: wait a little for the first probe.
-  await node.firstProbe(PROBE_WAIT_MS);
-  logger.info({ port, syncPort, metricsPort, backend: connection.address, runId, dataDir: config.dataDir }, 'pika-sync-proxy listening');
+  logger.info({ port, syncPort, metricsPort, backend: connection.address, nodeConnections: lanes, runId, dataDir: config.dataDir }, 'pika-sync-proxy listening');
   guard.logProtection(logger);
 
   const stopProgress = new StopProgress(STOP_STEPS);
   const step = stopProgress.step.bind(stopProgress);
-  const outstanding = (): string => `${connection.inFlight} node replies outstanding, ${[...sessions].filter((s) => !s.drained).length} client sessions not drained`;
+  const outstanding = (): string => `${orderedPath.inFlight} node replies outstanding, ${[...sessions].filter((s) => !s.drained).length} client sessions not drained`;
   const stop = (): Promise<void> =>
     (stopping ??= (async () => {
       logger.info('stopping: no new connections, draining replies in flight');
@@ -183,13 +201,13 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
       for (const s of sessions) s.stopAccepting();
       const deadline = Date.now() + 5000;
       await step('draining replies in flight', async () => {
-        while ((connection.inFlight > 0 || [...sessions].some((s) => !s.drained)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+        while ((orderedPath.inFlight > 0 || [...sessions].some((s) => !s.drained)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
       }, outstanding);
       for (const s of sessions) s.socket.end();
       await step('replication', () => replication.stop());
       await step('sync service', () => syncServer.stop());
       await step('snapshot store', () => store.close());
-      await step('node connection', () => connection.close(), outstanding);
+      await step('node connections', async () => void (await Promise.all(orderedPath.lanes.map((lane) => lane.connection.close()))), outstanding);
       await step('write log', () => log.close());
       await step('metrics listener', async () => metrics?.close());
       for (const s of sessions) s.socket.destroy();

@@ -84,7 +84,7 @@ function info(s: ClientSession, args: Buffer[], raw: Buffer): Buffer | Promise<B
         .join('\r\n')
         .replace(/(\r\n)*$/, '\r\n');
       resolve(encode.bulk(`${withoutReplication}\r\n${local()}`));
-    });
+    }, s.lanes);
   });
 }
 

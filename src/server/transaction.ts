@@ -1,6 +1,6 @@
 /**
  * MULTI/EXEC/DISCARD/WATCH/UNWATCH. The proxy queues the transaction itself and, at EXEC, sends
- * MULTI + the commands + EXEC as one contiguous batch on the ordered connection, so no other
+ * MULTI + the commands + EXEC as one contiguous batch on one lane of the ordered path, so no other
  * client's command can land inside it and the whole transaction is logged as one entry.
  * Queue-time errors (wrong arity, a read refused on a replica, a write on a replica) abort it with
  * EXECABORT, as Redis does; WATCH is emulated (watch-registry.ts).
@@ -112,9 +112,14 @@ export class Transaction {
     const scopes = this.queued.filter((q) => q.scope).map((q) => q.scope!);
     const waits = scopes.map((scope) => s.gate(scope)).filter((w): w is Promise<void> => w !== null);
     const dispatch = (): Promise<void> | void => {
+      // With several lanes, the WATCH check and the batch's holds must happen in one go: wait
+      // until nothing of this client is on its way, so the batch leaves at once after the check.
+      const idle = s.ctx.path.keyed ? s.lanes.whenIdle() : null;
+      if (idle) return idle.then(dispatch);
       // A flush sent earlier may still be finding out whether a watched key existed.
       const probing = s.ctx.watches.settled(s);
       if (probing) return probing.then(dispatch);
+      const watched = s.ctx.path.keyed ? s.ctx.watches.keysOf(s) : [];
       const dirty = s.watchDirty;
       s.ctx.watches.unwatch(s);
       if (dirty) return s.reply(encode.NULL_ARRAY);
@@ -128,7 +133,7 @@ export class Transaction {
         if (Number.isInteger(target) && target >= 0 && target < s.ctx.dbCount()) s.db = target;
       }
       const slot = s.slot();
-      s.ctx.path.sendTransaction(db, this.queued, scopes, (reply, err) => s.fill(slot, reply ? reply.raw : errorReply(err)));
+      s.ctx.path.sendTransaction(db, this.queued, scopes, (reply, err) => s.fill(slot, reply ? reply.raw : errorReply(err)), s.lanes, watched);
     };
     if (waits.length === 0) return dispatch();
     return Promise.all(waits).then(dispatch);

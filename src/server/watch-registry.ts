@@ -54,6 +54,12 @@ export class WatchRegistry {
     return `${db}:${key.toString('latin1')}`;
   }
 
+  /** The keys `client` watches (with several lanes, theirs join its transaction's). */
+  keysOf(client: Watcher): Buffer[] {
+    const ids = this.byClient.get(client);
+    return ids ? [...ids].map((id) => Buffer.from(id.slice(id.indexOf(':') + 1), 'latin1')) : [];
+  }
+
   /** Some client watches keys (writes must report what they touch). */
   get active(): boolean {
     return this.byClient.size > 0;
