@@ -209,7 +209,7 @@ export class ClientSession implements ReplyTarget {
       }
       case 'read':
         if (name === 'xread' && hasBlockOption(req.args)) return this.blockingRead(req.raw);
-        return this.forwardRead(req);
+        return this.forwardRead(req, spec.bulky);
       case 'write':
         if (name === 'xreadgroup' && hasBlockOption(req.args)) {
           if (this.ctx.replication.role === 'replica') return this.reply(READONLY_ERROR);
@@ -235,14 +235,14 @@ export class ClientSession implements ReplyTarget {
     return gate ? encode.error(gate) : null;
   }
 
-  private forwardRead(req: Request): void {
+  private forwardRead(req: Request, bulky?: boolean): void {
     const refusal = this.readRefusal();
     if (refusal) return this.reply(refusal);
-    this.forward(req);
+    this.forward(req, bulky);
   }
 
-  forward(req: Request): void {
-    this.ctx.path.forward(this.lanes, this.db, req, this.slot());
+  forward(req: Request, bulky?: boolean): void {
+    this.ctx.path.forward(this.lanes, this.db, req, this.slot(), bulky);
   }
 
   scopeOf(spec: CommandSpec | undefined, args: Buffer[]): WriteScope {

@@ -35,6 +35,11 @@ export interface CommandSpec {
   keys?: (args: readonly Buffer[]) => Buffer[] | null;
   /** Writes that empty a whole db or all dbs. */
   scope?: 'db' | 'all';
+  /**
+   * A read whose cost grows with what it reads (a whole collection, a scan, a set operation): it
+   * takes a lane of its own kind, so quick reads never queue behind it (ordered-path.ts).
+   */
+  bulky?: boolean;
 }
 
 type Row = [arity: number, first?: number, last?: number, step?: number];
@@ -58,6 +63,14 @@ const READS: Record<string, Row> = {
   randomkey: [1], dbsize: [1], lcs: [-3, 1, 2, 1], sort_ro: [-2, 1, 1, 1], object: [-2, 2, 2, 1], memory: [-2],
   dump: [2, 1, 1, 1], touch: [-2, 1, -1, 1], bitfield_ro: [-2, 1, 1, 1], pkscanrange: [-4], pkrscanrange: [-4],
 };
+
+/** Reads whose cost grows with the data they read (see CommandSpec.bulky). */
+const BULKY_READS = [
+  'lrange', 'hgetall', 'hkeys', 'hvals', 'hscan', 'smembers', 'sscan', 'sinter', 'sunion', 'sdiff', 'sintercard',
+  'zrange', 'zrevrange', 'zrangebyscore', 'zrevrangebyscore', 'zrangebylex', 'zrevrangebylex', 'zscan', 'zunion',
+  'zinter', 'zdiff', 'zintercard', 'xrange', 'xrevrange', 'scan', 'keys', 'sort_ro', 'lcs', 'georadius_ro',
+  'georadiusbymember_ro', 'geosearch', 'pkscanrange', 'pkrscanrange', 'dump', 'bitcount', 'bitpos', 'lpos',
+];
 
 const WRITES: Record<string, Row> = {
   set: [-3, 1, 1, 1], setnx: [3, 1, 1, 1], setex: [4, 1, 1, 1], psetex: [4, 1, 1, 1], mset: [-3, 1, -1, 2],
@@ -194,6 +207,7 @@ addSimple(TRANSACTION, 'transaction');
 addSimple(PUBSUB, 'pubsub');
 addSimple(ADMIN, 'admin');
 addSimple(REFUSED, 'refused');
+for (const name of BULKY_READS) TABLE.get(name)!.bulky = true;
 TABLE.get('flushdb')!.scope = 'db';
 TABLE.get('flushall')!.scope = 'all';
 TABLE.get('swapdb')!.scope = 'all';

@@ -16,6 +16,8 @@ import type { FramedReply } from '../resp/reply-framer';
 
 /** `want` of a read: whichever lane the client's order and the lanes' load allow. */
 export const ANY_LANE = -1;
+/** `want` of a bulky read (CommandSpec.bulky): any lane, but not the quick reads' lane. */
+export const ANY_BULKY_LANE = -3;
 /** `mayStart`'s answer when the command must wait for the client's earlier commands. */
 export const NOT_YET = -2;
 
@@ -28,7 +30,7 @@ interface Waiting {
 
 /** What a client needs from the path: a lane for a read, and word when a queued write leaves. */
 export interface LaneChooser {
-  leastLoaded(): number;
+  readLane(home: number, bulky: boolean): number;
   writeDequeued(): void;
   writeQueued(): void;
 }
@@ -43,6 +45,8 @@ export class LaneClient implements ReplyTarget {
   constructor(
     private readonly target: ReplyTarget,
     private readonly chooser: LaneChooser,
+    /** Which of the bulky reads' lanes this client's bulky reads take. */
+    readonly home: number,
   ) {}
 
   /**
@@ -55,9 +59,9 @@ export class LaneClient implements ReplyTarget {
   }
 
   private laneFor(want: number, idle: boolean): number {
-    if (this.unanswered === 0) return want === ANY_LANE ? this.chooser.leastLoaded() : want;
+    if (this.unanswered === 0) return want >= 0 ? want : this.chooser.readLane(this.home, want === ANY_BULKY_LANE);
     if (idle) return NOT_YET;
-    if (want === ANY_LANE || want === this.lane) return this.lane;
+    if (want < 0 || want === this.lane) return this.lane;
     return NOT_YET;
   }
 
