@@ -88,7 +88,9 @@ describe('lanes: several node connections, one key one lane', function () {
       const arrivals: string[] = [];
       await direct.call('CLIENT', 'PAUSE', '20000', 'WRITE');
       try {
-        const write = writer.call('SET', 'stalled', 'v').then((r) => arrivals.push(`writer ${r.toString().trim()}`));
+        // A key off lane 0, where quick reads go first (ordered-path.ts readLane).
+        const [stalled] = keysOnLane('stalled:', 1, 4, 1);
+        const write = writer.call('SET', stalled, 'v').then((r) => arrivals.push(`writer ${r.toString().trim()}`));
         // The reader's GET leaves after the stalled SET (the SET was written first).
         await new Promise((r) => setTimeout(r, 50));
         const read = reader.call('GET', 'other').then((r) => arrivals.push(`reader ${r.toString().trim()}`));

@@ -43,7 +43,7 @@ const PING = encodeArgs(['PING']);
 const MULTI = encodeArgs(['MULTI']);
 const EXEC = encodeArgs(['EXEC']);
 /** Quick reads in flight on a lane before the next reads spill over to the next lane. */
-const QUICK_READS_PER_LANE = 64;
+const QUICK_READS_PER_LANE = 1024;
 /** A write that spans lanes: it runs exclusive, carried by the lane of its first key. */
 const SPANS = -3;
 function noop(): void {}
