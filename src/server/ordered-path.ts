@@ -18,7 +18,8 @@ import type { Request } from '../resp/request';
 import { encodeArgs } from '../resp/request-parser';
 import type { OrderedPath as OrderedPathContract, WriteScope } from '../source/types';
 import { ANY_BULKY_LANE, ANY_LANE, LaneChooser, LaneClient, NOT_YET } from './lane-client';
-import { Lane, exclusive, laneOfKey } from './lanes';
+import { SPANS, carrierOf, laneOfScope, lanesOf, readLane } from './lane-routing';
+import { Lane, exclusive } from './lanes';
 import { LogSink, WriteRecorder } from './write-recorder';
 
 export type { LogSink } from './write-recorder';
@@ -42,10 +43,6 @@ const EXISTS = Buffer.from('EXISTS');
 const PING = encodeArgs(['PING']);
 const MULTI = encodeArgs(['MULTI']);
 const EXEC = encodeArgs(['EXEC']);
-/** Quick reads in flight on a lane before the next reads spill over to the next lane. */
-const QUICK_READS_PER_LANE = 1024;
-/** A write that spans lanes: it runs exclusive, carried by the lane of its first key. */
-const SPANS = -3;
 function noop(): void {}
 
 export class OrderedPath implements OrderedPathContract, LaneChooser {
@@ -89,7 +86,8 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
    * only while no write is anywhere on its way.
    */
   addLanes(connections: NodeConnection[]): void {
-    if (this.inFlight > 0 || this.queuedWrites > 0) throw new Error('lanes can only be added before the first command');
+    // Before any client: the proxy's own reads (INFO at link-up) may be in flight, writes cannot.
+    if (this.nextHome > 0) throw new Error('lanes can only be added before the first client');
     for (const connection of connections) {
       this.lanes.push(new Lane(this.lanes.length, connection, this.logger));
       this.watchLinkLoss(connection);
@@ -120,25 +118,8 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
     return new LaneClient(target, this, this.nextHome++ % this.lanes.length);
   }
 
-  /**
-   * The lane of a read from a client with nothing on its way. Quick reads fill lane 0 first and
-   * spill over to the next lanes only past QUICK_READS_PER_LANE in flight: one connection
-   * carries them in few large batches (fewer syscalls for the proxy and the node; spreading them
-   * thin cost ~30% of GET throughput on Pika, bench/RESULTS.md "lanes"). Bulky reads go to lanes
-   * 1…N-1, by the client's home, so a quick read never waits behind a long LRANGE or HGETALL.
-   */
   readLane(home: number, bulky: boolean): number {
-    const n = this.lanes.length;
-    if (n === 1) return 0;
-    if (bulky) return 1 + (home % (n - 1));
-    for (let i = 0; i < n; i++) if (this.lanes[i].load < QUICK_READS_PER_LANE) return i;
-    return this.leastLoaded();
-  }
-
-  leastLoaded(): number {
-    let best = 0;
-    for (let i = 1; i < this.lanes.length; i++) if (this.lanes[i].load < this.lanes[best].load) best = i;
-    return best;
+    return readLane(this.lanes, home, bulky);
   }
 
   writeQueued(): void {
@@ -191,11 +172,11 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
    * target is that client (its session gets the reply) or a callback counted as its answer.
    */
   sendWrite(db: number, req: Request, scope: WriteScope, target: ReplyCallback | ReplyTarget, tag: number, origin?: object, client?: LaneClient): void {
-    const want = this.laneOfScope(scope);
-    const carrier = want === SPANS ? this.carrierOf(scope) : want;
+    const want = laneOfScope(this.lanes.length, scope);
+    const carrier = want === SPANS ? carrierOf(this.lanes.length, scope) : want;
     const to = !client || target === client ? target : client.callback(target as ReplyCallback);
     const run = (lane: number): void => {
-      if (want === SPANS) return exclusive(this.lanesOf(scope), this.lanes[lane], (x, done) => this.dispatchWrite(x, db, req, scope, to, tag, origin, done));
+      if (want === SPANS) return exclusive(lanesOf(this.lanes, scope), this.lanes[lane], (x, done) => this.dispatchWrite(x, db, req, scope, to, tag, origin, done));
       const x = this.lanes[lane];
       if (!x.held) return this.dispatchWrite(x, db, req, scope, to, tag, origin, noop);
       x.submit(() => this.dispatchWrite(x, db, req, scope, to, tag, origin, noop));
@@ -243,11 +224,11 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
     const spanned: WriteScope = scopes.some((s) => s.kind !== 'keys')
       ? { kind: 'all' }
       : { kind: 'keys', db, keys: [...scopes.flatMap((s) => (s.kind === 'keys' ? s.keys : [])), ...watched] };
-    const want = spanned.kind === 'keys' && spanned.keys.length === 0 ? ANY_LANE : this.laneOfScope(spanned);
-    const carrier = want === SPANS ? this.carrierOf(spanned) : want;
+    const want = spanned.kind === 'keys' && spanned.keys.length === 0 ? ANY_LANE : laneOfScope(this.lanes.length, spanned);
+    const carrier = want === SPANS ? carrierOf(this.lanes.length, spanned) : want;
     const to = client ? client.callback(cb) : cb;
     const run = (lane: number): void => {
-      if (want === SPANS) return exclusive(this.lanesOf(spanned), this.lanes[lane], (x, done) => this.dispatchTransaction(x, db, queued, scopes, to, done));
+      if (want === SPANS) return exclusive(lanesOf(this.lanes, spanned), this.lanes[lane], (x, done) => this.dispatchTransaction(x, db, queued, scopes, to, done));
       this.lanes[lane].submit((x) => this.dispatchTransaction(x, db, queued, scopes, to, noop));
     };
     const writes = scopes.length > 0;
@@ -279,31 +260,6 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
       done();
     });
     if (selects) lane.connection.db = -1;
-  }
-
-  /** The one lane all of the scope's keys hash to, or SPANS. */
-  private laneOfScope(scope: WriteScope): number {
-    const n = this.lanes.length;
-    if (n === 1) return 0;
-    if (scope.kind !== 'keys' || scope.keys.length === 0) return SPANS;
-    const first = laneOfKey(scope.keys[0], n);
-    for (let i = 1; i < scope.keys.length; i++) if (laneOfKey(scope.keys[i], n) !== first) return SPANS;
-    return first;
-  }
-
-  /** The lanes a spanning write holds: its keys' lanes, or every lane for a db or all dbs. */
-  private lanesOf(scope: WriteScope): Lane[] {
-    if (scope.kind !== 'keys' || scope.keys.length === 0) return this.lanes;
-    const indexes = new Set(scope.keys.map((k) => laneOfKey(k, this.lanes.length)));
-    return this.lanes.filter((lane) => indexes.has(lane.index));
-  }
-
-  /**
-   * The lane a spanning write runs on: its first key's (a blocking move's source: the type read
-   * right behind the move stays in order with every other write to that key), else lane 0.
-   */
-  private carrierOf(scope: WriteScope): number {
-    return scope.kind === 'keys' && scope.keys.length > 0 ? laneOfKey(scope.keys[0], this.lanes.length) : 0;
   }
 
   /**
