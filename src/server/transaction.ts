@@ -10,6 +10,7 @@ import type { WriteScope } from '../source/types';
 import type { ClientSession } from './client-session';
 import { READONLY_ERROR, adminRefusal, errorReply } from './refusals';
 import type { CommandSpec } from './command-table';
+import { changesScriptState, clientExecReply, readBacksToQueue } from './scripting';
 
 interface Queued {
   args: Buffer[];
@@ -54,7 +55,7 @@ export class Transaction {
       this.aborted = true;
       return refusal;
     }
-    const write = spec?.category === 'write' || spec?.category === 'blocking';
+    const write = spec?.category === 'write' || spec?.category === 'blocking' || changesScriptState(name, args);
     if (write && s.ctx.replication.role === 'replica') {
       this.aborted = true;
       return READONLY_ERROR;
@@ -75,6 +76,8 @@ export class Transaction {
     const scope = write ? s.scopeOf(spec, args) : undefined;
     if (scope && scope.kind !== 'all') scope.db = this.db;
     this.queued.push({ args, raw, write, scope });
+    // A script's after-images are read back inside the same transaction (scripting.ts).
+    this.queued.push(...readBacksToQueue(s, name, args));
     return encode.QUEUED;
   }
 
@@ -128,7 +131,7 @@ export class Transaction {
         if (Number.isInteger(target) && target >= 0 && target < s.ctx.dbCount()) s.db = target;
       }
       const slot = s.slot();
-      s.ctx.path.sendTransaction(db, this.queued, scopes, (reply, err) => s.fill(slot, reply ? reply.raw : errorReply(err)));
+      s.ctx.path.sendTransaction(db, this.queued, scopes, (reply, err) => s.fill(slot, reply ? clientExecReply(this.queued, reply.raw) : errorReply(err)));
     };
     if (waits.length === 0) return dispatch();
     return Promise.all(waits).then(dispatch);

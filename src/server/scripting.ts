@@ -1,0 +1,101 @@
+/**
+ * EVAL/EVALSHA/FCALL, SCRIPT and FUNCTION through the proxy.
+ *
+ * A script runs on the node; its effect is logged as the after-images of the keys it declares
+ * (src/source/script-images.ts): `MULTI; <script>; DUMP k; PTTL k; ...; EXEC` goes as one
+ * contiguous batch on the ordered connection (OrderedPath.sendTransaction), the log is written
+ * from EXEC's reply, and the client gets only the script's own element. A node without DUMP/RESTORE
+ * gets the script as a plain write, logged as sent if the node runs it (Pika has no scripting and
+ * answers with its own error: nothing is logged).
+ *
+ * SCRIPT LOAD/FLUSH and FUNCTION LOAD/DELETE/FLUSH/RESTORE change the node's script or function
+ * state: they are logged as sent, so a replica's node gets them too. The other subcommands
+ * (SCRIPT EXISTS, FUNCTION LIST/DUMP/STATS, the KILLs) are forwarded and never logged.
+ */
+import type { Request } from '../resp/request';
+import * as encode from '../resp/encode';
+import { ReplyFramer } from '../resp/reply-framer';
+import { isReadBack, isScriptWrite, readBacksFor } from '../source/script-images';
+import type { WriteScope } from '../source/types';
+import type { ClientSession } from './client-session';
+import { declaredKeys } from './command-table';
+import { READONLY_ERROR, errorReply } from './refusals';
+
+/** Subcommands that change the node's script cache or function libraries (logged as sent). */
+const STATE_WRITES: Record<string, ReadonlySet<string>> = {
+  script: new Set(['load', 'flush']),
+  function: new Set(['load', 'delete', 'flush', 'restore']),
+};
+
+/** Commands this module runs (the _RO forms are plain reads in the command table). */
+export function isScriptingCommand(name: string): boolean {
+  return isScriptWrite(name) || name === 'script' || name === 'function';
+}
+
+/** SCRIPT LOAD/FLUSH, FUNCTION LOAD/DELETE/FLUSH/RESTORE: changes the node's script state. */
+export function changesScriptState(name: string, args: readonly Buffer[]): boolean {
+  const sub = args[1]?.toString('latin1').toLowerCase();
+  return sub !== undefined && (STATE_WRITES[name]?.has(sub) ?? false);
+}
+
+/** Whether scripts are captured by read-backs on this proxy's node (it has DUMP and RESTORE). */
+export function capturesAfterImages(s: ClientSession): boolean {
+  return s.ctx.nodeProfile()?.dumpRestore === true;
+}
+
+/** The read-back entries to queue right after a script in a transaction (none if not captured). */
+export function readBacksToQueue(s: ClientSession, name: string, args: Buffer[]): { args: Buffer[]; raw: Buffer; write: boolean }[] {
+  if (!isScriptWrite(name) || !capturesAfterImages(s)) return [];
+  return readBacksFor(declaredKeys(args) ?? []).map((rb) => ({ args: rb, raw: encode.encodeCommand(rb), write: false }));
+}
+
+/** Runs one scripting command outside a transaction. */
+export function runScripting(s: ClientSession, name: string, req: Request): Promise<void> | void {
+  if (isScriptWrite(name)) return runScript(s, req);
+  if (!changesScriptState(name, req.args)) return s.forward(req);
+  if (s.ctx.replication.role === 'replica') return s.reply(READONLY_ERROR);
+  // No keys: nothing for the snapshot gate or WATCH; the snapshot carries functions (FUNCTION DUMP).
+  const scope: WriteScope = { kind: 'keys', db: s.db, keys: [] };
+  s.ctx.path.sendWrite(s.db, req, scope, s, s.slot());
+}
+
+function runScript(s: ClientSession, req: Request): Promise<void> | void {
+  if (s.ctx.replication.role === 'replica') return s.reply(READONLY_ERROR);
+  const keys = declaredKeys(req.args);
+  const scope: WriteScope = keys ? { kind: 'keys', db: s.db, keys } : { kind: 'all' };
+  const dispatch = (): void => {
+    if (!capturesAfterImages(s)) return s.ctx.path.sendWrite(s.db, req, scope, s, s.slot());
+    const queued = [{ args: req.args, raw: req.raw, write: true, scope }, ...readBacksToQueue(s, req.name, req.args)];
+    const slot = s.slot();
+    s.ctx.path.sendTransaction(s.db, queued, [scope], (reply, err) => {
+      if (!reply) return s.fill(slot, errorReply(err));
+      // EXEC's first element is the script's own reply; an aborted EXEC is passed as it is.
+      s.fill(slot, reply.type === 42 ? (execElements(reply.raw)[0] ?? reply.raw) : reply.raw);
+    });
+  };
+  const wait = s.gate(scope);
+  return wait ? wait.then(dispatch) : dispatch();
+}
+
+/** EXEC's reply as the client must see it: without the elements of the proxy's read-backs. */
+export function clientExecReply(queued: readonly { args: Buffer[] }[], execReplyRaw: Buffer): Buffer {
+  if (execReplyRaw[0] !== 42 || !queued.some((q) => isReadBack(q.args))) return execReplyRaw;
+  const elements = execElements(execReplyRaw);
+  const kept = elements.filter((_, i) => !queued[i] || !isReadBack(queued[i].args));
+  return Buffer.concat([Buffer.from(`*${kept.length}\r\n`), ...kept]);
+}
+
+/** The raw bytes of each element of an array reply (an EXEC reply, already framed whole). */
+function execElements(raw: Buffer): Buffer[] {
+  const headerEnd = raw.indexOf('\r\n') + 2;
+  const count = Number(raw.toString('latin1', 1, headerEnd - 2));
+  const framer = new ReplyFramer();
+  framer.feed(raw.subarray(headerEnd));
+  const out: Buffer[] = [];
+  for (let i = 0; i < count; i++) {
+    const element = framer.next();
+    if (!element) break;
+    out.push(Buffer.from(element.raw));
+  }
+  return out;
+}
