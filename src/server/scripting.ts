@@ -54,9 +54,13 @@ export function runScripting(s: ClientSession, name: string, req: Request): Prom
   if (isScriptWrite(name)) return runScript(s, req);
   if (!changesScriptState(name, req.args)) return s.forward(req);
   if (s.ctx.replication.role === 'replica') return s.reply(READONLY_ERROR);
-  // No keys: nothing for the snapshot gate or WATCH; the snapshot carries functions (FUNCTION DUMP).
+  // No keys, but the gate still matters: a snapshot build reads FUNCTION DUMP at its log offset
+  // while writes are held; a FUNCTION LOAD slipping in before that read would be in the snapshot
+  // and in the log after it, and its replay would fail on the replica ("already exists").
   const scope: WriteScope = { kind: 'keys', db: s.db, keys: [] };
-  s.ctx.path.sendWrite(s.db, req, scope, s, s.slot());
+  const wait = s.gate(scope);
+  if (!wait) return s.ctx.path.sendWrite(s.db, req, scope, s, s.slot());
+  return wait.then(() => s.ctx.path.sendWrite(s.db, req, scope, s, s.slot()));
 }
 
 function runScript(s: ClientSession, req: Request): Promise<void> | void {

@@ -6,6 +6,7 @@
  * EXECABORT, as Redis does; WATCH is emulated (watch-registry.ts).
  */
 import * as encode from '../resp/encode';
+import { isReadBack } from '../source/script-images';
 import type { WriteScope } from '../source/types';
 import type { ClientSession } from './client-session';
 import { READONLY_ERROR, adminRefusal, errorReply } from './refusals';
@@ -27,8 +28,9 @@ export class Transaction {
   /** The db the queued commands will run in: a SELECT inside the transaction moves it. */
   private db: number;
 
+  /** Commands the client queued (CLIENT LIST's multi=), without the proxy's script read-backs. */
   get size(): number {
-    return this.queued.length;
+    return this.queued.filter((q) => !isReadBack(q.args)).length;
   }
 
   abort(): void {
