@@ -8,7 +8,7 @@ import { expect } from 'chai';
 import Redis from 'ioredis';
 import { execToLogCommands } from '../src/source/log-rewrite';
 import { readBacksFor } from '../src/source/script-images';
-import { Cleanup, FAST_RETRY, expectNodesEqual, proxyClient, replInfo, waitCaughtUp, waitConfirmed } from './replica-e2e-fixture';
+import { Cleanup, FAST_RETRY, expectNodesEqual, proxyClient, replInfo, seed, waitCaughtUp, waitConfirmed, waitFor } from './replica-e2e-fixture';
 import type { TestNode } from './helpers/nodes';
 import type { ProxyProcess } from './helpers/proxy-process';
 
@@ -101,6 +101,42 @@ describe('scripting through the proxy (redis-server)', function () {
     expect(await direct.pttl('t:1')).to.be.within(500_000, 600_000);
     // SCRIPT LOAD was logged: the replica's node has the script in its cache.
     expect(await direct.call('SCRIPT', 'EXISTS', sha)).to.deep.equal([1]);
+  });
+
+  it('scripts running on seeded keys before, during and after the full sync leave the replica exact', async () => {
+    await seed(masterNode, { bigKeys: true, bigSize: 20_000 });
+    await master.stop();
+    master = await cleanup.proxy(masterNode, ['--snapshot-file-size', '256kb']);
+    mc = cleanup.client(proxyClient(master));
+    const clients = [mc, cleanup.client(proxyClient(master, 3))];
+    // Each run rewrites one key with the node's clock, gives another a TTL and deletes a third.
+    const script = `local t = redis.call('TIME')[2]
+redis.call('APPEND', KEYS[1], ':' .. t)
+redis.call('PEXPIRE', KEYS[2], 700000 + tonumber(t))
+redis.call('DEL', KEYS[3])
+return t`;
+    let running = true;
+    let runs = 0;
+    const errors: string[] = [];
+    const writer = (async () => {
+      for (let i = 0; running; i++) {
+        const db = i % 2 === 0 ? 0 : 3;
+        const keys = [i % 500, (i * 7) % 500, (i * 13 + 1) % 500].map((n) => `s:str:${db}:${n}`);
+        await clients[i % 2].call('EVAL', script, '3', ...keys).then(() => runs++, (e: Error) => errors.push(e.message));
+      }
+    })();
+    await waitFor('scripts before SLAVEOF', () => runs > 20);
+    const runsAtSlaveof = runs;
+    await rc.call('SLAVEOF', '127.0.0.1', String(master.port));
+    await waitConfirmed(replica, rc, 40_000);
+    const runsAtConfirm = runs;
+    expect(runsAtConfirm, 'scripts that ran during the full sync').to.be.greaterThan(runsAtSlaveof);
+    await waitFor('scripts after the confirmation', () => runs > runsAtConfirm + 50);
+    running = false;
+    await writer;
+    expect(errors).to.deep.equal([]);
+    await waitCaughtUp(mc, rc);
+    await expectNodesEqual(masterNode, replicaNode);
   });
 
   it('EVAL inside MULTI: the client sees only its own replies, the replica gets the effects in order', async () => {

@@ -12,6 +12,7 @@
  * state: they are logged as sent, so a replica's node gets them too. The other subcommands
  * (SCRIPT EXISTS, FUNCTION LIST/DUMP/STATS, the KILLs) are forwarded and never logged.
  */
+import { SyncProxyError } from '../errors';
 import type { Request } from '../resp/request';
 import * as encode from '../resp/encode';
 import { ReplyFramer } from '../resp/reply-framer';
@@ -27,6 +28,9 @@ const STATE_WRITES: Record<string, ReadonlySet<string>> = {
   function: new Set(['load', 'delete', 'flush', 'restore']),
 };
 
+const PROFILE_WAIT_MS = 5000;
+const PROFILE_POLL_MS = 10;
+
 /** Commands this module runs (the _RO forms are plain reads in the command table). */
 export function isScriptingCommand(name: string): boolean {
   return isScriptWrite(name) || name === 'script' || name === 'function';
@@ -41,6 +45,15 @@ export function changesScriptState(name: string, args: readonly Buffer[]): boole
 /** Whether scripts are captured by read-backs on this proxy's node (it has DUMP and RESTORE). */
 export function capturesAfterImages(s: ClientSession): boolean {
   return s.ctx.nodeProfile()?.dumpRestore === true;
+}
+
+/**
+ * A script before the node was probed: whether its effect can be read back (DUMP/RESTORE) is not
+ * known yet, and logging it as sent could make replicas diverge; the client is told to retry.
+ */
+export function scriptRefusal(s: ClientSession, name: string): Buffer | null {
+  if (!isScriptWrite(name) || s.ctx.nodeProfile()) return null;
+  return errorReply(new SyncProxyError('BACKEND_UNAVAILABLE', `${name.toUpperCase()} waits for the node's profile (how a script's effect is logged depends on it): retry`));
 }
 
 /** The read-back entries to queue right after a script in a transaction (none if not captured). */
@@ -65,6 +78,21 @@ export function runScripting(s: ClientSession, name: string, req: Request): Prom
 
 function runScript(s: ClientSession, req: Request): Promise<void> | void {
   if (s.ctx.replication.role === 'replica') return s.reply(READONLY_ERROR);
+  // Right after the proxy starts or relinks, the probe may still run: wait for it a little.
+  if (!s.ctx.nodeProfile()) return profileProbed(s).then(() => runScriptWithProfile(s, req));
+  return runScriptWithProfile(s, req);
+}
+
+/** Polls for the node profile for at most PROFILE_WAIT_MS (the probe usually takes milliseconds). */
+async function profileProbed(s: ClientSession): Promise<void> {
+  for (const deadline = Date.now() + PROFILE_WAIT_MS; !s.ctx.nodeProfile() && Date.now() < deadline; ) {
+    await new Promise((resolve) => setTimeout(resolve, PROFILE_POLL_MS));
+  }
+}
+
+function runScriptWithProfile(s: ClientSession, req: Request): Promise<void> | void {
+  const refusal = scriptRefusal(s, req.name);
+  if (refusal) return s.reply(refusal);
   const keys = declaredKeys(req.args);
   const scope: WriteScope = keys ? { kind: 'keys', db: s.db, keys } : { kind: 'all' };
   const dispatch = (): void => {

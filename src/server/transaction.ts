@@ -11,7 +11,7 @@ import type { WriteScope } from '../source/types';
 import type { ClientSession } from './client-session';
 import { READONLY_ERROR, adminRefusal, errorReply } from './refusals';
 import type { CommandSpec } from './command-table';
-import { changesScriptState, clientExecReply, readBacksToQueue } from './scripting';
+import { changesScriptState, clientExecReply, readBacksToQueue, scriptRefusal } from './scripting';
 
 interface Queued {
   args: Buffer[];
@@ -52,7 +52,7 @@ export class Transaction {
       this.aborted = true;
       return encode.error(`ERR Command '${name}' is not allowed inside a transaction`);
     }
-    const refusal = spec?.category === 'admin' ? adminRefusal(name, { args }) : null;
+    const refusal = spec?.category === 'admin' ? adminRefusal(name, { args }) : scriptRefusal(s, name);
     if (refusal) {
       this.aborted = true;
       return refusal;
