@@ -105,6 +105,7 @@ describe('scripting through the proxy (redis-server)', function () {
 
   it('scripts running on seeded keys before, during and after the full sync leave the replica exact', async () => {
     await seed(masterNode, { bigKeys: true, bigSize: 20_000 });
+    mc.disconnect();
     await master.stop();
     master = await cleanup.proxy(masterNode, ['--snapshot-file-size', '256kb']);
     mc = cleanup.client(proxyClient(master));
@@ -196,6 +197,7 @@ return t`;
 
   it('EVAL_RO, EVALSHA_RO and FCALL_RO on a replica before confirmation are refused like reads; EVAL like writes', async () => {
     const unreachable = master.port; // a master proxy that is stopped: the replica never confirms
+    mc.disconnect();
     await master.stop();
     expect(await rc.call('SLAVEOF', '127.0.0.1', String(unreachable))).to.equal('OK');
     const refusal = async (...args: string[]): Promise<string> => rc.call(args[0], ...args.slice(1)).then((r) => `answered ${String(r)}`, (e: Error) => e.message);
