@@ -7,7 +7,7 @@
 import { expect } from 'chai';
 import Redis from 'ioredis';
 import { execToLogCommands } from '../src/source/log-rewrite';
-import { readBacksFor } from '../src/source/script-images';
+import { captureScript } from '../src/source/script-images';
 import { Cleanup, FAST_RETRY, expectNodesEqual, proxyClient, replInfo, seed, waitCaughtUp, waitConfirmed, waitFor } from './replica-e2e-fixture';
 import type { TestNode } from './helpers/nodes';
 import type { ProxyProcess } from './helpers/proxy-process';
@@ -35,7 +35,7 @@ const bulk = (s: string): string => `$${Buffer.byteLength(s)}\r\n${s}\r\n`;
 describe('scripting: after-images in the write log (pure)', () => {
   it('a script and its read-backs become RESTORE + PEXPIREAT and DEL, even when the script failed', () => {
     const script = [B('EVAL'), B('return 1'), B('2'), B('a'), B('b')];
-    const readBacks = readBacksFor([B('a'), B('b')]);
+    const readBacks = captureScript(script, [B('a'), B('b')]);
     const reply = Buffer.from(`*5\r\n-ERR script failed\r\n${bulk('payload')}:1500\r\n$-1\r\n:-2\r\n`);
     const commands = execToLogCommands([script, ...readBacks], reply, 1_000_000)!.map((c) => c.map(String));
     expect(commands).to.deep.equal([
@@ -43,6 +43,14 @@ describe('scripting: after-images in the write log (pure)', () => {
       ['PEXPIREAT', 'a', '1001500'],
       ['DEL', 'b'],
     ]);
+  });
+
+  it('a captured script that declares no key logs nothing (it is never replayed)', () => {
+    const script = [B('EVAL'), B("return redis.call('TIME')[2]"), B('0')];
+    expect(captureScript(script, [])).to.deep.equal([]);
+    const set = [B('SET'), B('k'), B('v')];
+    const commands = execToLogCommands([script, set], Buffer.from(`*2\r\n:123\r\n+OK\r\n`), 0)!.map((c) => c.map(String));
+    expect(commands).to.deep.equal([['SET', 'k', 'v']]);
   });
 
   it("a client's own DUMP after a script is not taken for a read-back", () => {
@@ -101,6 +109,10 @@ describe('scripting through the proxy (redis-server)', function () {
     expect(await direct.pttl('t:1')).to.be.within(500_000, 600_000);
     // SCRIPT LOAD was logged: the replica's node has the script in its cache.
     expect(await direct.call('SCRIPT', 'EXISTS', sha)).to.deep.equal([1]);
+    // A script that declares no key logs nothing (replaying it could differ: it reads the clock).
+    const offset = (await replInfo(mc)).master_repl_offset;
+    expect(await mc.call('EVAL', "return redis.call('TIME')[2]", '0')).to.match(/^\d+$/);
+    expect((await replInfo(mc)).master_repl_offset).to.equal(offset);
   });
 
   it('scripts running on seeded keys before, during and after the full sync leave the replica exact', async () => {

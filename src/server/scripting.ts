@@ -16,7 +16,7 @@ import { SyncProxyError } from '../errors';
 import type { Request } from '../resp/request';
 import * as encode from '../resp/encode';
 import { ReplyFramer } from '../resp/reply-framer';
-import { isReadBack, isScriptWrite, readBacksFor } from '../source/script-images';
+import { captureScript, isReadBack, isScriptWrite } from '../source/script-images';
 import type { WriteScope } from '../source/types';
 import type { ClientSession } from './client-session';
 import { declaredKeys } from './command-table';
@@ -59,7 +59,7 @@ export function scriptRefusal(s: ClientSession, name: string): Buffer | null {
 /** The read-back entries to queue right after a script in a transaction (none if not captured). */
 export function readBacksToQueue(s: ClientSession, name: string, args: Buffer[]): { args: Buffer[]; raw: Buffer; write: boolean }[] {
   if (!isScriptWrite(name) || !capturesAfterImages(s)) return [];
-  return readBacksFor(declaredKeys(args) ?? []).map((rb) => ({ args: rb, raw: encode.encodeCommand(rb), write: false }));
+  return captureScript(args, declaredKeys(args) ?? []).map((rb) => ({ args: rb, raw: encode.encodeCommand(rb), write: false }));
 }
 
 /** Runs one scripting command outside a transaction. */
@@ -97,7 +97,8 @@ function runScriptWithProfile(s: ClientSession, req: Request): Promise<void> | v
   const scope: WriteScope = keys ? { kind: 'keys', db: s.db, keys } : { kind: 'all' };
   const dispatch = (): void => {
     if (!capturesAfterImages(s)) return s.ctx.path.sendWrite(s.db, req, scope, s, s.slot());
-    const queued = [{ args: req.args, raw: req.raw, write: true, scope }, ...readBacksToQueue(s, req.name, req.args)];
+    const args = req.args; // one array: the script is marked captured by identity
+    const queued = [{ args, raw: req.raw, write: true, scope }, ...readBacksToQueue(s, req.name, args)];
     const slot = s.slot();
     s.ctx.path.sendTransaction(s.db, queued, [scope], (reply, err) => {
       if (!reply) return s.fill(slot, errorReply(err));

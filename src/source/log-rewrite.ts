@@ -14,7 +14,7 @@
  */
 import { lowerName, upperName } from '../resp/command-name';
 import { Decoded, decodeReply } from '../resp/decode';
-import { afterImageCommands, readBacksAfter } from './script-images';
+import { afterImageCommands, isCapturedScript, readBacksAfter } from './script-images';
 
 type Reply = () => Decoded;
 
@@ -66,10 +66,10 @@ export function execToLogCommands(
   for (let i = 0; i < queued.length; i++) {
     const args = queued[i];
     const sub = reply[i];
-    // A script followed by its read-backs is logged as its keys' after-images, even when it
-    // failed: a runtime error does not undo the writes made before it (script-images.ts).
-    const readBacks = readBacksAfter(queued, i);
-    if (readBacks > 0) {
+    // A captured script is logged as its keys' after-images (from the read-backs after it), even
+    // when it failed: a runtime error does not undo the writes made before it (script-images.ts).
+    if (isCapturedScript(args)) {
+      const readBacks = readBacksAfter(queued, i);
       const keys = queued.slice(i + 1, i + 1 + readBacks).filter((_, j) => j % 2 === 0).map((dump) => dump[1]);
       out.push(...afterImageCommands(keys, reply.slice(i + 1, i + 1 + readBacks), nowMs));
       i += readBacks;

@@ -30,12 +30,18 @@ export function isScriptWrite(name: string): boolean {
 }
 
 /**
- * The read-back commands of one script, marked by identity (not by shape, so a client's own
- * `DUMP k` queued in a transaction is never mistaken for one): two per key, DUMP then PTTL.
+ * Scripts whose effect is read back, and their read-back commands, marked by identity (not by
+ * shape, so a client's own `DUMP k` queued in a transaction is never mistaken for one).
  */
+const capturedScripts = new WeakSet<Buffer[]>();
 const readBackMarks = new WeakSet<Buffer[]>();
 
-export function readBacksFor(keys: readonly Buffer[]): Buffer[][] {
+/**
+ * Marks `script` as captured and returns its read-backs, to be sent right after it: two per
+ * declared key, DUMP then PTTL (none for a script that declares no key: nothing is logged).
+ */
+export function captureScript(script: Buffer[], keys: readonly Buffer[]): Buffer[][] {
+  capturedScripts.add(script);
   const out: Buffer[][] = [];
   for (const key of keys) {
     const dump = [DUMP, key];
@@ -45,6 +51,10 @@ export function readBacksFor(keys: readonly Buffer[]): Buffer[][] {
     out.push(dump, pttl);
   }
   return out;
+}
+
+export function isCapturedScript(args: Buffer[]): boolean {
+  return capturedScripts.has(args);
 }
 
 export function isReadBack(args: Buffer[]): boolean {
@@ -74,10 +84,7 @@ export function afterImageCommands(keys: readonly Buffer[], replies: readonly De
   return out;
 }
 
-/**
- * In a transaction's queued commands, a script followed by its read-backs: the number of
- * read-back entries right after `queued[i]` (0 when it is not such a script).
- */
+/** In a transaction's queued commands, the number of read-back entries right after `queued[i]`. */
 export function readBacksAfter(queued: readonly Buffer[][], i: number): number {
   let n = 0;
   while (i + 1 + n < queued.length && isReadBack(queued[i + 1 + n])) n++;
