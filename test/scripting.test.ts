@@ -246,4 +246,20 @@ describe('scripting through the proxy (real Pika)', function () {
     expect((await replInfo(pc)).master_repl_offset).to.equal(before);
     expect(await direct.exists('k')).to.equal(0);
   });
+
+  it('a full sync from a Pika master still confirms (its snapshot has no function record)', async () => {
+    const masterNode = await cleanup.node('pika');
+    const replicaNode = await cleanup.node('pika');
+    const master = await cleanup.proxy(masterNode);
+    const replica = await cleanup.proxy(replicaNode, FAST_RETRY);
+    const mc = cleanup.client(proxyClient(master));
+    const rc = cleanup.client(proxyClient(replica));
+    await mc.set('pk:1', 'v1');
+    expect(await rc.call('SLAVEOF', '127.0.0.1', String(master.port))).to.equal('OK');
+    await waitConfirmed(replica, rc);
+    await mc.set('pk:2', 'v2');
+    await waitCaughtUp(mc, rc);
+    await expectNodesEqual(masterNode, replicaNode);
+    expect(await rc.mget('pk:1', 'pk:2')).to.deep.equal(['v1', 'v2']);
+  });
 });
