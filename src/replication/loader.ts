@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import { SyncProxyError, toSyncProxyError } from '../errors';
 import { decodeReply } from '../resp/decode';
 import { CommandScanner } from './command-scanner';
+import { functionRestoreCommand } from '../source/function-libraries';
 import { DbTally, LoadBatch, LoadedKeys, argsOf, isMarker, markerName } from './load-batch';
 import { SNAPSHOT_FORMAT_VERSION, type Manifest } from '../source/types';
 import { ExpiryChoice, NodeProfile, isPexpireat, probeNodeProfile, toNodeForm, withExpiryOverride } from '../backend/node-profile';
@@ -314,6 +315,10 @@ async function loadFile(node: NodePipeline, file: { name: string; path: string }
           batch.closeGroup();
           select(parseDb(args[1], 'PSP.PART'));
           inRecord = true;
+        } else if (name === 'PSP.FUNCTIONS') {
+          if (argc !== 2) throw failLoad(`PSP.FUNCTIONS with ${argc - 1} arguments`);
+          // Replaces whatever libraries the replica's node had, as the key records replace its keys.
+          batch.made(functionRestoreCommand(args[1]), 'FUNCTION RESTORE of the function libraries');
         } else if (name === 'PSP.EOF') {
           const n = argc === 2 ? Number(args[1].toString('latin1')) : NaN;
           if (n !== recordsInFile) throw failLoad(`PSP.EOF says ${args[1]?.toString('latin1')} key records, the file held ${recordsInFile}`);

@@ -30,6 +30,7 @@ import { READONLY_ERROR, adminRefusal, errorReply, refusalReason } from './refus
 import { ReplyQueue, Slot } from './reply-queue';
 import { Transaction } from './transaction';
 import { runBlocking } from './blocking-runner';
+import { isScriptingCommand, runScripting } from './scripting';
 
 /** Pause reading when this many requests are queued or unanswered; resume below half. */
 const MAX_OUTSTANDING = 4096;
@@ -192,6 +193,7 @@ export class ClientSession implements ReplyTarget {
       return this.reply(this.transaction.queue(name, spec, req.args, req.raw));
     }
     if (!spec) return this.forwardRead(req);
+    if (isScriptingCommand(name)) return runScripting(this, name, req);
     switch (spec.category) {
       case 'connection':
         return this.replyMaybeAsync(handleConnectionCommand(this, name, req.args));

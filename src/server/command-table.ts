@@ -62,6 +62,8 @@ const READS: Record<string, Row> = {
   geosearch: [-7, 1, 1, 1], georadius_ro: [-6, 1, 1, 1], georadiusbymember_ro: [-5, 1, 1, 1], scan: [-2], keys: [2],
   randomkey: [1], dbsize: [1], lcs: [-3, 1, 2, 1], sort_ro: [-2, 1, 1, 1], object: [-2, 2, 2, 1], memory: [-2],
   dump: [2, 1, 1, 1], touch: [-2, 1, -1, 1], bitfield_ro: [-2, 1, 1, 1], pkscanrange: [-4], pkrscanrange: [-4],
+  // Read-only scripts and functions: their keys are the numkeys keys they declare.
+  eval_ro: [-3], evalsha_ro: [-3], fcall_ro: [-3],
 };
 
 /** Reads whose cost grows with the data they read (see CommandSpec.bulky). */
@@ -91,6 +93,8 @@ const WRITES: Record<string, Row> = {
   xreadgroup: [-7], pfadd: [-2, 1, 1, 1], pfmerge: [-2, 1, -1, 1], geoadd: [-5, 1, 1, 1], georadius: [-6, 1, 1, 1],
   georadiusbymember: [-5, 1, 1, 1], geosearchstore: [-8, 1, 2, 1], bitop: [-4, 2, -1, 1], sort: [-2, 1, 1, 1],
   move: [3, 1, 1, 1], copy: [-3, 1, 2, 1], restore: [-4, 1, 1, 1], flushdb: [-1], flushall: [-1], swapdb: [3],
+  // Logged as the after-images of their declared keys (src/server/scripting.ts).
+  eval: [-3], evalsha: [-3], fcall: [-3],
 };
 
 const BLOCKING: Record<string, Row> = {
@@ -111,12 +115,12 @@ const PUBSUB: Record<string, number> = {
 const ADMIN: Record<string, number> = {
   config: -2, command: -1, time: 1, slowlog: -2, latency: -2, lastsave: 1, publish: 3, pubsub: -2, spublish: 3,
   bgsave: -1, bgrewriteaof: 1, save: 1, lolwut: -1, compact: -1, debug: -2,
+  // Their subcommands are judged one by one (scripting.ts): LOAD/FLUSH/DELETE/RESTORE are logged.
+  function: -2, script: -2,
 };
-/** Scripts and functions: their effects cannot be logged deterministically. MONITOR would take
- * over the shared connection; SHUTDOWN/MIGRATE act on the node behind clients' backs. (DEBUG is
+/** MONITOR would take over the shared connection; SHUTDOWN/MIGRATE act on the node behind clients' backs. (DEBUG is
  * admin: its subcommands are judged one by one, DEBUG_SUBCOMMANDS.) */
 const REFUSED: Record<string, number> = {
-  eval: -3, evalsha: -3, eval_ro: -3, evalsha_ro: -3, fcall: -3, fcall_ro: -3, function: -2, script: -2,
   monitor: 1, shutdown: -1, migrate: -6, failover: -1, cluster: -2, readonly: 1, readwrite: 1,
 };
 
@@ -160,6 +164,16 @@ function numkeysAt(at: number, extraBefore: number[] = []): (args: readonly Buff
   };
 }
 
+/**
+ * EVAL/EVALSHA/FCALL (and their _RO forms): `script numkeys key... arg...`. Unlike numkeysAt,
+ * numkeys 0 is valid (a script that declares no keys); a malformed count is unknown (null).
+ */
+export function declaredKeys(args: readonly Buffer[]): Buffer[] | null {
+  const n = Number(args[2]?.toString('latin1'));
+  if (!Number.isInteger(n) || n < 0 || 3 + n > args.length) return null;
+  return args.slice(3, 3 + n);
+}
+
 function streamsKeys(args: readonly Buffer[]): Buffer[] | null {
   const idx = args.findIndex((a, i) => i > 0 && a.toString().toLowerCase() === 'streams');
   if (idx < 0) return null;
@@ -182,6 +196,7 @@ const CUSTOM_KEYS: Record<string, CommandSpec['keys']> = {
   lmpop: numkeysAt(1), zmpop: numkeysAt(1), blmpop: numkeysAt(2), bzmpop: numkeysAt(2),
   zunionstore: numkeysAt(2, [1]), zinterstore: numkeysAt(2, [1]), zdiffstore: numkeysAt(2, [1]),
   xread: streamsKeys, xreadgroup: streamsKeys, sort: storeOption, georadius: storeOption, georadiusbymember: storeOption,
+  eval: declaredKeys, evalsha: declaredKeys, fcall: declaredKeys, eval_ro: declaredKeys, evalsha_ro: declaredKeys, fcall_ro: declaredKeys,
   // MOVE and COPY ... DB touch another database too: unknown to a single-db scope.
   move: () => null,
   copy: (args) => (args.some((a) => a.toString().toLowerCase() === 'db') ? null : [args[1], args[2]]),

@@ -19,9 +19,6 @@ export function changesNodeAuth(args: readonly Buffer[]): boolean {
 }
 
 export function refusalReason(name: string): string {
-  if (['eval', 'evalsha', 'eval_ro', 'evalsha_ro', 'fcall', 'fcall_ro', 'function', 'script'].includes(name)) {
-    return 'scripts cannot be replicated through the write log';
-  }
   if (name === 'monitor') return 'it would take over the shared node connection';
   return 'it acts on the node behind the proxy';
 }

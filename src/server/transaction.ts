@@ -6,10 +6,12 @@
  * EXECABORT, as Redis does; WATCH is emulated (watch-registry.ts).
  */
 import * as encode from '../resp/encode';
+import { isReadBack } from '../source/script-images';
 import type { WriteScope } from '../source/types';
 import type { ClientSession } from './client-session';
 import { READONLY_ERROR, adminRefusal, errorReply } from './refusals';
 import type { CommandSpec } from './command-table';
+import { changesScriptState, clientExecReply, readBacksToQueue, scriptRefusal } from './scripting';
 
 interface Queued {
   args: Buffer[];
@@ -26,8 +28,9 @@ export class Transaction {
   /** The db the queued commands will run in: a SELECT inside the transaction moves it. */
   private db: number;
 
+  /** Commands the client queued (CLIENT LIST's multi=), without the proxy's script read-backs. */
   get size(): number {
-    return this.queued.length;
+    return this.queued.filter((q) => !isReadBack(q.args)).length;
   }
 
   abort(): void {
@@ -49,12 +52,12 @@ export class Transaction {
       this.aborted = true;
       return encode.error(`ERR Command '${name}' is not allowed inside a transaction`);
     }
-    const refusal = spec?.category === 'admin' ? adminRefusal(name, { args }) : null;
+    const refusal = spec?.category === 'admin' ? adminRefusal(name, { args }) : scriptRefusal(s, name);
     if (refusal) {
       this.aborted = true;
       return refusal;
     }
-    const write = spec?.category === 'write' || spec?.category === 'blocking';
+    const write = spec?.category === 'write' || spec?.category === 'blocking' || changesScriptState(name, args);
     if (write && s.ctx.replication.role === 'replica') {
       this.aborted = true;
       return READONLY_ERROR;
@@ -75,6 +78,8 @@ export class Transaction {
     const scope = write ? s.scopeOf(spec, args) : undefined;
     if (scope && scope.kind !== 'all') scope.db = this.db;
     this.queued.push({ args, raw, write, scope });
+    // A script's after-images are read back inside the same transaction (scripting.ts).
+    this.queued.push(...readBacksToQueue(s, name, args));
     return encode.QUEUED;
   }
 
@@ -133,7 +138,7 @@ export class Transaction {
         if (Number.isInteger(target) && target >= 0 && target < s.ctx.dbCount()) s.db = target;
       }
       const slot = s.slot();
-      s.ctx.path.sendTransaction(db, this.queued, scopes, (reply, err) => s.fill(slot, reply ? reply.raw : errorReply(err)), s.lanes, watched);
+      s.ctx.path.sendTransaction(db, this.queued, scopes, (reply, err) => s.fill(slot, reply ? clientExecReply(this.queued, reply.raw) : errorReply(err)), s.lanes, watched);
     };
     if (waits.length === 0) return dispatch();
     return Promise.all(waits).then(dispatch);

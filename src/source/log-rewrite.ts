@@ -14,6 +14,7 @@
  */
 import { lowerName, upperName } from '../resp/command-name';
 import { Decoded, decodeReply } from '../resp/decode';
+import { afterImageCommands, isCapturedScript, readBacksAfter } from './script-images';
 
 type Reply = () => Decoded;
 
@@ -62,14 +63,27 @@ export function execToLogCommands(
   const reply = decodeReply(execReplyRaw);
   if (!Array.isArray(reply)) return null;
   const out: Buffer[][] = [];
-  queued.forEach((args, i) => {
+  for (let i = 0; i < queued.length; i++) {
+    const args = queued[i];
     const sub = reply[i];
-    if (sub === undefined || sub instanceof Error) return;
-    if (upperName(args[0]) === 'SELECT') return void out.push(args);
-    if (!isWrite(args)) return;
+    // A captured script is logged as its keys' after-images (from the read-backs after it), even
+    // when it failed: a runtime error does not undo the writes made before it (script-images.ts).
+    if (isCapturedScript(args)) {
+      const readBacks = readBacksAfter(queued, i);
+      const keys = queued.slice(i + 1, i + 1 + readBacks).filter((_, j) => j % 2 === 0).map((dump) => dump[1]);
+      out.push(...afterImageCommands(keys, reply.slice(i + 1, i + 1 + readBacks), nowMs));
+      i += readBacks;
+      continue;
+    }
+    if (sub === undefined || sub instanceof Error) continue;
+    if (upperName(args[0]) === 'SELECT') {
+      out.push(args);
+      continue;
+    }
+    if (!isWrite(args)) continue;
     const cmds = rewrite(args, () => sub, nowMs);
     if (cmds) out.push(...cmds);
-  });
+  }
   return out.length > 0 ? out : null;
 }
 

@@ -17,6 +17,7 @@ import { SyncProxyError, describeError, toSyncProxyError } from '../errors';
 import { NodeErrorReply, Reply, bulkItems } from '../resp/reply-reader';
 import { PROBE_KEY_PREFIX } from '../backend/node-profile';
 import { dbsWithoutExpiries } from './expiry-census';
+import { readFunctionLibraries } from './function-libraries';
 import { KeyReader, NodeAddress, WithSink } from './key-reader';
 import { InFlightReads, WrittenKeys, keyHash } from './read-groups';
 import { SnapshotWriter } from './snapshot-writer';
@@ -155,6 +156,9 @@ export class SnapshotBuilder implements WriteGate {
       // Writes wait for `started`: the node is exactly at logOffset while this census runs.
       const dbs = await this.discoverDbs();
       const withoutExpiries = await dbsWithoutExpiries(await this.scanner.connection(0), dbs.length);
+      // Function libraries are node state outside every db: read at logOffset, loaded first.
+      const functions = await readFunctionLibraries(await this.scanner.connection(0));
+      if (functions) this.writer.functions(functions);
       this.scanner.dbsWithoutExpiries = withoutExpiries;
       this.priority.dbsWithoutExpiries = withoutExpiries;
       this.logOffset = logOffset;

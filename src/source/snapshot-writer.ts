@@ -51,6 +51,7 @@ export interface RecordSink {
 const HAND_OFF = 1024 * 1024;
 
 const PSP_KEY = Buffer.from('PSP.KEY');
+const PSP_FUNCTIONS = Buffer.from('PSP.FUNCTIONS');
 const PSP_PART = Buffer.from('PSP.PART');
 
 
@@ -117,6 +118,16 @@ export class SnapshotWriter implements RecordSink {
     e.bulk(key);
     e.bulk(type);
     e.bulkInteger(expireAtMs);
+    this.appended(before);
+  }
+
+  /**
+   * The node's function libraries (FUNCTION DUMP's payload), written before any key record: the
+   * loader restores them first with `FUNCTION RESTORE <payload> FLUSH` (function-libraries.ts).
+   */
+  functions(payload: Buffer): void {
+    const before = this.beforeCommand();
+    this.encoder.command([PSP_FUNCTIONS, payload]);
     this.appended(before);
   }
 

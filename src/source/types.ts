@@ -16,6 +16,9 @@
  *   PSP.PART <db> <key>                                       the previous key continues (a big
  *                                                             key split across files)
  *   PSP.EOF <key-records-in-this-file>                        last command of every file
+ *   PSP.FUNCTIONS <FUNCTION DUMP payload>                     the node's function libraries, in
+ *                                                             the first file before any key
+ *                                                             (source/function-libraries.ts)
  *
  * Between markers come ordinary commands that rebuild the key: SET, HMSET, RPUSH, SADD, ZADD,
  * XADD, and a final PEXPIREAT when the key has a TTL (absolute unix milliseconds). A key record

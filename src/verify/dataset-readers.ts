@@ -32,7 +32,7 @@ export async function digestSnapshotFiles(files: ReadonlyArray<{ name: string; p
           digest.command(args);
           continue;
         }
-        if (args[0].toString('latin1').toUpperCase() !== 'PSP.KEY') continue; // FILE, PART, EOF
+        if (args[0].toString('latin1').toUpperCase() !== 'PSP.KEY') continue; // FILE, PART, EOF, FUNCTIONS (libraries are not keys: not digested)
         const type = args[3]?.toString('latin1');
         if (args.length !== 5 || !KEY_TYPES.has(type)) throw new SyncProxyError('LOAD_FAILED', `${file.name}: malformed PSP.KEY`);
         digest.beginKey(Number(args[1].toString('latin1')), args[2], type as KeyType, Number(args[4].toString('latin1')));

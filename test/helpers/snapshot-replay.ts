@@ -78,6 +78,8 @@ export async function loadSnapshotFiles(client: SyncClient, manifest: Manifest, 
         inFile++;
       } else if (name === 'PSP.PART') {
         select(Number(req.args[1].toString()));
+      } else if (name === 'PSP.FUNCTIONS') {
+        target.send(['FUNCTION', 'RESTORE', req.args[1], 'FLUSH'], expectNoError);
       } else if (name === 'PSP.EOF') {
         if (Number(req.args[1].toString()) !== inFile) throw new Error(`${file.name}: PSP.EOF says ${req.args[1]}, the file held ${inFile} records`);
         eof = true;

@@ -1,0 +1,135 @@
+/**
+ * EVAL/EVALSHA/FCALL, SCRIPT and FUNCTION through the proxy.
+ *
+ * A script runs on the node; its effect is logged as the after-images of the keys it declares
+ * (src/source/script-images.ts): `MULTI; <script>; DUMP k; PTTL k; ...; EXEC` goes as one
+ * contiguous batch on one lane of the ordered path (OrderedPath.sendTransaction), the log is written
+ * from EXEC's reply, and the client gets only the script's own element. A node without DUMP/RESTORE
+ * gets the script as a plain write, logged as sent if the node runs it (Pika has no scripting and
+ * answers with its own error: nothing is logged).
+ *
+ * SCRIPT LOAD/FLUSH and FUNCTION LOAD/DELETE/FLUSH/RESTORE change the node's script or function
+ * state: they are logged as sent, so a replica's node gets them too. The other subcommands
+ * (SCRIPT EXISTS, FUNCTION LIST/DUMP/STATS, the KILLs) are forwarded and never logged.
+ */
+import { SyncProxyError } from '../errors';
+import type { Request } from '../resp/request';
+import * as encode from '../resp/encode';
+import { ReplyFramer } from '../resp/reply-framer';
+import { captureScript, isReadBack, isScriptWrite } from '../source/script-images';
+import type { WriteScope } from '../source/types';
+import type { ClientSession } from './client-session';
+import { declaredKeys } from './command-table';
+import { READONLY_ERROR, errorReply } from './refusals';
+
+/** Subcommands that change the node's script cache or function libraries (logged as sent). */
+const STATE_WRITES: Record<string, ReadonlySet<string>> = {
+  script: new Set(['load', 'flush']),
+  function: new Set(['load', 'delete', 'flush', 'restore']),
+};
+
+const PROFILE_WAIT_MS = 5000;
+const PROFILE_POLL_MS = 10;
+
+/** Commands this module runs (the _RO forms are plain reads in the command table). */
+export function isScriptingCommand(name: string): boolean {
+  return isScriptWrite(name) || name === 'script' || name === 'function';
+}
+
+/** SCRIPT LOAD/FLUSH, FUNCTION LOAD/DELETE/FLUSH/RESTORE: changes the node's script state. */
+export function changesScriptState(name: string, args: readonly Buffer[]): boolean {
+  const sub = args[1]?.toString('latin1').toLowerCase();
+  return sub !== undefined && (STATE_WRITES[name]?.has(sub) ?? false);
+}
+
+/** Whether scripts are captured by read-backs on this proxy's node (it has DUMP and RESTORE). */
+export function capturesAfterImages(s: ClientSession): boolean {
+  return s.ctx.nodeProfile()?.dumpRestore === true;
+}
+
+/**
+ * A script before the node was probed: whether its effect can be read back (DUMP/RESTORE) is not
+ * known yet, and logging it as sent could make replicas diverge; the client is told to retry.
+ */
+export function scriptRefusal(s: ClientSession, name: string): Buffer | null {
+  if (!isScriptWrite(name) || s.ctx.nodeProfile()) return null;
+  return errorReply(new SyncProxyError('BACKEND_UNAVAILABLE', `${name.toUpperCase()} waits for the node's profile (how a script's effect is logged depends on it): retry`));
+}
+
+/** The read-back entries to queue right after a script in a transaction (none if not captured). */
+export function readBacksToQueue(s: ClientSession, name: string, args: Buffer[]): { args: Buffer[]; raw: Buffer; write: boolean }[] {
+  if (!isScriptWrite(name) || !capturesAfterImages(s)) return [];
+  return captureScript(args, declaredKeys(args) ?? []).map((rb) => ({ args: rb, raw: encode.encodeCommand(rb), write: false }));
+}
+
+/** Runs one scripting command outside a transaction. */
+export function runScripting(s: ClientSession, name: string, req: Request): Promise<void> | void {
+  if (isScriptWrite(name)) return runScript(s, req);
+  if (!changesScriptState(name, req.args)) return s.forward(req);
+  if (s.ctx.replication.role === 'replica') return s.reply(READONLY_ERROR);
+  // No keys, but the gate still matters: a snapshot build reads FUNCTION DUMP at its log offset
+  // while writes are held; a FUNCTION LOAD slipping in before that read would be in the snapshot
+  // and in the log after it, and its replay would fail on the replica ("already exists").
+  const scope: WriteScope = { kind: 'keys', db: s.db, keys: [] };
+  const wait = s.gate(scope);
+  if (!wait) return s.ctx.path.sendWrite(s.db, req, scope, s.lanes, s.slot(), undefined, s.lanes);
+  return wait.then(() => s.ctx.path.sendWrite(s.db, req, scope, s.lanes, s.slot(), undefined, s.lanes));
+}
+
+function runScript(s: ClientSession, req: Request): Promise<void> | void {
+  if (s.ctx.replication.role === 'replica') return s.reply(READONLY_ERROR);
+  // Right after the proxy starts or relinks, the probe may still run: wait for it a little.
+  if (!s.ctx.nodeProfile()) return profileProbed(s).then(() => runScriptWithProfile(s, req));
+  return runScriptWithProfile(s, req);
+}
+
+/** Polls for the node profile for at most PROFILE_WAIT_MS (the probe usually takes milliseconds). */
+async function profileProbed(s: ClientSession): Promise<void> {
+  for (const deadline = Date.now() + PROFILE_WAIT_MS; !s.ctx.nodeProfile() && Date.now() < deadline; ) {
+    await new Promise((resolve) => setTimeout(resolve, PROFILE_POLL_MS));
+  }
+}
+
+function runScriptWithProfile(s: ClientSession, req: Request): Promise<void> | void {
+  const refusal = scriptRefusal(s, req.name);
+  if (refusal) return s.reply(refusal);
+  const keys = declaredKeys(req.args);
+  const scope: WriteScope = keys ? { kind: 'keys', db: s.db, keys } : { kind: 'all' };
+  const dispatch = (): void => {
+    if (!capturesAfterImages(s)) return s.ctx.path.sendWrite(s.db, req, scope, s.lanes, s.slot(), undefined, s.lanes);
+    const args = req.args; // one array: the script is marked captured by identity
+    const queued = [{ args, raw: req.raw, write: true, scope }, ...readBacksToQueue(s, req.name, args)];
+    const slot = s.slot();
+    // On the lane of its declared keys (exclusive when they span lanes or are unknown).
+    s.ctx.path.sendTransaction(s.db, queued, [scope], (reply, err) => {
+      if (!reply) return s.fill(slot, errorReply(err));
+      // EXEC's first element is the script's own reply; an aborted EXEC is passed as it is.
+      s.fill(slot, reply.type === 42 ? (execElements(reply.raw)[0] ?? reply.raw) : reply.raw);
+    }, s.lanes);
+  };
+  const wait = s.gate(scope);
+  return wait ? wait.then(dispatch) : dispatch();
+}
+
+/** EXEC's reply as the client must see it: without the elements of the proxy's read-backs. */
+export function clientExecReply(queued: readonly { args: Buffer[] }[], execReplyRaw: Buffer): Buffer {
+  if (execReplyRaw[0] !== 42 || !queued.some((q) => isReadBack(q.args))) return execReplyRaw;
+  const elements = execElements(execReplyRaw);
+  const kept = elements.filter((_, i) => !queued[i] || !isReadBack(queued[i].args));
+  return Buffer.concat([Buffer.from(`*${kept.length}\r\n`), ...kept]);
+}
+
+/** The raw bytes of each element of an array reply (an EXEC reply, already framed whole). */
+function execElements(raw: Buffer): Buffer[] {
+  const headerEnd = raw.indexOf('\r\n') + 2;
+  const count = Number(raw.toString('latin1', 1, headerEnd - 2));
+  const framer = new ReplyFramer();
+  framer.feed(raw.subarray(headerEnd));
+  const out: Buffer[] = [];
+  for (let i = 0; i < count; i++) {
+    const element = framer.next();
+    if (!element) break;
+    out.push(Buffer.from(element.raw));
+  }
+  return out;
+}
