@@ -59,6 +59,8 @@ export interface Config {
   nodeExpiry: 'auto' | 'pexpireat' | 'pexpire';
   /** Lanes to the node (--node-connections); 0 = auto: chosen by the node's kind at start. */
   nodeConnections: number;
+  /** Connections a replica loads a snapshot through (--load-connections); 0 = auto, by the node's kind. */
+  loadConnections: number;
   /** A streaming replica verifies its node against the master this often; 0 = only on SYNCPROXY VERIFY. */
   verifyIntervalMs: number;
   tls: {
@@ -119,6 +121,7 @@ export function defaultConfig(): MutableConfig {
     writeLog: { maxBytes: 1024 * MIB, segmentBytes: 64 * MIB },
     nodeExpiry: 'auto',
     nodeConnections: 0,
+    loadConnections: 0,
     verifyIntervalMs: 0,
     tls: {},
     metrics: { port: -1, bind: '127.0.0.1' },
@@ -165,11 +168,11 @@ export const FLAGS: readonly FlagSpec[] = [
   },
   {
     name: 'node-connections', kind: 'string', help: 'connections ("lanes") from the data path to the node: auto (8 for Pika, whose worker threads run connections in parallel; 1 for single-threaded Redis and the rest) or 1-64; one key always takes one lane, see README "Lanes"',
-    apply: (c, v) => {
-      const n = v === 'auto' ? 0 : /^[0-9]{1,2}$/.test(String(v)) ? Number(v) : NaN;
-      if (!(n === 0 || (n >= 1 && n <= 64))) throw invalid('node-connections', `expected auto or a number of connections from 1 to 64, got '${String(v)}'`);
-      c.nodeConnections = n;
-    },
+    apply: (c, v) => (c.nodeConnections = connectionCount('node-connections', v)),
+  },
+  {
+    name: 'load-connections', kind: 'string', help: "connections a replica loads the snapshot through: auto (1: more were slower on Pika 4.0.1 and Redis in our measurements, README, load lanes) or 1-64; one key record always takes one connection, FLUSHALL and the counts wait for all of them",
+    apply: (c, v) => (c.loadConnections = connectionCount('load-connections', v)),
   },
   { name: 'verify-interval-ms', kind: 'int', min: 0, max: 7 * 24 * 3_600_000, help: 'a streaming replica compares its node with the master this often (0 = only on SYNCPROXY VERIFY)', apply: (c, v) => (c.verifyIntervalMs = v as number) },
   { name: 'metrics-port', kind: 'int', min: -1, max: 65535, help: 'HTTP port for /metrics (Prometheus), /healthz and /readyz (-1 = off, the default; 0 = any free port)', apply: (c, v) => (c.metrics.port = v as number) },
@@ -180,6 +183,13 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'tls-key', kind: 'string', help: 'PEM private key for the sync service', apply: (c, v) => (c.tls.key = v as string) },
   { name: 'tls-ca', kind: 'string', help: 'PEM CA bundle: replicas verify the master with it; set on a master it requires client certificates', apply: (c, v) => (c.tls.ca = v as string) },
 ];
+
+/** `auto` (0: chosen by the node's kind once probed) or a number of node connections, 1-64. */
+function connectionCount(flag: string, v: unknown): number {
+  const n = v === 'auto' ? 0 : /^[0-9]{1,2}$/.test(String(v)) ? Number(v) : NaN;
+  if (!(n === 0 || (n >= 1 && n <= 64))) throw invalid(flag, `expected auto or a number of connections from 1 to 64, got '${String(v)}'`);
+  return n;
+}
 
 function invalid(flag: string, message: string): SyncProxyError {
   return new SyncProxyError('CONFIG_INVALID', `--${flag}: ${message}`, { details: { flag } });

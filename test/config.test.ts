@@ -57,6 +57,16 @@ describe('config', () => {
     expect(configError(['--node-keepalive-ms', 'often']).message).to.match(/^--node-keepalive-ms: expected an integer/);
   });
 
+  it('--load-connections: auto (0, chosen by the node kind) by default, else 1-64', () => {
+    expect(loadConfig([], {}).loadConnections).to.equal(0);
+    expect(loadConfig(['--load-connections', 'auto'], {}).loadConnections).to.equal(0);
+    expect(loadConfig(['--load-connections', '4'], {}).loadConnections).to.equal(4);
+    expect(loadConfig([], { PSP_LOAD_CONNECTIONS: '1' }).loadConnections).to.equal(1);
+    expect(configError(['--load-connections=-1']).message).to.equal("--load-connections: expected auto or a number of connections from 1 to 64, got '-1'");
+    expect(configError(['--load-connections', '65']).message).to.match(/^--load-connections: expected auto/);
+    expect(configError(['--load-connections', 'many']).message).to.match(/^--load-connections: expected auto/);
+  });
+
   it('parses sizes and host:port strictly', () => {
     expect(parseSize('4mb')).to.equal(4 * 1024 * 1024);
     expect(parseSize('64KiB')).to.equal(65536);

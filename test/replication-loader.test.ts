@@ -4,10 +4,16 @@ import type Redis from 'ioredis';
 import { SyncProxyError } from '../src/errors';
 import { silentLogger } from '../src/logger';
 import { countKeys, loadSnapshot } from '../src/replication/loader';
-import { NodePipeline, probeVia } from '../src/replication/node-pipeline';
+import { NodePipeline, probeNodeAt, probeVia } from '../src/replication/node-pipeline';
 import { probeNodeProfile } from '../src/backend/node-profile';
+import { LoadBatch, LoadedKeys, keyHash } from '../src/replication/load-batch';
+import { LaneRouter, loadFile } from '../src/replication/load-file';
+import { RequestParser } from '../src/resp/request-parser';
+import { laneOfKey } from '../src/server/lanes';
 import type { Manifest } from '../src/source/types';
 import { RedisServer } from './helpers/redis-server';
+import { PikaServer } from './helpers/pika-server';
+import { LaneLoadObserved, laneLoadRecords, loadThroughLanes } from './load-lanes-fixture';
 import { DirSnapshotStore, tempDir, writeRawFile } from './replication-fixture';
 
 const SNAP = 'snap-loader-1';
@@ -292,6 +298,101 @@ describe('replication loader (real redis-server)', function () {
     expect(clients, 'only the test client is left on the node').to.have.length(1);
   });
 
+  it('load lanes: 4 connections (--load-connections 4) each write, and the node then holds exactly the snapshot (big keys over several commands and files, TTLs, 2 dbs)', async () => {
+    await client.set('stale', 'old data');
+    const store = new DirSnapshotStore(dir);
+    const manifest = await store.publish(laneLoadRecords([0, 3]), { logId: 'log-1', logOffset: 1, fileSize: 16 * 1024, snapshotId: SNAP });
+    const observed: LaneLoadObserved = await loadThroughLanes(node(), dir, manifest, 4, async () => {
+      const clients = String(await client.call('CLIENT', 'LIST')).trim().split('\n');
+      const ownId = Number(await client.call('CLIENT', 'ID'));
+      const writers = clients.filter((c) => !c.startsWith(`id=${ownId} `) && /cmd=(mset|hmset|rpush|sadd|zadd|del|pexpireat|set)\b/.test(c));
+      return { loadConnections: clients.length - 1, writers: writers.length };
+    });
+    expect(observed.result.connections).to.equal(4);
+    expect(observed.during.loadConnections, 'connections of the load on the node').to.equal(4);
+    expect(observed.during.writers, 'load connections whose last command was a write').to.equal(4);
+    expect(observed.content.differingKeys, JSON.stringify(observed.content.differences)).to.equal(0);
+    expect(observed.content.keys).to.equal(observed.expectedKeys);
+    expect(await client.exists('stale')).to.equal(0);
+    const db3 = server.client(3);
+    expect(await db3.lrange('list-big-0', 0, -1)).to.deep.equal(Array.from({ length: 900 }, (_, i) => `e${i}`));
+    expect(await db3.pttl('ttl-7')).to.be.greaterThan(3_000_000);
+    db3.disconnect();
+  });
+
+  it('load lanes: every command of a key record (its DEL, writes, later parts behind PSP.PART, expiry) goes to laneOfKey of its key, in file order, each lane SELECTing its own db', async () => {
+    const store = new DirSnapshotStore(dir);
+    const records = laneLoadRecords([0, 3]);
+    // A duplicate record: its DEL must travel the key's lane too.
+    records.push({ db: 3, key: 'list-big-1', type: 'list', commands: [['RPUSH', 'list-big-1', 'again']] });
+    const manifest = await store.publish(records, { logId: 'log-1', logOffset: 1, fileSize: 16 * 1024, snapshotId: SNAP });
+    const profile = await probeNodeAt(node(), new AbortController().signal);
+    const sent: Array<{ lane: number; args: string[] }> = [];
+    const router: LaneRouter = {
+      dbs: [-1, -1, -1, -1],
+      laneOf: (hash) => (hash >>> 0) % 4,
+      send: async (batches: ReadonlyArray<LoadBatch | undefined>) => {
+        batches.forEach((batch, lane) => {
+          if (!batch) return;
+          const parser = new RequestParser();
+          for (const part of batch.finish()) parser.feed(part);
+          for (let r = parser.next(); r; r = parser.next()) sent.push({ lane, args: r.args.map((a) => a.toString('latin1')) });
+        });
+      },
+    };
+    const state = { commands: 0, bytes: 0, loaded: new LoadedKeys() };
+    const signal = new AbortController().signal;
+    for (const f of manifest.files) await loadFile(router, { name: f.name, path: `${dir}/${SNAP}/${f.name}` }, { manifest, signal, profile }, new Map(), state);
+    expect(manifest.files.length, 'files').to.be.greaterThan(5);
+    const selected = [-1, -1, -1, -1];
+    const byKey = new Map<string, string[][]>();
+    for (const { lane, args } of sent) {
+      const name = args[0].toUpperCase();
+      if (name === 'SELECT') {
+        selected[lane] = Number(args[1]);
+        continue;
+      }
+      expect(selected[lane], `${name} on lane ${lane} before its SELECT`).to.not.equal(-1);
+      const keys = name === 'MSET' ? args.filter((_, i) => i % 2 === 1) : name === 'DEL' ? args.slice(1) : [args[1]];
+      for (const key of keys) {
+        expect(lane, `${name} ${key}`).to.equal(laneOfKey(Buffer.from(key), 4));
+        const id = `${selected[lane]}/${key}`;
+        if (!byKey.has(id)) byKey.set(id, []);
+        byKey.get(id)!.push(args);
+      }
+    }
+    // Its first record has a DEL too: the same key name was loaded in db 0 (LoadedKeys ignores dbs).
+    const list = byKey.get('3/list-big-1')!.map((c) => `${c[0]} ${c[2]}`).filter((c, i) => i > 0 || !c.startsWith('DEL'));
+    expect(list, 'the list: its nine RPUSHes in order, then the duplicate record (DEL, RPUSH)').to.deep.equal([...Array.from({ length: 9 }, (_, p) => `RPUSH e${p * 100}`), 'DEL undefined', 'RPUSH again']);
+    const zset = byKey.get('0/zset-big-ttl')!.map((c) => c[0].toUpperCase());
+    expect(zset, 'the zset over files: three ZADDs, then its expiry').to.deep.equal(['ZADD', 'ZADD', 'ZADD', 'PEXPIREAT']);
+  });
+
+  it('load lanes: the lane of a record is laneOfKey of its key (the rule of the data path)', () => {
+    for (const key of ['', 'a', 'user:1', 'a\r\nb c', 'x'.repeat(300)]) {
+      const bytes = Buffer.from(key);
+      for (const lanes of [1, 3, 8]) expect((keyHash(bytes, 0, bytes.length) >>> 0) % lanes, `${key} over ${lanes}`).to.equal(laneOfKey(bytes, lanes));
+    }
+  });
+
+  it('load lanes: an error reply on a lane other than the first fails the load with LOAD_FAILED, and every lane is closed once its replies are in', async () => {
+    const commands: string[][] = [['PSP.FILE', '1', SNAP, 'part-000001.resp']];
+    for (let i = 0; i < 400; i++) commands.push(['PSP.KEY', '0', `k${i}`, 'string', '-1'], ['SET', `k${i}`, 'v']);
+    const bad = ['bad-a', 'bad-b', 'bad-c', 'bad-d'].find((k) => laneOfKey(Buffer.from(k), 4) !== 0)!;
+    commands.push(['PSP.KEY', '0', bad, 'string', '-1'], ['SET', bad, 'v'], ['HMSET', bad, 'f', 'v']);
+    for (let i = 400; i < 800; i++) commands.push(['PSP.KEY', '0', `k${i}`, 'string', '-1'], ['SET', `k${i}`, 'v']);
+    commands.push(['PSP.EOF', '801']);
+    const f = await writeRawFile(dir, 'part-000001.resp', commands);
+    await expectRejects(
+      loadSnapshot({ node: node(), manifest: manifestFor([f], [{ db: 0, records: 801 }]), files: [f], logger: silentLogger(), signal: new AbortController().signal, connections: 4 }),
+      'LOAD_FAILED',
+      new RegExp(`hmset ${bad}.*WRONGTYPE`),
+    );
+    expect(await NodePipeline.settled(10_000)).to.equal(true);
+    const clients = String(await client.call('CLIENT', 'LIST')).trim().split('\n');
+    expect(clients, 'only the test client is left on the node').to.have.length(1);
+  });
+
   it('a node that goes away during the load is BACKEND_CONNECTION_LOST (retryable)', async () => {
     const commands: string[][] = [['PSP.FILE', '1', SNAP, 'part-000001.resp']];
     for (let i = 0; i < 20000; i++) commands.push(['PSP.KEY', '0', `k${i}`, 'string', '-1'], ['SET', `k${i}`, 'x'.repeat(100)]);
@@ -307,3 +408,44 @@ describe('replication loader (real redis-server)', function () {
 function commandCalls(stats: string, name: string): number {
   return Number(new RegExp(`^cmdstat_${name}:calls=(\\d+)`, 'm').exec(stats)?.[1] ?? 0);
 }
+
+describe('replication loader through load lanes (real Pika 4.0.1)', function () {
+  let pika: PikaServer;
+  let dir: string;
+
+  before(async () => {
+    pika = await PikaServer.start();
+  });
+  after(async () => {
+    await pika?.stop();
+  });
+  beforeEach(async () => {
+    dir = await tempDir('psp-loader-pika-');
+  });
+  afterEach(async () => {
+    await fsp.rm(dir, { recursive: true, force: true });
+  });
+
+  it('8 lanes (--load-connections 8) into real Pika: the node sees the load connections, and then holds exactly the snapshot (big keys over several commands and files, TTLs)', async () => {
+    const client = pika.client();
+    try {
+      await client.set('stale', 'old data');
+      const store = new DirSnapshotStore(dir);
+      const manifest = await store.publish(laneLoadRecords([0]), { logId: 'log-1', logOffset: 1, fileSize: 16 * 1024, snapshotId: SNAP });
+      const observed = await loadThroughLanes({ host: pika.host, port: pika.port }, dir, manifest, 8, async () => {
+        const info = String(await client.info('clients'));
+        return { loadConnections: Number(/connected_clients:(\d+)/.exec(info)?.[1] ?? 0) - 1, writers: -1 };
+      });
+      expect(observed.result.profile.product).to.equal('pika');
+      expect(observed.result.connections).to.equal(8);
+      expect(observed.during.loadConnections, 'connections of the load on the node').to.be.at.least(8);
+      expect(observed.content.differingKeys, JSON.stringify(observed.content.differences)).to.equal(0);
+      expect(observed.content.keys).to.equal(observed.expectedKeys);
+      expect(await client.exists('stale')).to.equal(0);
+      expect(await client.lrange('list-big-0', 0, -1)).to.deep.equal(Array.from({ length: 900 }, (_, i) => `e${i}`));
+      expect(await client.pttl('ttl-7')).to.be.greaterThan(3_000_000);
+    } finally {
+      client.disconnect();
+    }
+  });
+});

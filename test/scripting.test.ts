@@ -207,6 +207,17 @@ return t`;
     expect(await libraries(direct)).to.deep.equal(['lib2']);
   });
 
+  it('SCRIPT KILL from another client stops a script that never ends (it does not wait behind it on a lane)', async () => {
+    const direct = cleanup.client(masterNode.client());
+    await direct.config('SET', 'lua-time-limit', '10');
+    const runner = cleanup.client(proxyClient(master));
+    const running = runner.call('EVAL', 'while true do end', '0').then(() => 'returned', (err: Error) => err.message);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await mc.call('SCRIPT', 'KILL')).to.equal('OK');
+    expect(await running).to.match(/killed by user/i);
+    expect(await mc.call('PING')).to.equal('PONG');
+  });
+
   it('EVAL_RO, EVALSHA_RO and FCALL_RO on a replica before confirmation are refused like reads; EVAL like writes', async () => {
     const unreachable = master.port; // a master proxy that is stopped: the replica never confirms
     mc.disconnect();

@@ -93,12 +93,10 @@ export class LoadBatch {
 
   /**
    * A key record begins (its db already selected): its key, the bulk `data[bulkStart, bulkEnd)`
-   * whose bytes are `data[keyStart, bulkEnd - 2)`, joins the open DEL group, or a new one when the
+   * whose bytes hash to `hash` (keyHash), joins the open DEL group, or a new one when the
    * group is of another db, already holds the key or is full.
    */
-  del(data: Buffer, bulkStart: number, keyStart: number, bulkEnd: number, tally: DbTally, volatile: boolean): void {
-    let hash = 0x811c9dc5;
-    for (let i = keyStart, end = bulkEnd - 2; i < end; i++) hash = Math.imul(hash ^ data[i], 0x01000193);
+  del(data: Buffer, bulkStart: number, bulkEnd: number, hash: number, tally: DbTally, volatile: boolean): void {
     if (this.group && (this.group !== tally || this.groupSeen.has(hash) || this.groupSeen.size >= MAX_GROUP_KEYS)) this.closeGroup();
     if (!this.group) {
       this.closeSpan();
@@ -218,6 +216,17 @@ export class LoadBatch {
     this.parts.push(this.span.subarray(this.spanStart, this.spanEnd));
     this.span = undefined;
   }
+}
+
+/**
+ * FNV-1a of `data[start, end)`, a key's bytes: the same hash as the data path's laneOfKey
+ * (src/server/lanes.ts), so `(keyHash >>> 0) % lanes` is a key's lane there and in the load.
+ * Computed once per key record, for its lane and its DEL group.
+ */
+export function keyHash(data: Buffer, start: number, end: number): number {
+  let hash = 0x811c9dc5;
+  for (let i = start; i < end; i++) hash = Math.imul(hash ^ data[i], 0x01000193);
+  return hash;
 }
 
 /**

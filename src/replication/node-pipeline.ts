@@ -285,6 +285,11 @@ export class NodePipeline {
     this.closed = true;
     const err = new SyncProxyError('BACKEND_CONNECTION_LOST', `${this.what}: closed by the replica`);
     if (this.failure || this.commandsInFlight === 0) return this.fail(err);
+    this.retire(err);
+  }
+
+  /** Fails the senders with `err`; the socket stays until the replies in flight are in (close()). */
+  private retire(err: SyncProxyError): void {
     this.writeOut(); // what was queued is counted in flight: send it, so its replies come
     this.retiring = true;
     this.failure = err;
@@ -333,7 +338,7 @@ export class NodePipeline {
         }
       }
     } catch (err) {
-      this.fail(err instanceof SyncProxyError ? err : new SyncProxyError('INTERNAL', String(err), { cause: err }));
+      this.failAndRetire(err instanceof SyncProxyError ? err : new SyncProxyError('INTERNAL', String(err), { cause: err }));
       return;
     }
     if (this.checkHead > 4096 && this.checkHead * 2 > this.checks.length) {
@@ -341,6 +346,18 @@ export class NodePipeline {
       this.checkHead = 0;
     }
     this.wake();
+  }
+
+  /**
+   * A failed reply check (an error reply in a load): sends nothing more, and keeps the socket,
+   * as close() does, until the commands already sent are answered. Why: the node still runs
+   * them, and the FLUSHALL that follows a failed load must not meet one of them (settled()).
+   */
+  private failAndRetire(err: SyncProxyError): void {
+    if (this.failure) return;
+    if (this.commandsInFlight === 0) return this.fail(err);
+    this.retire(err);
+    this.countRetiringReplies(); // replies already framed behind the failed one
   }
 
   private countRetiringReplies(): void {

@@ -134,9 +134,9 @@ export class SyncRun {
    * (size, whole-file CRC32C) while later files are still being copied; the state stays `copying`
    * until every file is copied, goes through `verifying`, and is `loading` for the files still to
    * load and the count verification. Confirmation still needs every proof (applier.ts); reads are
-   * gated throughout. The loader keeps one node connection for the attempt, so the FLUSHALL that
-   * begins each snapshot's load (also after a snapshot change) is ordered after everything an
-   * earlier snapshot's load sent.
+   * gated throughout. The loader keeps its node connections (load lanes) for the attempt, and the
+   * FLUSHALL that begins each snapshot's load (also after a snapshot change) waits until every
+   * lane has everything an earlier snapshot's load sent answered.
    */
   private async fullSync(client: SyncClientLike): Promise<never> {
     const { machine, status, config, signal, logger } = this.deps;
@@ -167,7 +167,10 @@ export class SyncRun {
         status.loadBytesTotal = meta.totalBytes;
         machine.transition('copying', `snapshot ${meta.snapshotId}: ${meta.files.length} files, ${meta.totalBytes} bytes${meta.partial ? ' finished so far (the master is still building)' : ''}, log offset ${meta.logOffset}`);
         // Fewer bytes in flight than a lone load: the copy's chunks share the memory (invariant 6).
-        loader ??= await SnapshotLoader.connect(this.nodeAddress(), logger, signal, undefined, OVERLAPPED_LOAD_IN_FLIGHT_BYTES, OVERLAPPED_LOAD_READ_BYTES, config.nodeExpiry);
+        loader ??= await SnapshotLoader.connect({
+          node: this.nodeAddress(), logger, signal, maxInFlightBytes: OVERLAPPED_LOAD_IN_FLIGHT_BYTES, readBytes: OVERLAPPED_LOAD_READ_BYTES,
+          expiry: config.nodeExpiry, connections: config.loadConnections,
+        });
         loading = new OverlappedLoad(loader, meta, status, signal);
         const copyAbort = new AbortController();
         const onAbort = (): void => copyAbort.abort(signal.reason);

@@ -65,6 +65,7 @@ export function readBacksToQueue(s: ClientSession, name: string, args: Buffer[])
 /** Runs one scripting command outside a transaction. */
 export function runScripting(s: ClientSession, name: string, req: Request): Promise<void> | void {
   if (isScriptWrite(name)) return runScript(s, req);
+  if (req.argc === 2 && req.args[1].toString('latin1').toLowerCase() === 'kill') return killOnOwnConnection(s, req);
   if (!changesScriptState(name, req.args)) return s.forward(req);
   if (s.ctx.replication.role === 'replica') return s.reply(READONLY_ERROR);
   // No keys, but the gate still matters: a snapshot build reads FUNCTION DUMP at its log offset
@@ -74,6 +75,28 @@ export function runScripting(s: ClientSession, name: string, req: Request): Prom
   const wait = s.gate(scope);
   if (!wait) return s.ctx.path.sendWrite(s.db, req, scope, s.lanes, s.slot(), undefined, s.lanes);
   return wait.then(() => s.ctx.path.sendWrite(s.db, req, scope, s.lanes, s.slot(), undefined, s.lanes));
+}
+
+/**
+ * SCRIPT KILL / FUNCTION KILL go on a connection of their own: the script they stop holds the
+ * lane it runs on (its MULTI…EXEC batch), so behind it on a lane they would wait forever; sent
+ * this way they reach the node while the script runs, as a second client's would.
+ */
+async function killOnOwnConnection(s: ClientSession, req: Request): Promise<void> {
+  await s.repliesSettled();
+  const slot = s.slot();
+  const conn = s.ctx.dedicatedConnection();
+  try {
+    await conn.connect();
+    await new Promise<void>((resolve) => conn.send(req.raw, (reply, err) => {
+      s.fill(slot, reply ? reply.raw : errorReply(err));
+      resolve();
+    }));
+  } catch (err) {
+    s.fill(slot, errorReply(err));
+  } finally {
+    conn.destroy();
+  }
 }
 
 function runScript(s: ClientSession, req: Request): Promise<void> | void {
