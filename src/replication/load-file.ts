@@ -152,6 +152,7 @@ export async function loadFile(lanes: LaneRouter, file: { name: string; path: st
           // Replaces whatever libraries the replica's node had, as the key records replace its
           // keys. Keyless: lane 0 (it comes before every key record of the snapshot).
           batchOf(0).made(functionRestoreCommand(args[1]), 'FUNCTION RESTORE of the function libraries');
+        } else if (name === 'PSP.EOF') {
           const n = argc === 2 ? Number(args[1].toString('latin1')) : NaN;
           if (n !== recordsInFile) throw failLoad(`PSP.EOF says ${args[1]?.toString('latin1')} key records, the file held ${recordsInFile}`);
           sawEof = true;

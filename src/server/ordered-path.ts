@@ -221,7 +221,8 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
    * answer EXEC with EXECABORT, which reaches the client as EXEC's reply).
    */
   sendTransaction(db: number, queued: QueuedCommand[], scopes: WriteScope[], cb: ReplyCallback, client?: LaneClient, watched: Buffer[] = []): void {
-    const spanned: WriteScope = scopes.some((s) => s.kind !== 'keys')
+    // A write naming no key (FUNCTION LOAD, a script declaring none) may touch anything: every lane.
+    const spanned: WriteScope = scopes.some((s) => s.kind !== 'keys' || s.keys.length === 0)
       ? { kind: 'all' }
       : { kind: 'keys', db, keys: [...scopes.flatMap((s) => (s.kind === 'keys' ? s.keys : [])), ...watched] };
     const want = spanned.kind === 'keys' && spanned.keys.length === 0 ? ANY_LANE : laneOfScope(this.lanes.length, spanned);
