@@ -174,7 +174,10 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
   await node.firstProbe(PROBE_WAIT_MS);
   const lanes = laneCount(config.nodeConnections, node.profile);
   orderedPath.addLanes(Array.from({ length: lanes - 1 }, (_, i) => laneConnection(i + 1)));
-  for (const lane of orderedPath.lanes.slice(1)) lane.connection.connect().catch(() => undefined);
+  // Clients wait a little for the new lanes too: a write whose key hashes to a lane still
+  // connecting would be refused (BACKEND_UNAVAILABLE) while lane 0 is up.
+  const lanesUp = Promise.all(orderedPath.lanes.slice(1).map((lane) => lane.connection.connect().catch(() => undefined)));
+  await Promise.race([lanesUp, new Promise<void>((resolve) => setTimeout(resolve, PROBE_WAIT_MS).unref())]);
   accept = (socket) => {
     stats.connectionsReceived++;
     if (!guard.allows(socket.remoteAddress)) return refuseProtected(socket);
