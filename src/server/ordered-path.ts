@@ -13,7 +13,7 @@
  */
 import type { Logger } from 'pino';
 import { NodeConnection, ReplyCallback, ReplyTarget, deliverError, deliverReply } from '../backend/node-connection';
-import type { SyncProxyError } from '../errors';
+import { SyncProxyError } from '../errors';
 import type { Request } from '../resp/request';
 import { encodeArgs } from '../resp/request-parser';
 import type { OrderedPath as OrderedPathContract, WriteScope } from '../source/types';
@@ -87,7 +87,7 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
    */
   addLanes(connections: NodeConnection[]): void {
     // Before any client: the proxy's own reads (INFO at link-up) may be in flight, writes cannot.
-    if (this.nextHome > 0) throw new Error('lanes can only be added before the first client');
+    if (this.nextHome > 0) throw new SyncProxyError('INTERNAL', 'lanes can only be added before the first client');
     for (const connection of connections) {
       this.lanes.push(new Lane(this.lanes.length, connection, this.logger));
       this.watchLinkLoss(connection);
