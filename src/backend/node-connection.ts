@@ -81,6 +81,8 @@ export class NodeConnection extends EventEmitter implements TurnWriter {
   private lastError?: SyncProxyError;
   /** The db the node connection has selected (tracked by the data path). */
   db = 0;
+  /** The RESP version its replies come in (HELLO; tracked by the data path): 2 on every new link. */
+  proto: 2 | 3 = 2;
   /**
    * Frames that arrive with no request waiting (pub/sub pushes) go here. While it is set the
    * keep-alive sends nothing: a push arriving before the PONG would be taken for it, and neither
@@ -141,6 +143,7 @@ export class NodeConnection extends EventEmitter implements TurnWriter {
     this.socket = socket;
     this.framer = new ReplyFramer();
     this.db = 0;
+    this.proto = 2;
     socket.setNoDelay(true);
     socket.setTimeout(this.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS);
     socket.once('connect', () => {

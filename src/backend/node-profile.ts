@@ -48,6 +48,8 @@ export interface NodeProfile {
   readonly databases: number;
   /** DUMP and RESTORE exist. */
   readonly dumpRestore: boolean;
+  /** `HELLO 3` switches a connection to RESP3 (Pika 4.0.1 answers HELLO in RESP2 and stays there). */
+  readonly resp3: boolean;
 }
 
 /** Prefix of the probe's scratch keys; the snapshot reader never records keys that carry it. */
@@ -56,7 +58,7 @@ export const PROBE_KEY_PREFIX = '__pika_sync_proxy:probe:';
 /** The profile that works on every node we know, for a node that could not be probed. */
 export const SAFE_PROFILE: NodeProfile = Object.freeze({
   product: 'unknown', version: '', expiry: 'pexpire', setPxat: false, setKeepTtl: false, hsetPairs: false,
-  missingKeyPttl: 0, streamType: null, streamsExact: false, dbsizeLive: false, databases: 1, dumpRestore: false,
+  missingKeyPttl: 0, streamType: null, streamsExact: false, dbsizeLive: false, databases: 1, dumpRestore: false, resp3: false,
 });
 
 const FAR_MS = 3_600_000;
@@ -104,7 +106,8 @@ export async function probeNodeProfile(conn: ProbeConnection): Promise<NodeProfi
     const dump = await call('DUMP', key);
     const restore = await call('RESTORE', key, '0', 'not-a-dump-payload');
     const dumpRestore = !isUnknownCommand(dump) && !isUnknownCommand(restore);
-    return Object.freeze({ product, version, expiry, setPxat, setKeepTtl, hsetPairs, missingKeyPttl, streamType, streamsExact, dbsizeLive, databases, dumpRestore });
+    const resp3 = await probeResp3(call);
+    return Object.freeze({ product, version, expiry, setPxat, setKeepTtl, hsetPairs, missingKeyPttl, streamType, streamsExact, dbsizeLive, databases, dumpRestore, resp3 });
   } finally {
     await call('DEL', key);
   }
@@ -119,6 +122,20 @@ async function probeDbsize(call: (...args: string[]) => Promise<ProbeReply>, key
     await call('DEL', key);
     if (typeof before !== 'number' || after !== before + 1) return false;
   }
+  return true;
+}
+
+/**
+ * HELLO 3 answered with `proto 3` (a RESP3 map, which decodes to the same flat list), then back to
+ * RESP2 for the rest of the connection's life. Pika answers `proto 2` and stays in RESP2.
+ */
+async function probeResp3(call: (...args: string[]) => Promise<ProbeReply>): Promise<boolean> {
+  const reply = await call('HELLO', '3');
+  if (!Array.isArray(reply)) return false;
+  const i = reply.findIndex((v) => textOf(v) === 'proto');
+  const proto = i >= 0 ? reply[i + 1] : undefined;
+  if (proto !== 3) return false;
+  await call('HELLO', '2');
   return true;
 }
 
@@ -150,7 +167,7 @@ export function describeProfile(p: NodeProfile): string {
   return [
     `product=${p.product}`, `version=${p.version || '?'}`, `expiry=${p.expiry}`, `set_pxat=${flag(p.setPxat)}`, `set_keepttl=${flag(p.setKeepTtl)}`,
     `hset_pairs=${flag(p.hsetPairs)}`, `missing_key_pttl=${p.missingKeyPttl}`, `stream_type=${p.streamType ?? 'none'}`, `streams_exact=${flag(p.streamsExact)}`,
-    `dbsize_live=${flag(p.dbsizeLive)}`, `databases=${p.databases}`, `dump_restore=${flag(p.dumpRestore)}`,
+    `dbsize_live=${flag(p.dbsizeLive)}`, `databases=${p.databases}`, `dump_restore=${flag(p.dumpRestore)}`, `resp3=${flag(p.resp3)}`,
   ].join(',');
 }
 

@@ -8,6 +8,8 @@ export const QUEUED = Buffer.from('+QUEUED\r\n');
 export const PONG = Buffer.from('+PONG\r\n');
 export const NULL_BULK = Buffer.from('$-1\r\n');
 export const NULL_ARRAY = Buffer.from('*-1\r\n');
+/** RESP3's one null, for both of RESP2's. */
+export const NULL3 = Buffer.from('_\r\n');
 
 export function simple(text: string): Buffer {
   return Buffer.from(`+${oneLine(text)}\r\n`);
@@ -34,6 +36,13 @@ export type ReplyValue = string | number | Buffer | null | ReplyValue[];
 export function array(items: readonly ReplyValue[]): Buffer {
   const parts: Buffer[] = [Buffer.from(`*${items.length}\r\n`)];
   for (const item of items) parts.push(encodeValue(item));
+  return Buffer.concat(parts);
+}
+
+/** A RESP3 map from key/value pairs given flat (`[k1, v1, k2, v2, …]`). */
+export function map(flat: readonly ReplyValue[]): Buffer {
+  const parts: Buffer[] = [Buffer.from(`%${flat.length / 2}\r\n`)];
+  for (const item of flat) parts.push(encodeValue(item));
   return Buffer.concat(parts);
 }
 

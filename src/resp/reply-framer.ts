@@ -138,8 +138,10 @@ export class ReplyFramer {
         const count = headerNumber(buf, pos + 1, cr);
         if (Number.isNaN(count)) throw malformed(buf, pos);
         pos = cr + 2;
-        // maps and attributes hold key/value pairs
-        if (count > 0) remaining += type === 37 || type === 124 ? count * 2 : count;
+        // Maps hold key/value pairs; an attribute (key/value pairs too) is followed by the value
+        // it describes, which belongs to the same reply.
+        if (type === 124) remaining += Math.max(count, 0) * 2 + 1;
+        else if (count > 0) remaining += type === 37 ? count * 2 : count;
       } else {
         throw malformed(buf, pos);
       }

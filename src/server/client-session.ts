@@ -48,6 +48,9 @@ export class ClientSession implements ReplyTarget {
   name = '';
   authenticated: boolean;
   watchDirty = false;
+  /** CLIENT REPLY: 'off' drops every reply, 'skip' this one and the next; pushes still go out. */
+  replyMode: 'on' | 'off' | 'skip' = 'on';
+  private skipNextReply = false;
   lastCommand = '';
   private commandsRun = 0;
   transaction: Transaction | null = null;
@@ -183,7 +186,7 @@ export class ClientSession implements ReplyTarget {
     if (this.pubsub) {
       const wait = this.pubsub.waitBefore(name);
       if (wait) return wait.then(() => this.execute(sent));
-      return this.pubsub.handle(name, req.args, req.raw);
+      if (this.pubsub.owns(name)) return this.pubsub.handle(name, req.args, req.raw);
     }
     if (spec && !arityOk(spec, req.argc)) {
       this.transaction?.abort();
@@ -310,14 +313,35 @@ export class ClientSession implements ReplyTarget {
     this.fill(slot, errorReply(error));
   }
 
+  /** The RESP version the client speaks (HELLO). */
+  get proto(): 2 | 3 {
+    return this.lanes.proto;
+  }
+
   slot(): Slot {
-    if (!this.timed) return this.replies.slot();
-    const slot = this.replies.slot(this.commandClass, this.runnableAt);
-    this.commandClass = UNTIMED;
+    let slot: Slot;
+    if (!this.timed) slot = this.replies.slot();
+    else {
+      slot = this.replies.slot(this.commandClass, this.runnableAt);
+      this.commandClass = UNTIMED;
+    }
+    if (this.replyMode !== 'on' || this.skipNextReply) this.silenceReply(slot);
     return slot;
   }
 
+  private silenceReply(slot: Slot): void {
+    if (this.replyMode === 'skip') {
+      this.replyMode = 'on';
+      this.skipNextReply = true;
+    } else if (this.replyMode === 'on') {
+      this.skipNextReply = false;
+    }
+    this.replies.silence(slot);
+  }
+
   fill(slot: Slot, data: Buffer): void {
+    // The proxy's own nulls are RESP2's; a RESP3 client gets RESP3's one null for either.
+    if (this.lanes.proto === 3 && (data === encode.NULL_BULK || data === encode.NULL_ARRAY)) data = encode.NULL3;
     this.replies.fill(slot, data);
   }
 

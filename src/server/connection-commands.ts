@@ -6,6 +6,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import * as encode from '../resp/encode';
 import type { ClientSession } from './client-session';
+import { errorReply } from './refusals';
 
 function passwordMatches(given: Buffer, expected: string): boolean {
   const want = Buffer.from(expected);
@@ -25,13 +26,23 @@ function auth(s: ClientSession, user: Buffer | undefined, pass: Buffer): Buffer 
   return encode.OK;
 }
 
-function hello(s: ClientSession, args: Buffer[]): Buffer {
+/**
+ * HELLO [2|3] [AUTH user pass] [SETNAME name]. The protocol is the client's own: its commands
+ * reach the node in it (lanes switch per command, lanes.ts), so RESP2 and RESP3 clients share one
+ * proxy. A node without RESP3 (Pika 4.0.1) keeps the client in RESP2 and it gets the node's own
+ * answer to HELLO, as it would directly.
+ */
+function hello(s: ClientSession, args: Buffer[]): Buffer | Promise<Buffer> {
+  let proto: 2 | 3 | undefined;
   let i = 1;
   if (args.length > 1) {
-    const proto = args[1].toString();
-    if (proto !== '2') return encode.error('NOPROTO unsupported protocol version (pika-sync-proxy speaks RESP2)');
+    const text = args[1].toString();
+    if (!/^-?\d+$/.test(text)) return encode.error('ERR Protocol version is not an integer or out of range');
+    if (text !== '2' && text !== '3') return encode.error('NOPROTO unsupported protocol version');
+    proto = text === '3' ? 3 : 2;
     i = 2;
   }
+  let name: string | undefined;
   for (; i < args.length; i++) {
     const opt = args[i].toString().toLowerCase();
     if (opt === 'auth' && args[i + 2]) {
@@ -39,13 +50,26 @@ function hello(s: ClientSession, args: Buffer[]): Buffer {
       if (r[0] === 45) return r;
       i += 2;
     } else if (opt === 'setname' && args[i + 1]) {
-      s.name = args[++i].toString();
+      name = args[++i].toString();
+      if (/[\s]/.test(name)) return encode.error('ERR Client names cannot contain spaces, newlines or special characters.');
     } else {
       return encode.error(`ERR Syntax error in HELLO option '${opt}'`);
     }
   }
   if (!s.authenticated) return encode.error('NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time');
-  return encode.array(['server', 'redis', 'version', '7.0.0', 'proto', 2, 'id', s.id, 'mode', 'standalone', 'role', s.ctx.replication.role, 'modules', []]);
+  if (name !== undefined) s.name = name;
+  const profile = s.ctx.nodeProfile();
+  if (proto === 3 && !profile?.resp3) return nodeHello(s, args[1]);
+  if (proto !== undefined) s.lanes.proto = proto;
+  const fields = ['server', 'redis', 'version', profile?.version || '7.0.0', 'proto', s.lanes.proto, 'id', s.id, 'mode', 'standalone', 'role', s.ctx.replication.role, 'modules', []];
+  return s.lanes.proto === 3 ? encode.map(fields) : encode.array(fields);
+}
+
+/** The node's own answer to `HELLO <proto>` (a node without RESP3 says what it speaks). */
+function nodeHello(s: ClientSession, proto: Buffer): Promise<Buffer> {
+  return new Promise((resolve) => {
+    s.ctx.path.send(s.db, encode.encodeCommand(['HELLO', proto]), (reply, err) => resolve(reply ? Buffer.from(reply.raw) : errorReply(err)), s.lanes);
+  });
 }
 
 function client(s: ClientSession, args: Buffer[]): Buffer {
@@ -66,10 +90,16 @@ function client(s: ClientSession, args: Buffer[]): Buffer {
       return encode.bulk(`${s.describe()}\n`);
     case 'list':
       return encode.bulk([...s.ctx.sessions].map((c) => `${c.describe()}\n`).join(''));
+    case 'reply': {
+      const mode = args[2]?.toString().toLowerCase();
+      if (args.length !== 3 || (mode !== 'on' && mode !== 'off' && mode !== 'skip')) return encode.error('ERR syntax error');
+      // OFF and SKIP are not answered (the session silences this reply, then the next or all).
+      s.replyMode = mode;
+      return encode.OK;
+    }
     case 'setinfo':
     case 'no-evict':
     case 'no-touch':
-    case 'reply':
       return encode.OK;
     default:
       return encode.error(`ERR CLIENT ${sub.toUpperCase()} is not supported through pika-sync-proxy (the node connection is shared)`);
@@ -85,7 +115,7 @@ function select(s: ClientSession, arg: Buffer): Buffer {
   return encode.OK;
 }
 
-export function handleConnectionCommand(s: ClientSession, name: string, args: Buffer[]): Buffer {
+export function handleConnectionCommand(s: ClientSession, name: string, args: Buffer[]): Buffer | Promise<Buffer> {
   switch (name) {
     case 'auth':
       if (args.length > 3) return encode.error('ERR syntax error');
@@ -109,6 +139,8 @@ export function handleConnectionCommand(s: ClientSession, name: string, args: Bu
       s.ctx.watches.unwatch(s);
       s.db = 0;
       s.name = '';
+      s.lanes.proto = 2;
+      s.replyMode = 'on';
       s.authenticated = !s.ctx.config.requirepass;
       return encode.simple('RESET');
     default:

@@ -13,6 +13,7 @@ import { Fifo } from '../backend/fifo';
 import type { ReplyCallback, ReplyTarget } from '../backend/node-connection';
 import type { SyncProxyError } from '../errors';
 import type { FramedReply } from '../resp/reply-framer';
+import type { Protocol } from './lanes';
 
 /** `want` of a read: whichever lane the client's order and the lanes' load allow. */
 export const ANY_LANE = -1;
@@ -39,6 +40,8 @@ export class LaneClient implements ReplyTarget {
   /** The lane of the client's unanswered commands (meaningful while `unanswered` > 0). */
   lane = 0;
   unanswered = 0;
+  /** The protocol the client speaks (HELLO): its commands go to the node in it. */
+  proto: Protocol = 2;
   private readonly waiting = new Fifo<Waiting>();
   private idleWaiters: (() => void)[] = [];
 

@@ -20,6 +20,12 @@ function selectCommand(db: number): Buffer {
   return raw;
 }
 
+/** HELLO 2 / HELLO 3: a lane answers in the protocol of the client whose command it carries. */
+const HELLO = { 2: encodeArgs(['HELLO', '2']), 3: encodeArgs(['HELLO', '3']) } as const;
+
+/** The RESP version a client speaks (HELLO); its commands are answered in it. */
+export type Protocol = 2 | 3;
+
 type LaneTask = (lane: Lane) => void;
 
 export class Lane {
@@ -33,7 +39,10 @@ export class Lane {
     readonly connection: NodeConnection,
     private readonly logger: Logger,
   ) {
-    connection.on('up', () => (connection.db = 0));
+    connection.on('up', () => {
+      connection.db = 0;
+      connection.proto = 2;
+    });
   }
 
   /** Commands sent and not answered, plus those waiting for a hold to end. */
@@ -76,14 +85,34 @@ export class Lane {
     });
   }
 
+  /**
+   * Switches the connection to the client's protocol (RESP3 clients share lanes with RESP2 ones:
+   * the switch is one HELLO pipelined before the command, only when the protocol changes, so a
+   * lane used by RESP2 clients alone never sends one). Commands without a client go in RESP2:
+   * the proxy reads their replies.
+   */
+  private selectProtocol(proto: Protocol): void {
+    const connection = this.connection;
+    if (connection.proto === proto || !connection.isUp) return;
+    connection.proto = proto;
+    connection.send(HELLO[proto], (reply, err) => {
+      if (err || reply?.type !== 45) return;
+      // The proxy sends HELLO 3 only to a node whose profile says it speaks RESP3.
+      this.logger.error({ proto, lane: this.index, reply: reply.raw.toString().trim() }, 'node refused HELLO on a lane');
+      connection.proto = 2;
+    });
+  }
+
   /** Sends `raw` in `db` now (the caller owns the lane's order: not held, or the hold's owner). */
-  send(db: number, raw: Buffer, cb: ReplyCallback): void {
+  send(db: number, raw: Buffer, cb: ReplyCallback, proto: Protocol = 2): void {
     this.selectDb(db);
+    this.selectProtocol(proto);
     this.connection.send(raw, cb);
   }
 
-  sendRange(db: number, buf: Buffer, start: number, end: number, target: ReplyCallback | ReplyTarget, tag: number): void {
+  sendRange(db: number, buf: Buffer, start: number, end: number, target: ReplyCallback | ReplyTarget, tag: number, proto: Protocol = 2): void {
     this.selectDb(db);
+    this.selectProtocol(proto);
     this.connection.sendRange(buf, start, end, target, tag);
   }
 }

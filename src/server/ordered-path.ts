@@ -19,7 +19,7 @@ import { encodeArgs } from '../resp/request-parser';
 import type { OrderedPath as OrderedPathContract, WriteScope } from '../source/types';
 import { ANY_BULKY_LANE, ANY_LANE, LaneChooser, LaneClient, NOT_YET } from './lane-client';
 import { SPANS, carrierOf, laneOfScope, lanesOf, readLane } from './lane-routing';
-import { Lane, exclusive } from './lanes';
+import { Lane, Protocol, exclusive } from './lanes';
 import { LogSink, WriteRecorder } from './write-recorder';
 
 export type { LogSink } from './write-recorder';
@@ -146,10 +146,10 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
   /** Sends a non-write command in `db` (for `client`, in its order). */
   send(db: number, raw: Buffer, cb: ReplyCallback, client?: LaneClient): void {
     const lane = client ? client.mayStart(ANY_LANE, false) : this.readLane(0, false);
-    if (lane === NOT_YET) return client!.enqueue(ANY_LANE, false, false, (l) => this.lanes[l].submit((x) => x.send(db, raw, client!.callback(cb))));
+    if (lane === NOT_YET) return client!.enqueue(ANY_LANE, false, false, (l) => this.lanes[l].submit((x) => x.send(db, raw, client!.callback(cb), client!.proto)));
     client?.started(lane);
     const to = client ? client.callback(cb) : cb;
-    this.lanes[lane].submit((x) => x.send(db, raw, to));
+    this.lanes[lane].submit((x) => x.send(db, raw, to, client?.proto));
   }
 
   /** Forwards a client's non-write request in `db`; the client's target gets the reply with `tag`. */
@@ -162,8 +162,8 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
   }
 
   private forwardOn(lane: Lane, db: number, req: Request, client: LaneClient, tag: number): void {
-    if (!lane.held) return lane.sendRange(db, req.buf, req.start, req.end, client, tag);
-    lane.submit((x) => x.sendRange(db, req.buf, req.start, req.end, client, tag));
+    if (!lane.held) return lane.sendRange(db, req.buf, req.start, req.end, client, tag, client.proto);
+    lane.submit((x) => x.sendRange(db, req.buf, req.start, req.end, client, tag, client.proto));
   }
 
   /**
@@ -175,11 +175,12 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
     const want = laneOfScope(this.lanes.length, scope);
     const carrier = want === SPANS ? carrierOf(this.lanes.length, scope) : want;
     const to = !client || target === client ? target : client.callback(target as ReplyCallback);
+    const proto = client?.proto ?? 2;
     const run = (lane: number): void => {
-      if (want === SPANS) return exclusive(lanesOf(this.lanes, scope), this.lanes[lane], (x, done) => this.dispatchWrite(x, db, req, scope, to, tag, origin, done));
+      if (want === SPANS) return exclusive(lanesOf(this.lanes, scope), this.lanes[lane], (x, done) => this.dispatchWrite(x, db, req, scope, to, tag, origin, done, proto));
       const x = this.lanes[lane];
-      if (!x.held) return this.dispatchWrite(x, db, req, scope, to, tag, origin, noop);
-      x.submit(() => this.dispatchWrite(x, db, req, scope, to, tag, origin, noop));
+      if (!x.held) return this.dispatchWrite(x, db, req, scope, to, tag, origin, noop, proto);
+      x.submit(() => this.dispatchWrite(x, db, req, scope, to, tag, origin, noop, proto));
     };
     if (!client) return run(carrier);
     const lane = client.mayStart(carrier, want === SPANS);
@@ -188,9 +189,9 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
     run(lane);
   }
 
-  private dispatchWrite(lane: Lane, db: number, req: Request, scope: WriteScope, to: ReplyCallback | ReplyTarget, tag: number, origin: object | undefined, done: () => void): void {
+  private dispatchWrite(lane: Lane, db: number, req: Request, scope: WriteScope, to: ReplyCallback | ReplyTarget, tag: number, origin: object | undefined, done: () => void, proto: Protocol): void {
     this.notifyDispatch(lane, scope, origin, req);
-    lane.sendRange(db, req.buf, req.start, req.end, new PendingWrite(this, db, req, scope, origin, to, tag, done), 0);
+    lane.sendRange(db, req.buf, req.start, req.end, new PendingWrite(this, db, req, scope, origin, to, tag, done), 0, proto);
   }
 
   private notifyDispatch(lane: Lane, scope: WriteScope, origin?: object, command?: { readonly name: string; readonly args: readonly Buffer[] }): void {
@@ -228,9 +229,10 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
     const want = spanned.kind === 'keys' && spanned.keys.length === 0 ? ANY_LANE : laneOfScope(this.lanes.length, spanned);
     const carrier = want === SPANS ? carrierOf(this.lanes.length, spanned) : want;
     const to = client ? client.callback(cb) : cb;
+    const proto = client?.proto ?? 2;
     const run = (lane: number): void => {
-      if (want === SPANS) return exclusive(lanesOf(this.lanes, spanned), this.lanes[lane], (x, done) => this.dispatchTransaction(x, db, queued, scopes, to, done));
-      this.lanes[lane].submit((x) => this.dispatchTransaction(x, db, queued, scopes, to, noop));
+      if (want === SPANS) return exclusive(lanesOf(this.lanes, spanned), this.lanes[lane], (x, done) => this.dispatchTransaction(x, db, queued, scopes, to, done, proto));
+      this.lanes[lane].submit((x) => this.dispatchTransaction(x, db, queued, scopes, to, noop, proto));
     };
     const writes = scopes.length > 0;
     const lane = client ? client.mayStart(carrier, want === SPANS) : carrier === ANY_LANE ? this.readLane(0, false) : carrier;
@@ -239,14 +241,14 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
     run(lane);
   }
 
-  private dispatchTransaction(lane: Lane, db: number, queued: QueuedCommand[], scopes: WriteScope[], cb: ReplyCallback, done: () => void): void {
+  private dispatchTransaction(lane: Lane, db: number, queued: QueuedCommand[], scopes: WriteScope[], cb: ReplyCallback, done: () => void, proto: Protocol): void {
     if (queued.some((q) => q.scope)) {
       for (const q of queued) if (q.scope) this.notifyDispatch(lane, q.scope, undefined, { name: q.args[0].toString('latin1').toLowerCase(), args: q.args });
     } else {
       for (const scope of scopes) this.notifyDispatch(lane, scope);
     }
     const intermediate: ReplyCallback = noop;
-    lane.send(db, MULTI, intermediate);
+    lane.send(db, MULTI, intermediate, proto);
     for (const q of queued) lane.connection.send(q.raw, intermediate);
     // A SELECT inside the transaction moves the connection to another db as soon as EXEC runs,
     // before its reply arrives: commands sent after this batch must re-select (now, not in the callback).
@@ -275,11 +277,12 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
     let left = keys.length;
     if (left === 0) return queueMicrotask(() => done(exists));
     keys.forEach((key, i) => {
+      // In whatever protocol the lane is in (an integer either way): no switch before the write.
       lane.send(db, encodeArgs([EXISTS, key]), (reply, err) => {
         if (err || reply?.type !== 58) failed = true;
         else exists[i] = reply.raw.toString('latin1', 1, reply.raw.length - 2) !== '0';
         if (--left === 0) done(failed ? null : exists);
-      });
+      }, lane.connection.proto);
     });
   }
 

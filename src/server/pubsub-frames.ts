@@ -44,9 +44,12 @@ export function framesOwed(command: string, argc: number): number | 'all' {
   return command.endsWith('unsubscribe') ? 'all' : 1;
 }
 
-/** The first word of an array frame (`*3\r\n$7\r\nmessage\r\n…`), lower-cased; null when it has none. */
+/**
+ * The first word of an array frame (`*3\r\n$7\r\nmessage\r\n…`, or the RESP3 push
+ * `>3\r\n…`), lower-cased; null when it has none.
+ */
 function firstWord(raw: Buffer): string | null {
-  if (raw[0] !== 42) return null;
+  if (raw[0] !== 42 && raw[0] !== 62) return null;
   const lenStart = raw.indexOf(10) + 1;
   if (lenStart === 0 || raw[lenStart] !== 36) return null;
   const lenEnd = raw.indexOf(13, lenStart);

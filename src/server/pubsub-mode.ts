@@ -21,6 +21,7 @@ import type { ClientSession } from './client-session';
 import { Owed, Subscriptions, familyOf, framesOwed, readFrame } from './pubsub-frames';
 
 const ALLOWED = new Set(['subscribe', 'psubscribe', 'ssubscribe', 'unsubscribe', 'punsubscribe', 'sunsubscribe', 'ping', 'quit', 'reset']);
+const HELLO3 = encode.encodeCommand(['HELLO', '3']);
 const SUBSCRIBING = new Set(['subscribe', 'psubscribe', 'ssubscribe']);
 
 /** What the client is owed, in order: frames from the node, or a reply made here. */
@@ -48,6 +49,9 @@ export class PubSubMode {
     conn.pushSink = (frame) => mode.onFrame(frame);
     // The node dropped the subscriber link: close the client so its library resubscribes.
     conn.on('down', mode.onLinkDown);
+    // A RESP3 client gets its messages as RESP3 pushes: the dedicated connection speaks RESP3 too
+    // (HELLO 3 is sent only where the node's profile says it speaks it, see connection-commands).
+    if (s.proto === 3) conn.send(HELLO3, () => undefined);
     mode.send(name, req.argc, req.raw);
     // An UNSUBSCRIBE with nothing subscribed: later commands wait until the mode has ended again.
     if (!SUBSCRIBING.has(name)) await mode.idle();
@@ -58,8 +62,19 @@ export class PubSubMode {
    * may end with them, and then the command runs as usual (as Redis runs it).
    */
   waitBefore(name: string): Promise<void> | null {
+    // RESP3: any command runs in the mode, after the frames owed before it (its reply follows them).
+    if (this.session.proto === 3 && !this.owns(name)) return this.pending.length > 0 ? this.idle() : null;
     if (ALLOWED.has(name) || !this.pending.some((p) => 'family' in p && p.unsubscribe)) return null;
     return this.idle();
+  }
+
+  /**
+   * Whether the mode answers `name` itself. In RESP2 it answers everything (refusing what is not
+   * allowed); in RESP3, where a subscribed client may run any command (pushes are told apart from
+   * replies by their type), only the pub/sub commands, QUIT and RESET: the rest takes the usual path.
+   */
+  owns(name: string): boolean {
+    return this.session.proto === 2 || (ALLOWED.has(name) && name !== 'ping');
   }
 
   handle(name: string, args: Buffer[], raw: Buffer): Promise<void> | void {

@@ -26,6 +26,8 @@ export class ReplyQueue implements TurnWriter {
   private readonly outbox = new Outbox();
   private written = 0;
   private flushScheduled = false;
+  /** Slots whose reply is dropped when it comes (CLIENT REPLY OFF/SKIP). */
+  private readonly silent = new Set<Slot>();
 
   constructor(
     private readonly socket: net.Socket,
@@ -49,6 +51,11 @@ export class ReplyQueue implements TurnWriter {
     return slot;
   }
 
+  /** The reply of `slot` is taken in order but not written (CLIENT REPLY OFF/SKIP). */
+  silence(slot: Slot): void {
+    this.silent.add(slot);
+  }
+
   fill(slot: Slot, data: Buffer): void {
     this.fillRange(slot, data, 0, data.length);
   }
@@ -56,6 +63,7 @@ export class ReplyQueue implements TurnWriter {
   /** Fills `slot` with `buf[start, end)`; `buf` must not change until the reply is written. */
   fillRange(slot: Slot, buf: Buffer, start: number, end: number): void {
     if (slot < this.next) return; // already answered (a slot is filled once)
+    if (this.silent.size > 0 && this.silent.delete(slot)) end = start;
     if (this.times !== null && buf[start] === 45) this.times.failed(slot);
     if (slot !== this.next) {
       this.early.set(slot, buf.subarray(start, end));
