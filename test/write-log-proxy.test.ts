@@ -5,31 +5,14 @@
  * the segment reader and the wire CRC (entryChecksum) see exactly what they saw before.
  */
 import { expect } from 'chai';
-import { readFileSync, readdirSync } from 'node:fs';
-import path from 'node:path';
 import { encodeArgs } from '../src/resp/request-parser';
-import { ENTRY_HEADER_BYTES, decodeEntry, encodeEntry, entryChecksum } from '../src/source/log-format';
-import type { LogEntry } from '../src/source/types';
+import { encodeEntry, entryChecksum } from '../src/source/log-format';
+import { entriesOnDisk } from './helpers/log-entries';
 import { startTestProxy, TestProxy } from './helpers/proxy-fixture';
 import { RedisServer } from './helpers/redis-server';
 import { RespClient } from './helpers/resp-client';
 
 const b = (s: string): Buffer => Buffer.from(s, 'latin1');
-
-/** Every entry of the proxy's log segments, with its bytes on disk. */
-function entriesOnDisk(proxy: TestProxy): { entry: LogEntry; bytes: Buffer }[] {
-  const dir = path.join(proxy.dataDir, 'log');
-  const out: { entry: LogEntry; bytes: Buffer }[] = [];
-  for (const name of readdirSync(dir).sort()) {
-    const data = readFileSync(path.join(dir, name));
-    for (let pos = 0; pos < data.length; ) {
-      const end = pos + ENTRY_HEADER_BYTES + data.readUInt32BE(pos);
-      out.push({ entry: decodeEntry(data, pos, name), bytes: data.subarray(pos, end) });
-      pos = end;
-    }
-  }
-  return out;
-}
 
 describe('write log: entries a proxy writes', function () {
   this.timeout(60_000);
