@@ -6,8 +6,10 @@
  * the proxy in front of a redis-server and on the proxy in front of a real Pika, and the replies
  * must be the same.
  *
- * "Blocked" is checked, never guessed from a delay: INFO clients `blocked_clients` on the node,
- * INFO proxy `blocked_clients` on a proxy. A blocked client's first reply must be the one that
+ * "Blocked" is checked, never guessed from a delay: INFO clients `blocked_clients`, on the node
+ * and on a proxy in front of redis-server (whose Clients section adds the pops waiting in the
+ * proxy, as Redis's test suite reads them); INFO proxy `blocked_clients` in front of Pika (whose
+ * INFO has no such field). A blocked client's first reply must be the one that
  * serves it (a wrong -WRONGTYPE would arrive before it); the short read with nothing expected
  * only makes a failure show where it happened.
  */
@@ -70,11 +72,10 @@ describe('blocking pops: a wake-up finding the key missing or of the wrong type 
     nodes.push(direct, behindProxy, pika);
     const [redisProxy, pikaProxy] = await Promise.all([startTestProxy(behindProxy), startTestProxy(pika)]);
     proxies.push(redisProxy, pikaProxy);
-    const viaProxy = (c: RespClient): Promise<number> => blockedField(c, 'proxy');
     targets.push(
       { name: 'redis-server', port: direct.port, hasListMoves: true, blockedClients: (c) => blockedField(c, 'clients') },
-      { name: 'proxy → redis-server', port: redisProxy.port, hasListMoves: true, blockedClients: viaProxy, node: behindProxy },
-      { name: 'proxy → Pika', port: pikaProxy.port, hasListMoves: false, blockedClients: viaProxy, node: pika },
+      { name: 'proxy → redis-server', port: redisProxy.port, hasListMoves: true, blockedClients: (c) => blockedField(c, 'clients'), node: behindProxy },
+      { name: 'proxy → Pika', port: pikaProxy.port, hasListMoves: false, blockedClients: (c) => blockedField(c, 'proxy'), node: pika },
     );
   });
 
@@ -254,6 +255,28 @@ describe('blocking pops: a wake-up finding the key missing or of the wrong type 
       await c.call('RPUSH', 'ok', 'x');
       log(await c.call('BLPOP', 'ok', 'str', '0'));
       log(await t.blockedClients(c).then(String).then((n) => `:${n}\r\n`));
+    });
+  });
+
+  it('CLIENT UNBLOCK ends a blocking pop with its timeout reply or -UNBLOCKED, and answers 0 for a client not blocked; CLIENT LIST shows flags=b', async () => {
+    const expected = [':1\r\n', '*-1\r\n', ':1\r\n', '-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n', ':0\r\n', '-ERR value is not an integer or out of range\r\n', 'flags=b', ':1\r\n', '*2\r\n$2\r\nul\r\n$1\r\nv\r\n'];
+    await onEveryTarget(expected, async (t, log) => {
+      const [blocked, other] = [await connect(t), await connect(t)];
+      await other.call('DEL', 'ul');
+      const id = (await blocked.text('CLIENT', 'ID')).slice(1).trim();
+      for (const how of [[], ['ERROR']]) {
+        block(blocked, 'BLPOP', 'ul', '0');
+        await untilBlocked(t, other, 1);
+        log(await other.call('CLIENT', 'UNBLOCK', id, ...how));
+        log(await blocked.read());
+      }
+      log(await other.call('CLIENT', 'UNBLOCK', id));
+      log(await other.call('CLIENT', 'UNBLOCK', 'asd'));
+      block(blocked, 'BLPOP', 'ul', '0');
+      await untilBlocked(t, other, 1);
+      log(/flags=\w*b/.exec(await other.text('CLIENT', 'LIST', 'ID', id))?.[0] ?? 'not flagged');
+      log(await other.call('RPUSH', 'ul', 'v'));
+      log(await blocked.read());
     });
   });
 });

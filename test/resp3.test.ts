@@ -160,6 +160,19 @@ describe('RESP3 per client (redis-server, 4 lanes)', function () {
     expect(await script(proxy.port, 'resp3:p:ch')).to.deep.equal(direct);
   });
 
+  it("INFO to a RESP3 client: the node's sections (sent as a verbatim string) and the proxy's", async () => {
+    const c = await RespClient.connect(proxy.port);
+    try {
+      await c.call('HELLO', '3');
+      const info = await c.text('INFO');
+      expect(info).to.match(/# Server\r\nredis_version:/);
+      expect(info).to.contain('# Proxy\r\n');
+      expect(info).to.not.contain('backend_error');
+    } finally {
+      c.close();
+    }
+  });
+
   it('CLIENT REPLY OFF, SKIP and ON: the same replies as the node (pushes still delivered)', async () => {
     const commands: Cmd[] = [
       ['CLIENT', 'REPLY', 'OFF'], ['PING', 'a'], ['CLIENT', 'REPLY', 'ON'], ['PING', 'b'],

@@ -12,6 +12,8 @@ import { BlockingAttempt, isWrongType, planBlocking, PopAttempt } from './blocki
 import type { ClientSession } from './client-session';
 import { errorReply } from './refusals';
 
+const UNBLOCKED = encode.error('UNBLOCKED client unblocked via CLIENT UNBLOCK');
+
 type Outcome = { reply: Buffer; popped: boolean } | 'wait';
 
 export async function runBlocking(s: ClientSession, name: string, args: Buffer[]): Promise<void> {
@@ -26,6 +28,7 @@ export async function runBlocking(s: ClientSession, name: string, args: Buffer[]
     // First round: the command as called (a key of the wrong type answers -WRONGTYPE); later
     // rounds: wake-ups, where a key missing or of the wrong type keeps the client blocked.
     for (let wokenUp = false; !s.closed; wokenUp = true) {
+      if (waiter.unblocked) return s.fill(slot, waiter.unblocked === 'error' ? UNBLOCKED : plan.timeoutReply);
       waiter.touched = false;
       for (const attempt of plan.attempts) {
         const outcome = await tryAttempt(s, origin, attempt, wokenUp);
@@ -36,6 +39,7 @@ export async function runBlocking(s: ClientSession, name: string, args: Buffer[]
       }
       if (waiter.touched) continue;
       if (!(await waiter.wait(deadline - Date.now()))) return s.fill(slot, plan.timeoutReply);
+      if (waiter.unblocked) return s.fill(slot, waiter.unblocked === 'error' ? UNBLOCKED : plan.timeoutReply);
     }
   } catch (err) {
     return s.fill(slot, errorReply(err));

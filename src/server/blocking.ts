@@ -151,6 +151,23 @@ export class BlockedClients {
     w.wake();
   }
 
+  /** Whether `owner` is in a blocking pop (CLIENT LIST flags=b). */
+  isBlocked(owner: object): boolean {
+    for (const w of this.waiters) if (w.owner === owner) return true;
+    return false;
+  }
+
+  /** CLIENT UNBLOCK: ends `owner`'s blocking pop as a timeout or an error; false when it has none. */
+  unblock(owner: object, how: 'timeout' | 'error'): boolean {
+    for (const w of this.waiters) {
+      if (w.owner !== owner) continue;
+      w.unblocked = how;
+      w.wake();
+      return true;
+    }
+    return false;
+  }
+
   applied(scope: WriteScope, origin?: object): void {
     if (origin instanceof PopAttempt) return;
     for (const w of this.waiters) {
@@ -163,6 +180,8 @@ export class BlockedClients {
 
 export class Waiter {
   touched = false;
+  /** Set by CLIENT UNBLOCK: the pop ends with its timeout reply or an -UNBLOCKED error. */
+  unblocked: 'timeout' | 'error' | undefined;
   private resolve?: () => void;
 
   constructor(readonly owner: object, readonly db: number, readonly keys: Set<string>) {}

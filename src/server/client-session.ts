@@ -94,7 +94,8 @@ export class ClientSession implements ReplyTarget {
   describe(): string {
     const addr = `${this.socket.remoteAddress}:${this.socket.remotePort}`;
     const age = Math.floor((Date.now() - this.createdAt) / 1000);
-    return `id=${this.id} addr=${addr} name=${this.name} age=${age} db=${this.db} multi=${this.transaction ? this.transaction.size : -1} sub=${this.pubsub ? 1 : 0} cmd=${this.lastCommand}`;
+    const flags = this.ctx.blocked.isBlocked(this) ? 'b' : this.transaction ? 'x' : this.pubsub ? 'P' : 'N';
+    return `id=${this.id} addr=${addr} name=${this.name} age=${age} db=${this.db} flags=${flags} multi=${this.transaction ? this.transaction.size : -1} sub=${this.pubsub ? 1 : 0} resp=${this.proto} cmd=${this.lastCommand}`;
   }
 
   onClosed(listener: () => void): void {

@@ -89,7 +89,9 @@ function client(s: ClientSession, args: Buffer[]): Buffer {
     case 'info':
       return encode.bulk(`${s.describe()}\n`);
     case 'list':
-      return encode.bulk([...s.ctx.sessions].map((c) => `${c.describe()}\n`).join(''));
+      return clientList(s, args);
+    case 'unblock':
+      return unblock(s, args);
     case 'reply': {
       const mode = args[2]?.toString().toLowerCase();
       if (args.length !== 3 || (mode !== 'on' && mode !== 'off' && mode !== 'skip')) return encode.error('ERR syntax error');
@@ -104,6 +106,42 @@ function client(s: ClientSession, args: Buffer[]): Buffer {
     default:
       return encode.error(`ERR CLIENT ${sub.toUpperCase()} is not supported through pika-sync-proxy (the node connection is shared)`);
   }
+}
+
+/** CLIENT LIST [ID id …]: this proxy's clients (TYPE normal lists them all, other types none). */
+function clientList(s: ClientSession, args: Buffer[]): Buffer {
+  let clients = [...s.ctx.sessions];
+  for (let i = 2; i < args.length; i++) {
+    const opt = args[i].toString().toLowerCase();
+    if (opt === 'id' && i + 1 < args.length) {
+      const ids = args.slice(i + 1).map((a) => a.toString());
+      if (ids.some((id) => !/^\d+$/.test(id))) return encode.error('ERR Invalid client ID');
+      clients = clients.filter((c) => ids.includes(String(c.id)));
+      break;
+    }
+    if (opt === 'type' && i + 1 < args.length) {
+      const type = args[++i].toString().toLowerCase();
+      if (!['normal', 'master', 'replica', 'slave', 'pubsub'].includes(type)) return encode.error(`ERR Unknown client type '${type}'`);
+      clients = clients.filter((c) => (type === 'pubsub') === (c.pubsub !== null) && (type === 'normal' || type === 'pubsub'));
+      continue;
+    }
+    return encode.error('ERR syntax error');
+  }
+  return encode.bulk(clients.map((c) => `${c.describe()}\n`).join(''));
+}
+
+/**
+ * CLIENT UNBLOCK id [TIMEOUT|ERROR]: blocking pops wait in the proxy (blocking-runner.ts), so the
+ * proxy ends them itself, with the pop's timeout reply or -UNBLOCKED.
+ */
+function unblock(s: ClientSession, args: Buffer[]): Buffer {
+  if (args.length < 3 || args.length > 4) return encode.error("ERR wrong number of arguments for 'client|unblock' command");
+  const text = args[2].toString();
+  if (!/^-?\d+$/.test(text)) return encode.error('ERR value is not an integer or out of range');
+  const how = args[3]?.toString().toLowerCase() ?? 'timeout';
+  if (how !== 'timeout' && how !== 'error') return encode.error('ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR');
+  const target = [...s.ctx.sessions].find((c) => String(c.id) === text);
+  return encode.integer(target && s.ctx.blocked.unblock(target, how) ? 1 : 0);
 }
 
 function select(s: ClientSession, arg: Buffer): Buffer {

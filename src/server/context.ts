@@ -67,7 +67,8 @@ export interface ProxyContext {
   readonly blocked: BlockedClients;
   readonly stats: ProxyStats;
   /** Sessions currently connected (CLIENT LIST, INFO clients). */
-  readonly sessions: Set<{ describe(): string }>;
+  /** The connected clients (CLIENT LIST, CLIENT UNBLOCK). */
+  readonly sessions: Set<{ readonly id: number; readonly pubsub: unknown; describe(): string }>;
   /** Databases the node has (SELECT is validated against it). */
   dbCount(): number;
   /** What the node was found to do at its last link-up (undefined before the first probe). */

@@ -72,12 +72,16 @@ function info(s: ClientSession, args: Buffer[], raw: Buffer): Buffer | Promise<B
   return new Promise((resolve) => {
     s.ctx.path.send(s.db, raw, (reply, err) => {
       let nodeText = '';
-      if (reply && reply.type === 36) {
+      // A bulk, or for a RESP3 client the verbatim string `=<len>\r\ntxt:<text>\r\n`.
+      if (reply && (reply.type === 36 || reply.type === 61)) {
         const body = reply.raw.toString('utf8');
-        nodeText = body.slice(body.indexOf('\r\n') + 2, body.length - 2);
+        nodeText = body.slice(body.indexOf('\r\n') + 2 + (reply.type === 61 ? 4 : 0), body.length - 2);
       } else {
         nodeText = `# Backend\r\nbackend_error:${(err ? err.message : reply?.raw.toString().trim() ?? 'no reply').replace(/[\r\n]/g, ' ')}\r\n`;
       }
+      // Blocking pops wait in the proxy, not on the node: the Clients section counts them.
+      const blocked = s.ctx.blocked.count;
+      if (blocked > 0) nodeText = nodeText.replace(/^blocked_clients:(\d+)/m, (_m, n: string) => `blocked_clients:${Number(n) + blocked}`);
       const withoutReplication = nodeText
         .split(/\r\n(?=# )/)
         .filter((section) => !section.startsWith('# Replication'))
