@@ -83,7 +83,7 @@ describe('fidelity: DEBUG and WATCH across flushes', function () {
       }
     });
 
-    it('refuses POPULATE, RELOAD, SEGFAULT and unknown subcommands with the reason, leaving the node as it was', async () => {
+    it('refuses POPULATE, RELOAD NOSAVE/NOFLUSH, LOADAOF without an AOF, SEGFAULT and unknown subcommands with the reason, leaving the node as it was', async () => {
       const { p, close } = await pair();
       try {
         await p.call('SET', 'keep', '1');
@@ -93,8 +93,10 @@ describe('fidelity: DEBUG and WATCH across flushes', function () {
         const data = 'it changes data outside the write log (replicas would diverge)';
         expect(await p.text('DEBUG', 'POPULATE', '100')).to.equal(refused('POPULATE', data));
         expect(await p.text('debug', 'populate', '100', 'pfx')).to.equal(refused('POPULATE', data));
-        expect(await p.text('DEBUG', 'RELOAD')).to.equal(refused('RELOAD', data));
-        expect(await p.text('DEBUG', 'LOADAOF')).to.equal(refused('LOADAOF', data));
+        expect(await p.text('DEBUG', 'RELOAD', 'NOSAVE')).to.equal(refused('RELOAD', data));
+        expect(await p.text('DEBUG', 'RELOAD', 'NOFLUSH')).to.equal(refused('RELOAD', data));
+        // appendonly is off: there is no AOF holding the data to load back.
+        expect(await p.text('DEBUG', 'LOADAOF')).to.equal('-ERR DEBUG LOADAOF is refused by pika-sync-proxy: the node does not write an AOF (appendonly no), so loading one would change data outside the write log\r\n');
         expect(await p.text('DEBUG', 'SEGFAULT')).to.equal(refused('SEGFAULT', 'it stops the node'));
         expect(await p.text('DEBUG', 'RESTART')).to.equal(refused('RESTART', 'it stops the node'));
         expect(await p.text('DEBUG', 'NO-SUCH-THING')).to.equal(refused('NO-SUCH-THING', 'it is not a subcommand the proxy knows to leave the data unchanged'));
@@ -109,6 +111,66 @@ describe('fidelity: DEBUG and WATCH across flushes', function () {
         expect(await node.text('PING')).to.equal('+PONG\r\n');
         node.close();
         expect(await p.text('GET', 'keep')).to.equal('$1\r\n1\r\n');
+      } finally {
+        close();
+      }
+    });
+  });
+
+  describe('DEBUG RELOAD and LOADAOF: the same data read back', () => {
+    it('DEBUG RELOAD passes and leaves the data as it was (same digest as the reference); LOADAOF passes once the node writes an AOF', async () => {
+      const { d, p, close } = await pair();
+      try {
+        for (const c of [d, p]) {
+          await c.call('SET', 'k', 'v');
+          await c.call('RPUSH', 'l', 'a', 'b');
+          await c.call('SET', 'ttl', 'v', 'PX', '600000');
+        }
+        const digest = await d.text('DEBUG', 'DIGEST');
+        expect(await p.text('DEBUG', 'RELOAD')).to.equal(await d.text('DEBUG', 'RELOAD'));
+        expect(await p.text('DEBUG', 'DIGEST')).to.equal(digest);
+        expect(await p.text('CONFIG', 'SET', 'appendonly', 'yes')).to.equal('+OK\r\n');
+        // The AOF's first rewrite runs in the background; LOADAOF needs it done (as directly).
+        for (let i = 0; i < 100 && /aof_rewrite_in_progress:1/.test(await p.text('INFO', 'persistence')); i++) await new Promise((r) => setTimeout(r, 50));
+        await p.call('SET', 'after-aof', '1');
+        await d.call('SET', 'after-aof', '1');
+        expect(await p.text('DEBUG', 'LOADAOF')).to.equal('+OK\r\n');
+        expect(await p.text('DEBUG', 'DIGEST')).to.equal(await d.text('DEBUG', 'DIGEST'));
+        expect(await p.text('GET', 'after-aof')).to.equal('$1\r\n1\r\n');
+        // Inside MULTI, where the AOF cannot be checked first, it is refused.
+        await p.call('MULTI');
+        expect(await p.text('DEBUG', 'LOADAOF')).to.match(/^-ERR DEBUG LOADAOF is refused/);
+        await p.call('DISCARD');
+        expect(await p.text('CONFIG', 'SET', 'appendonly', 'no')).to.equal('+OK\r\n');
+      } finally {
+        close();
+      }
+    });
+  });
+
+  describe('WATCH of a key that expires before EXEC (Redis 7.0 aborts: multi.c isWatchedKeyExpired)', () => {
+    it('a watched key with a TTL that passes before EXEC aborts it; one already expired or without a TTL does not', async () => {
+      const { d, p, close } = await pair();
+      try {
+        const run = async (c: RespClient, key: string): Promise<string> => {
+          await c.call('WATCH', key);
+          await new Promise((r) => setTimeout(r, 250));
+          await c.call('MULTI');
+          await c.call('PING');
+          return c.text('EXEC');
+        };
+        const seeded = async (c: RespClient, key: string, ...set: string[]): Promise<string> => {
+          await c.call('SET', key, 'v', ...set);
+          await new Promise((r) => setTimeout(r, 20));
+          return run(c, key);
+        };
+        const cases: [string, string[]][] = [['expiring', ['PX', '150']], ['gone', ['PX', '1']], ['lasting', ['PX', '60000']], ['plain', []]];
+        for (const [key, set] of cases) {
+          const direct = await seeded(d, key, ...set);
+          expect(await seeded(p, key, ...set), key).to.equal(direct);
+          if (key === 'expiring') expect(direct).to.equal(NULL_ARRAY);
+          else expect(direct).to.equal('*1\r\n+PONG\r\n');
+        }
       } finally {
         close();
       }

@@ -218,6 +218,33 @@ return t`;
     expect(await mc.call('PING')).to.equal('PONG');
   });
 
+  it("while a script runs past the node's busy threshold, other clients get its -BUSY (EXEC: EXECABORT … BUSY), as directly", async () => {
+    const direct = cleanup.client(masterNode.client());
+    await direct.config('SET', 'lua-time-limit', '10');
+    const transcript = async (connect: () => Redis): Promise<string[]> => {
+      const runner = cleanup.client(connect());
+      const other = cleanup.client(connect());
+      const killer = cleanup.client(connect());
+      const out: string[] = [];
+      const said = (p: Promise<unknown>): Promise<void> => p.then((v) => void out.push(`ok ${JSON.stringify(v)}`), (err: Error) => void out.push(`err ${err.message}`));
+      await other.set('busy:x', '1');
+      const running = runner.call('EVAL', 'while true do end', '0').then(() => 'returned', (err: Error) => err.message);
+      await new Promise((r) => setTimeout(r, 300));
+      await said(other.get('busy:x'));
+      await said(other.call('MULTI'));
+      await said(other.call('INCR', 'busy:x'));
+      await said(other.call('EXEC'));
+      await said(killer.call('SCRIPT', 'KILL'));
+      out.push((await running).replace(/script: \S+/, 'script: SHA'));
+      await said(other.get('busy:x'));
+      return out;
+    };
+    const expected = await transcript(() => masterNode.client());
+    expect(expected[0]).to.match(/^err BUSY Redis is busy running a script/);
+    expect(expected[3]).to.match(/^err EXECABORT Transaction discarded because of: BUSY/);
+    expect(await transcript(() => proxyClient(master))).to.deep.equal(expected);
+  });
+
   it('EVAL_RO, EVALSHA_RO and FCALL_RO on a replica before confirmation are refused like reads; EVAL like writes', async () => {
     const unreachable = master.port; // a master proxy that is stopped: the replica never confirms
     mc.disconnect();

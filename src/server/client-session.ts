@@ -26,10 +26,12 @@ import { handleConnectionCommand } from './connection-commands';
 import type { ProxyContext } from './context';
 import { PubSubMode } from './pubsub-mode';
 import { handleReplicationCommand } from './replication-commands';
-import { READONLY_ERROR, adminRefusal, errorReply, refusalReason } from './refusals';
+import { LOADAOF_WITHOUT_AOF, READONLY_ERROR, adminRefusal, errorReply, isDebugLoadAof, refusalReason } from './refusals';
+import { decodeReply } from '../resp/decode';
 import { ReplyQueue, Slot } from './reply-queue';
 import { Transaction } from './transaction';
 import { runBlocking } from './blocking-runner';
+import { pipeReplicationStream } from './sync-pipe';
 import { isScriptingCommand, runScripting } from './scripting';
 
 /** Pause reading when this many requests are queued or unanswered; resume below half. */
@@ -56,6 +58,7 @@ export class ClientSession implements ReplyTarget {
   transaction: Transaction | null = null;
   pubsub: PubSubMode | null = null;
   private blockingConnection?: NodeConnection;
+  private diverted?: (chunk: Buffer) => void;
   /** This client's order across the node lanes; its node replies come back through it. */
   readonly lanes: LaneClient;
   private readonly parser = new RequestParser();
@@ -102,7 +105,17 @@ export class ClientSession implements ReplyTarget {
     this.closeListeners.push(listener);
   }
 
+  /**
+   * From now on the client's bytes go to `sink` unparsed (SYNC's pipe to the node, sync-pipe.ts);
+   * requests already parsed and not run are dropped with the session's end.
+   */
+  divert(sink: (chunk: Buffer) => void): void {
+    this.diverted = sink;
+    while (this.requests.shift());
+  }
+
   private onData(chunk: Buffer): void {
+    if (this.diverted) return this.diverted(chunk);
     if (this.closing) return;
     if (this.timed) this.runnableAt = performance.now();
     try {
@@ -174,7 +187,7 @@ export class ClientSession implements ReplyTarget {
    * Runs one command; a returned promise holds this client's later commands until it settles.
    * The hot paths (forwarded reads, plain writes) never make the argument views (see Request).
    */
-  private execute(sent: Request): Promise<void> | void {
+  private execute(sent: Request, busyChecked = false): Promise<void> | void {
     const name = sent.name;
     // PEXPIREAT means "expire then" to a client; a node that deletes the key instead (Pika 4.0.1)
     // gets the time remaining, so the command does what it says (node-profile.ts).
@@ -184,6 +197,25 @@ export class ClientSession implements ReplyTarget {
     // The first slot this command takes is its reply (slot()); later ones are pushes.
     this.commandClass = spec ? spec.categoryIndex : UNKNOWN_CLASS;
     if (!this.authenticated && !ALWAYS_ALLOWED_BEFORE_AUTH.has(name)) return this.reply(encode.error('NOAUTH Authentication required.'));
+    if (!busyChecked && this.ctx.scripts.active && meetsBusyScript(name, spec, req)) return this.busyCheckFirst(name, sent);
+    return this.run(name, spec, req, sent);
+  }
+
+  /** While a script runs on the node, a command gets the node's -BUSY instead of queueing behind it. */
+  private async busyCheckFirst(name: string, sent: Request): Promise<void> {
+    const busy = await this.ctx.scripts.busyError();
+    if (!busy) return this.execute(sent, true);
+    if (name === 'exec' && this.transaction) {
+      // As Redis: EXEC refused by a busy node discards the transaction, naming why.
+      this.transaction = null;
+      this.ctx.watches.unwatch(this);
+      return this.reply(encode.error(`EXECABORT Transaction discarded because of: ${busy.toString('latin1', 1, busy.length - 2)}`));
+    }
+    this.transaction?.abort();
+    this.reply(busy);
+  }
+
+  private run(name: string, spec: CommandSpec | undefined, req: Request, sent: Request): Promise<void> | void {
     if (this.pubsub) {
       const wait = this.pubsub.waitBefore(name);
       if (wait) return wait.then(() => this.execute(sent));
@@ -202,6 +234,7 @@ export class ClientSession implements ReplyTarget {
       case 'connection':
         return this.replyMaybeAsync(handleConnectionCommand(this, name, req.args));
       case 'replication':
+        if (name === 'sync' || name === 'psync') return pipeReplicationStream(this, req.raw);
         return this.replyMaybeAsync(handleReplicationCommand(this, name, req.args, req.raw));
       case 'transaction':
         return Transaction.handle(this, name, req.args);
@@ -210,6 +243,7 @@ export class ClientSession implements ReplyTarget {
       case 'refused':
         return this.reply(encode.error(`ERR '${name}' is not supported through pika-sync-proxy: ${refusalReason(name)}`));
       case 'admin': {
+        if (name === 'debug' && isDebugLoadAof(req.args)) return this.debugLoadAof(req);
         const refusal = adminRefusal(name, req);
         return refusal ? this.reply(refusal) : this.forward(req);
       }
@@ -274,6 +308,18 @@ export class ClientSession implements ReplyTarget {
     // The common case (no gate to wait for) dispatches without making a closure.
     if (!wait) return path.sendWrite(this.db, req, scope, this.lanes, this.slot(), undefined, this.lanes);
     return wait.then(() => path.sendWrite(this.db, req, scope, this.lanes, this.slot(), undefined, this.lanes));
+  }
+
+  /** DEBUG LOADAOF goes to the node only while it writes an AOF (`CONFIG GET appendonly` first, in order). */
+  private async debugLoadAof(req: Request): Promise<void> {
+    const appendonly = await new Promise<string>((resolve) => {
+      this.ctx.path.send(this.db, encode.encodeCommand(['CONFIG', 'GET', 'appendonly']), (reply) => {
+        const decoded = reply ? decodeReply(reply.raw) : null;
+        resolve(Array.isArray(decoded) && Buffer.isBuffer(decoded[1]) ? decoded[1].toString() : '');
+      }, this.lanes);
+    });
+    if (appendonly !== 'yes') return this.reply(LOADAOF_WITHOUT_AOF);
+    this.forward(req);
   }
 
   /** XREAD BLOCK: a read that may block, on this client's own connection to the node. */
@@ -399,4 +445,17 @@ export class ClientSession implements ReplyTarget {
     this.blockingConnection?.destroy();
     for (const l of this.closeListeners) l();
   }
+}
+
+/**
+ * Whether Redis answers `name` with -BUSY while a script runs: commands that reach the node,
+ * except those Redis allows then (MULTI, DISCARD, WATCH, UNWATCH; SCRIPT KILL and FUNCTION KILL,
+ * which go on their own connection). Commands the proxy answers itself (PING, SELECT, …) are
+ * answered as before.
+ */
+function meetsBusyScript(name: string, spec: CommandSpec | undefined, req: Request): boolean {
+  if (spec?.category === 'connection') return false;
+  if (spec?.category === 'transaction') return name === 'exec';
+  if ((name === 'script' || name === 'function') && req.argc === 2 && req.args[1].toString('latin1').toLowerCase() === 'kill') return false;
+  return true;
 }

@@ -128,10 +128,11 @@ const REFUSED: Record<string, number> = {
  * What a DEBUG subcommand does to the node (Redis 7.0 src/debug.c, plus the names older and newer
  * Redis versions use). 'pass': changes no data, forwarded as sent (DEBUG SLEEP holds the one
  * ordered node connection, so every client waits, as every client of a Redis node would);
- * 'data': changes data outside the write log; 'diverge': makes the node accept writes its
+ * 'data': changes data outside the write log; 'reload': replaces the dataset with the same data
+ * read back from disk (passed only where that holds); 'diverge': makes the node accept writes its
  * replicas would refuse; 'stop': stops or restarts the node. A subcommand not listed is refused.
  */
-export type DebugEffect = 'pass' | 'data' | 'diverge' | 'stop';
+export type DebugEffect = 'pass' | 'data' | 'diverge' | 'stop' | 'reload';
 
 export const DEBUG_SUBCOMMANDS: ReadonlyMap<string, DebugEffect> = new Map<string, DebugEffect>([
   // Inspect data or the server, or tune what does not change data.
@@ -142,9 +143,11 @@ export const DEBUG_SUBCOMMANDS: ReadonlyMap<string, DebugEffect> = new Map<strin
     'change-repl-id', 'replybuffer', 'pause-cron', 'dict-resizing', 'client-eviction', 'aof-flush-sleep',
     'config-rewrite-force-all', 'set-disable-deny-scripts', 'script', 'drop-cluster-packet-filter', 'clusterlink',
   ].map((name): [string, DebugEffect] => [name, 'pass']),
-  // POPULATE creates keys, RELOAD and LOADAOF replace the dataset from disk, REPLICATE feeds a
-  // command to the node's own replication stream and AOF.
-  ...['populate', 'reload', 'loadaof', 'replicate'].map((name): [string, DebugEffect] => [name, 'data']),
+  // POPULATE creates keys, REPLICATE feeds a command to the node's own replication stream and AOF.
+  ...['populate', 'replicate'].map((name): [string, DebugEffect] => [name, 'data']),
+  // RELOAD saves the dataset and loads it back, LOADAOF loads the AOF back: the same data, unless
+  // RELOAD is told not to save or flush first, or no AOF is written (refusals.ts judges).
+  ...['reload', 'loadaof'].map((name): [string, DebugEffect] => [name, 'reload']),
   // Skipping RESTORE's checksum lets the master take a payload every replica node refuses.
   ['set-skip-checksum-validation', 'diverge'],
   ...['segfault', 'panic', 'assert', 'oom', 'restart', 'crash-and-recover'].map((name): [string, DebugEffect] => [name, 'stop']),

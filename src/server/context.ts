@@ -13,6 +13,7 @@ import type { ReplyValue } from '../resp/encode';
 import type { WriteGate } from '../source/types';
 import type { BlockedClients } from './blocking';
 import type { OrderedPath } from './ordered-path';
+import type { ScriptWatch } from './script-watch';
 import type { WatchRegistry } from './watch-registry';
 
 export interface ReplicaInfo {
@@ -65,9 +66,10 @@ export interface ProxyContext {
   readonly replication: ReplicationPort;
   readonly watches: WatchRegistry;
   readonly blocked: BlockedClients;
+  /** Scripts on their way through the node, and whether the node is busy with one (-BUSY). */
+  readonly scripts: ScriptWatch;
   readonly stats: ProxyStats;
-  /** Sessions currently connected (CLIENT LIST, INFO clients). */
-  /** The connected clients (CLIENT LIST, CLIENT UNBLOCK). */
+  /** The connected clients (CLIENT LIST, CLIENT UNBLOCK, INFO). */
   readonly sessions: Set<{ readonly id: number; readonly pubsub: unknown; describe(): string }>;
   /** Databases the node has (SELECT is validated against it). */
   dbCount(): number;

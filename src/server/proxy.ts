@@ -24,6 +24,7 @@ import { SyncServer } from '../sync/sync-server';
 import { BlockedClients } from './blocking';
 import { ClientSession } from './client-session';
 import type { MasterView, ProxyContext, ProxyStats, ReplicationPort } from './context';
+import { ScriptWatch } from './script-watch';
 import { OrderedPath } from './ordered-path';
 import { ClientGuard, refuseProtected } from './protected-mode';
 import { STOP_STEPS, StopProgress } from './stop-progress';
@@ -123,6 +124,7 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
   let stopping: Promise<void> | undefined;
 
   const masterView = (): MasterView => ({ logId: log.logId, firstOffset: log.firstOffset, lastOffset: log.lastOffset, replicas: syncServer.replicas() });
+  const dedicatedConnection = (): NodeConnection => new NodeConnection({ ...nodeOptions, reconnect: false, logger: rootLogger.child({ component: 'backend-dedicated' }) });
   const ctx: ProxyContext = {
     config, logger, runId, version: VERSION, path: orderedPath, replication: replicationPort, watches, blocked, stats, sessions, commandTiming,
     dbCount: () => node.dbCount,
@@ -130,7 +132,8 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
     syncPort: () => syncPort,
     writeGate: () => (replication.role === 'master' && store.isBuilding ? store : null),
     masterView,
-    dedicatedConnection: () => new NodeConnection({ ...nodeOptions, reconnect: false, logger: rootLogger.child({ component: 'backend-dedicated' }) }),
+    dedicatedConnection,
+    scripts: new ScriptWatch(dedicatedConnection),
     proxyInfo: () =>
       [
         '# Proxy', `proxy_version:${VERSION}`, `proxy_run_id:${runId}`, `uptime_in_seconds:${Math.floor((Date.now() - stats.startedAt) / 1000)}`,

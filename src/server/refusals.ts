@@ -23,7 +23,7 @@ export function refusalReason(name: string): string {
   return 'it acts on the node behind the proxy';
 }
 
-const DEBUG_REASONS: Record<Exclude<DebugEffect, 'pass'>, string> = {
+const DEBUG_REASONS: Record<Exclude<DebugEffect, 'pass' | 'reload'>, string> = {
   data: 'it changes data outside the write log (replicas would diverge)',
   diverge: 'it lets the node accept RESTORE payloads its replicas would refuse (replicas would diverge)',
   stop: 'it stops the node',
@@ -38,7 +38,11 @@ function shown(arg: Buffer): string {
 export function debugRefusal(args: readonly Buffer[]): Buffer | null {
   const effect = debugEffect(args[1]);
   if (effect === 'pass') return null;
-  const reason = effect ? DEBUG_REASONS[effect] : 'it is not a subcommand the proxy knows to leave the data unchanged';
+  // DEBUG RELOAD as it is saves, empties and loads back the same data; its options (NOSAVE,
+  // NOFLUSH, MERGE) load an older file or merge one in. DEBUG LOADAOF is refused here (inside
+  // MULTI too); outside MULTI the session passes it where the node writes an AOF (debugLoadAof).
+  if (effect === 'reload' && args[1].toString('latin1').toLowerCase() === 'reload' && args.length === 2) return null;
+  const reason = effect === 'reload' ? DEBUG_REASONS.data : effect ? DEBUG_REASONS[effect] : 'it is not a subcommand the proxy knows to leave the data unchanged';
   return encode.error(`ERR DEBUG ${shown(args[1])} is refused by pika-sync-proxy: ${reason}`);
 }
 
@@ -53,3 +57,10 @@ export function adminRefusal(name: string, req: { readonly args: readonly Buffer
   if (name === 'debug') return debugRefusal(req.args);
   return null;
 }
+
+export function isDebugLoadAof(args: readonly Buffer[]): boolean {
+  return args.length === 2 && args[1].toString('latin1').toLowerCase() === 'loadaof';
+}
+
+/** DEBUG LOADAOF where the node writes no AOF would load an old file, or none: refused. */
+export const LOADAOF_WITHOUT_AOF = encode.error('ERR DEBUG LOADAOF is refused by pika-sync-proxy: the node does not write an AOF (appendonly no), so loading one would change data outside the write log');

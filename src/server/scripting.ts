@@ -119,12 +119,20 @@ function runScriptWithProfile(s: ClientSession, req: Request): Promise<void> | v
   const keys = declaredKeys(req.args);
   const scope: WriteScope = keys ? { kind: 'keys', db: s.db, keys } : { kind: 'all' };
   const dispatch = (): void => {
-    if (!capturesAfterImages(s)) return s.ctx.path.sendWrite(s.db, req, scope, s.lanes, s.slot(), undefined, s.lanes);
+    const slot = s.slot();
+    // Other clients' commands ask the node whether it is busy with it meanwhile (script-watch.ts).
+    const ended = s.ctx.scripts.started();
+    if (!capturesAfterImages(s)) {
+      return s.ctx.path.sendWrite(s.db, req, scope, (reply, err) => {
+        ended();
+        s.fill(slot, reply ? reply.raw : errorReply(err));
+      }, 0, undefined, s.lanes);
+    }
     const args = req.args; // one array: the script is marked captured by identity
     const queued = [{ args, raw: req.raw, write: true, scope }, ...readBacksToQueue(s, req.name, args)];
-    const slot = s.slot();
     // On the lane of its declared keys (exclusive when they span lanes or are unknown).
     s.ctx.path.sendTransaction(s.db, queued, [scope], (reply, err) => {
+      ended();
       if (!reply) return s.fill(slot, errorReply(err));
       // EXEC's first element is the script's own reply; an aborted EXEC is passed as it is.
       s.fill(slot, reply.type === 42 ? (execElements(reply.raw)[0] ?? reply.raw) : reply.raw);

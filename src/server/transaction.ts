@@ -97,7 +97,7 @@ export class Transaction {
       case 'watch':
         if (s.transaction) return s.reply(encode.error('ERR WATCH inside MULTI is not allowed'));
         s.ctx.watches.watch(s, s.db, args.slice(1));
-        return s.reply(encode.OK);
+        return watchExpiries(s, args.slice(1));
       case 'unwatch':
         s.ctx.watches.unwatch(s);
         return s.reply(encode.OK);
@@ -125,7 +125,7 @@ export class Transaction {
       const probing = s.ctx.watches.settled(s);
       if (probing) return probing.then(dispatch);
       const watched = s.ctx.path.keyed ? s.ctx.watches.keysOf(s) : [];
-      const dirty = s.watchDirty;
+      const dirty = s.watchDirty || s.ctx.watches.expiredSince(s);
       s.ctx.watches.unwatch(s);
       if (dirty) return s.reply(encode.NULL_ARRAY);
       if (this.queued.length === 0) return s.reply(Buffer.from('*0\r\n'));
@@ -142,5 +142,25 @@ export class Transaction {
     };
     if (waits.length === 0) return dispatch();
     return Promise.all(waits).then(dispatch);
+  }
+}
+
+const PTTL = Buffer.from('PTTL');
+
+/**
+ * WATCH's reply waits for the PTTL of each key (in the client's order, so the next EXEC sees it):
+ * a key with a TTL aborts the EXEC once that time has passed (WatchRegistry.expiresAt). A key
+ * without a TTL, missing or already expired (PTTL -1, -2; Pika answers 0 for a missing key) has
+ * no deadline.
+ */
+function watchExpiries(s: ClientSession, keys: Buffer[]): void {
+  const slot = s.slot();
+  let left = keys.length;
+  for (const key of keys) {
+    s.ctx.path.send(s.db, encode.encodeCommand([PTTL, key]), (reply) => {
+      const ms = reply?.type === 58 ? Number(reply.raw.toString('latin1', 1, reply.raw.length - 2)) : NaN;
+      if (ms > 0) s.ctx.watches.expiresAt(s, Date.now() + ms);
+      if (--left === 0) s.fill(slot, encode.OK);
+    }, s.lanes);
   }
 }

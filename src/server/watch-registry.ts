@@ -47,6 +47,12 @@ export class WatchRegistry {
   private readonly byKey = new Map<string, Set<Watcher>>();
   private readonly byClient = new Map<Watcher, Set<string>>();
   private readonly probes = new Set<Probe>();
+  /**
+   * When the first of a client's watched keys that had a TTL at WATCH time expires (ms since the
+   * epoch). Redis 7.0 aborts EXEC when a watched key that existed at WATCH has expired since
+   * (multi.c isWatchedKeyExpired); an expiry is no write, so only its deadline can tell.
+   */
+  private readonly expiries = new Map<Watcher, number>();
 
   constructor(private readonly probe?: KeyProbe) {}
 
@@ -77,7 +83,21 @@ export class WatchRegistry {
     }
   }
 
+  /** A watched key of `client` expires at `atMs` unless written before (a write makes it dirty anyway). */
+  expiresAt(client: Watcher, atMs: number): void {
+    if (!this.byClient.has(client)) return;
+    const known = this.expiries.get(client);
+    if (known === undefined || atMs < known) this.expiries.set(client, atMs);
+  }
+
+  /** A watched key of `client` that existed at WATCH has expired by now. */
+  expiredSince(client: Watcher, nowMs = Date.now()): boolean {
+    const at = this.expiries.get(client);
+    return at !== undefined && at <= nowMs;
+  }
+
   unwatch(client: Watcher): void {
+    this.expiries.delete(client);
     const mine = this.byClient.get(client);
     if (!mine) return;
     for (const id of mine) {
