@@ -13,8 +13,8 @@ import type { ProxyProcess } from './helpers/proxy-process';
 import { Cleanup, FAST_RETRY, Writers, parseInfo, sleep, proxyClient, replInfo, syncStatus, waitCaughtUp, waitConfirmed, waitFor } from './replica-e2e-fixture';
 
 const EXPECTED_PROFILE: Record<NodeKind, RegExp[]> = {
-  pika: [/product=pika/, /expiry=pexpire,/, /hset_pairs=0/, /stream_type=streams/, /streams_exact=0/, /dbsize_live=0/, /databases=1,/, /dump_restore=0/],
-  redis: [/product=redis/, /expiry=pexpireat/, /set_pxat=1/, /hset_pairs=1/, /missing_key_pttl=-2/, /stream_type=stream,/, /streams_exact=1/, /dbsize_live=1/, /databases=16/, /dump_restore=1/],
+  pika: [/product=pika/, /expiry=pexpire,/, /hset_pairs=0/, /stream_type=streams/, /streams_exact=0/, /dbsize_live=0/, /databases=1,/, /dump_restore=0/, /resp3=0/],
+  redis: [/product=redis/, /expiry=pexpireat/, /set_pxat=1/, /hset_pairs=1/, /missing_key_pttl=-2/, /stream_type=stream,/, /streams_exact=1/, /dbsize_live=1/, /databases=16/, /dump_restore=1/, /resp3=1/],
 };
 
 /** Every TTL form a client may send, each on its own key; `plain` has none. */
