@@ -177,6 +177,36 @@ describe('fidelity: DEBUG and WATCH across flushes', function () {
     });
   });
 
+  describe('WATCH and SMOVE (Redis 7.0 touches the destination only when the member is added)', () => {
+    it('an SMOVE of a member the watched destination already holds leaves EXEC to run; one that adds it aborts EXEC', async () => {
+      const { d, p, close } = await pair();
+      try {
+        const scenario = async (c: RespClient, port: number, inDst: boolean): Promise<string> => {
+          const other = await RespClient.connect(port);
+          try {
+            await c.call('DEL', 'src', 'dst');
+            await c.call('SADD', 'src', 'a', 'b');
+            await c.call('SADD', 'dst', inDst ? 'a' : 'z');
+            await c.call('WATCH', 'dst');
+            await c.call('MULTI');
+            await c.call('SADD', 'dst', 'c');
+            expect(await other.text('SMOVE', 'src', 'dst', 'a')).to.equal(':1\r\n');
+            return `${await c.text('EXEC')}${await c.text('SCARD', 'dst')}`;
+          } finally {
+            other.close();
+          }
+        };
+        for (const inDst of [true, false]) {
+          const reference = await scenario(d, direct.port, inDst);
+          expect(reference).to.equal(inDst ? '*1\r\n:1\r\n:2\r\n' : `${NULL_ARRAY}:2\r\n`);
+          expect(await scenario(p, proxy.port, inDst), `member ${inDst ? 'already' : 'not'} in dst`).to.equal(reference);
+        }
+      } finally {
+        close();
+      }
+    });
+  });
+
   describe('WATCH across FLUSHALL, FLUSHDB and SWAPDB (Redis 7.0: only keys that exist are touched)', () => {
     /**
      * On each side: client A watches `watched` in db 0 after `seed`, client B runs `flush`, then A

@@ -40,6 +40,7 @@ export interface QueuedCommand {
 }
 
 const EXISTS = Buffer.from('EXISTS');
+const SISMEMBER = Buffer.from('SISMEMBER');
 const PING = encodeArgs(['PING']);
 const MULTI = encodeArgs(['MULTI']);
 const EXEC = encodeArgs(['EXEC']);
@@ -284,6 +285,14 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
         if (--left === 0) done(failed ? null : exists);
       }, lane.connection.proto);
     });
+  }
+
+  /** Like `probeExists`: whether `member` is in the set `key` (SISMEMBER; null when it failed). */
+  probeMember(db: number, key: Buffer, member: Buffer, done: (isMember: boolean | null) => void): void {
+    const lane = this.dispatching ?? this.lanes[0];
+    lane.send(db, encodeArgs([SISMEMBER, key, member]), (reply, err) => {
+      done(err || reply?.type !== 58 ? null : reply.raw[1] !== 48);
+    }, lane.connection.proto);
   }
 
   /**

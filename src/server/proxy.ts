@@ -77,7 +77,11 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
   });
   await store.init();
 
-  const watches = new WatchRegistry({ exists: (db, keys, done) => orderedPath.probeExists(db, keys, done), dbCount: () => node.dbCount });
+  const watches = new WatchRegistry({
+    exists: (db, keys, done) => orderedPath.probeExists(db, keys, done),
+    isMember: (db, key, member, done) => orderedPath.probeMember(db, key, member, done),
+    dbCount: () => node.dbCount,
+  });
   const blocked = new BlockedClients();
   orderedPath.onDispatch((scope, _origin, command) => watches.touched(scope, command));
   orderedPath.onApplied((scope, origin) => blocked.applied(scope, origin));

@@ -27,6 +27,8 @@ export interface WriteCommand {
 /** Asks the node, in order with the writes, which of `keys` exist in `db` (null: unknown). */
 export interface KeyProbe {
   exists(db: number, keys: Buffer[], done: (exists: boolean[] | null) => void): void;
+  /** Whether `member` is in the set `key` (null: unknown), in order with the writes. */
+  isMember(db: number, key: Buffer, member: Buffer, done: (isMember: boolean | null) => void): void;
   dbCount(): number;
 }
 
@@ -123,6 +125,7 @@ export class WatchRegistry {
   touched(scope: WriteScope, command?: WriteCommand): void {
     if (this.byClient.size === 0) return;
     if (scope.kind === 'keys') {
+      if (command?.name === 'smove' && command.args.length === 4 && this.probe) return this.touchedBySmove(scope.db, command.args);
       for (const key of scope.keys) this.byKey.get(WatchRegistry.id(scope.db, key))?.forEach((c) => (c.watchDirty = true));
       return;
     }
@@ -143,6 +146,31 @@ export class WatchRegistry {
       met.push({ key: Buffer.from(id.slice(colon + 1), 'latin1'), holders, dbs: other === db ? [db] : [db, other] });
     }
     if (met.length > 0) this.probeMet(met);
+  }
+
+  /**
+   * SMOVE src dst member touches dst only when it adds the member there (Redis 7.0 t_set.c): the
+   * proxy asks SISMEMBER dst member right before the SMOVE, on its lane, and marks dst's watchers
+   * only when the member was not there (or the answer failed). src's watchers are marked at once
+   * (conservative: an SMOVE of a member src lacks changes nothing on Redis).
+   */
+  private touchedBySmove(db: number, args: readonly Buffer[]): void {
+    const [, src, dst, member] = args;
+    this.byKey.get(WatchRegistry.id(db, src))?.forEach((c) => (c.watchDirty = true));
+    const watchers = this.byKey.get(WatchRegistry.id(db, dst));
+    if (!watchers || watchers.size === 0 || src.equals(dst)) return;
+    const holders = [...watchers].map((w): [Watcher, Set<string>] => [w, this.byClient.get(w)!]);
+    const probe: Probe = {
+      watchers: new Set(watchers),
+      done: new Promise<void>((resolve) => {
+        this.probe!.isMember(db, dst, member, (isMember) => {
+          this.probes.delete(probe);
+          if (isMember !== true) for (const [w, session] of holders) if (this.byClient.get(w) === session) w.watchDirty = true;
+          resolve();
+        });
+      }),
+    };
+    this.probes.add(probe);
   }
 
   /**
