@@ -177,6 +177,22 @@ describe('fidelity: DEBUG and WATCH across flushes', function () {
     });
   });
 
+  describe('MULTI with a command Redis does not allow inside a transaction', () => {
+    it('SAVE and SHUTDOWN are refused at queue time with Redis\'s text, and EXEC answers EXECABORT, as directly', async () => {
+      const { d, p, close } = await pair();
+      try {
+        for (const cmd of ['SAVE', 'SHUTDOWN']) {
+          const transcript = async (c: RespClient): Promise<string[]> => [await c.text('MULTI'), await c.text(cmd), await c.text('EXEC')];
+          const reference = await transcript(d);
+          expect(reference[1]).to.equal('-ERR Command not allowed inside a transaction\r\n');
+          expect(await transcript(p), cmd).to.deep.equal(reference);
+        }
+      } finally {
+        close();
+      }
+    });
+  });
+
   describe('WATCH and SMOVE (Redis 7.0 touches the destination only when the member is added)', () => {
     it('an SMOVE of a member the watched destination already holds leaves EXEC to run; one that adds it aborts EXEC', async () => {
       const { d, p, close } = await pair();

@@ -21,6 +21,8 @@ interface Queued {
 }
 
 const NOT_IN_TRANSACTION = new Set(['replication', 'pubsub', 'refused']);
+/** The commands Redis 7.0 flags no-multi: refused at queue time with Redis's own text. */
+const NO_MULTI = new Set(['save', 'shutdown', 'sync', 'psync']);
 
 export class Transaction {
   private readonly queued: Queued[] = [];
@@ -44,6 +46,10 @@ export class Transaction {
   /** Queues one command; returns the reply for it (+QUEUED or the queue-time error). */
   queue(name: string, spec: CommandSpec | undefined, args: Buffer[], raw: Buffer): Buffer {
     const s = this.session;
+    if (NO_MULTI.has(name)) {
+      this.aborted = true;
+      return encode.error('ERR Command not allowed inside a transaction');
+    }
     if (spec && NOT_IN_TRANSACTION.has(spec.category)) {
       this.aborted = true;
       return encode.error(`ERR Command '${name}' is not allowed inside a transaction through pika-sync-proxy`);
