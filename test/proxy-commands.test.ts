@@ -55,6 +55,11 @@ const FAMILIES: Record<string, Script> = {
     ['MULTI'], ['MULTI'], ['DISCARD'], ['WATCH', 't'], ['MULTI'], ['INCR', 't'], ['EXEC'], ['UNWATCH'],
   ],
   connection: [['PING'], ['PING', 'hi'], ['ECHO', 'echo'], ['CLIENT', 'SETNAME', 'me'], ['CLIENT', 'GETNAME'], ['AUTH', 'x']],
+  // Without --requirepass, AUTH <user> <pass> is checked by the node (its ACL users).
+  aclUsers: [
+    ['ACL', 'SETUSER', 'bob', 'on', '>123', '+@all', '~*'], ['AUTH', 'bob', '123'], ['AUTH', 'bob', 'wrong'], ['AUTH', 'nosuch', 'x'],
+    ['AUTH', 'default', 'anything'], ['PING'],
+  ],
   blockingTimeouts: [
     ['BLPOP', 'emptyl', '0.1'], ['BRPOP', 'emptyl', '0.1'], ['RPUSH', 'bl', 'v1'], ['BLPOP', 'emptyl', 'bl', '1'],
     ['BZPOPMIN', 'emptyz', '0.1'], ['ZADD', 'bz', '1', 'm'], ['BZPOPMAX', 'bz', '1'], ['BRPOPLPUSH', 'emptyl', 'x', '0.1'],

@@ -13,8 +13,9 @@ function passwordMatches(given: Buffer, expected: string): boolean {
   return given.length === want.length && timingSafeEqual(given, want);
 }
 
-function auth(s: ClientSession, user: Buffer | undefined, pass: Buffer): Buffer {
+function auth(s: ClientSession, user: Buffer | undefined, pass: Buffer): Buffer | Promise<Buffer> {
   const required = s.ctx.config.requirepass;
+  if (!required && user) return nodeAuth(s, user, pass);
   if (!required) {
     return encode.error('ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?');
   }
@@ -24,6 +25,25 @@ function auth(s: ClientSession, user: Buffer | undefined, pass: Buffer): Buffer 
   }
   s.authenticated = true;
   return encode.OK;
+}
+
+/**
+ * AUTH <user> <pass> where the proxy has no --requirepass: the node's ACL users (its default user too)
+ * are checked by the node, on a connection of its own (closed after), and its answer is the reply. The
+ * client's commands still run on the shared lanes as the proxy's node user: the node cannot
+ * restrict them per client (README, Known limits). No access is gained by it: without
+ * --requirepass every client already has the proxy's node user.
+ */
+async function nodeAuth(s: ClientSession, user: Buffer, pass: Buffer): Promise<Buffer> {
+  const conn = s.ctx.dedicatedConnection();
+  try {
+    await conn.connect();
+    return await new Promise<Buffer>((resolve) => conn.send(encode.encodeCommand(['AUTH', user, pass]), (r, err) => resolve(r ? Buffer.from(r.raw) : errorReply(err))));
+  } catch (err) {
+    return errorReply(err);
+  } finally {
+    conn.destroy();
+  }
 }
 
 /**
@@ -47,6 +67,8 @@ function hello(s: ClientSession, args: Buffer[]): Buffer | Promise<Buffer> {
     const opt = args[i].toString().toLowerCase();
     if (opt === 'auth' && args[i + 2]) {
       const r = auth(s, args[i + 1], args[i + 2]);
+      // An ACL user of the node: once the node accepted the pair, HELLO goes on without it.
+      if (!Buffer.isBuffer(r)) return r.then((reply) => (reply[0] === 45 ? reply : hello(s, [...args.slice(0, i), ...args.slice(i + 3)])));
       if (r[0] === 45) return r;
       i += 2;
     } else if (opt === 'setname' && args[i + 1]) {
