@@ -32,7 +32,7 @@ import { ReplyQueue, Slot } from './reply-queue';
 import { Transaction } from './transaction';
 import { runBlocking } from './blocking-runner';
 import { pipeReplicationStream } from './sync-pipe';
-import { isScriptingCommand, runScripting } from './scripting';
+import { isOnOwnConnection, isScriptingCommand, runScripting } from './scripting';
 
 /** Pause reading when this many requests are queued or unanswered; resume below half. */
 const MAX_OUTSTANDING = 4096;
@@ -448,14 +448,16 @@ export class ClientSession implements ReplyTarget {
 }
 
 /**
- * Whether Redis answers `name` with -BUSY while a script runs: commands that reach the node,
- * except those Redis allows then (MULTI, DISCARD, WATCH, UNWATCH; SCRIPT KILL and FUNCTION KILL,
- * which go on their own connection). Commands the proxy answers itself (PING, SELECT, …) are
- * answered as before.
+ * Whether Redis answers `name` with -BUSY while a script runs: what is not flagged allow-busy
+ * in Redis 7.0 (MULTI, DISCARD, WATCH, UNWATCH, AUTH, HELLO, CLIENT, RESET, QUIT are; SCRIPT KILL,
+ * FUNCTION KILL and FUNCTION STATS go on a connection of their own).
  */
 function meetsBusyScript(name: string, spec: CommandSpec | undefined, req: Request): boolean {
-  if (spec?.category === 'connection') return false;
+  if (spec?.category === 'connection') return BUSY_CONNECTION_COMMANDS.has(name);
   if (spec?.category === 'transaction') return name === 'exec';
-  if ((name === 'script' || name === 'function') && req.argc === 2 && req.args[1].toString('latin1').toLowerCase() === 'kill') return false;
+  if ((name === 'script' || name === 'function') && req.argc === 2 && isOnOwnConnection(req.args[1])) return false;
   return true;
 }
+
+/** Of the commands the proxy answers itself, those Redis answers with -BUSY (not allow-busy). */
+const BUSY_CONNECTION_COMMANDS = new Set(['ping', 'echo', 'select']);

@@ -65,7 +65,7 @@ export function readBacksToQueue(s: ClientSession, name: string, args: Buffer[])
 /** Runs one scripting command outside a transaction. */
 export function runScripting(s: ClientSession, name: string, req: Request): Promise<void> | void {
   if (isScriptWrite(name)) return runScript(s, req);
-  if (req.argc === 2 && req.args[1].toString('latin1').toLowerCase() === 'kill') return killOnOwnConnection(s, req);
+  if (req.argc === 2 && isOnOwnConnection(req.args[1])) return runOnOwnConnection(s, req);
   if (!changesScriptState(name, req.args)) return s.forward(req);
   if (s.ctx.replication.role === 'replica') return s.reply(READONLY_ERROR);
   // No keys, but the gate still matters: a snapshot build reads FUNCTION DUMP at its log offset
@@ -77,12 +77,18 @@ export function runScripting(s: ClientSession, name: string, req: Request): Prom
   return wait.then(() => s.ctx.path.sendWrite(s.db, req, scope, s.lanes, s.slot(), undefined, s.lanes));
 }
 
+/** SCRIPT KILL, FUNCTION KILL and FUNCTION STATS (what a running script does not hold up). */
+export function isOnOwnConnection(sub: Buffer): boolean {
+  const name = sub.toString('latin1').toLowerCase();
+  return name === 'kill' || name === 'stats';
+}
+
 /**
- * SCRIPT KILL / FUNCTION KILL go on a connection of their own: the script they stop holds the
- * lane it runs on (its MULTI…EXEC batch), so behind it on a lane they would wait forever; sent
- * this way they reach the node while the script runs, as a second client's would.
+ * SCRIPT KILL / FUNCTION KILL / FUNCTION STATS go on a connection of their own: a running script
+ * holds the lane it runs on (its MULTI…EXEC batch), so behind it on a lane they would wait
+ * forever; sent this way they reach the node while the script runs, as a second client's would.
  */
-async function killOnOwnConnection(s: ClientSession, req: Request): Promise<void> {
+async function runOnOwnConnection(s: ClientSession, req: Request): Promise<void> {
   await s.repliesSettled();
   const slot = s.slot();
   const conn = s.ctx.dedicatedConnection();
