@@ -32,7 +32,8 @@ import { ReplyQueue, Slot } from './reply-queue';
 import { Transaction } from './transaction';
 import { runBlocking } from './blocking-runner';
 import { pipeReplicationStream } from './sync-pipe';
-import { isOnOwnConnection, isScriptingCommand, runScripting } from './scripting';
+import { isScriptingCommand, runScripting } from './scripting';
+import { answerIfBusy, meetsBusyScript } from './script-watch';
 
 /** Pause reading when this many requests are queued or unanswered; resume below half. */
 const MAX_OUTSTANDING = 4096;
@@ -197,22 +198,10 @@ export class ClientSession implements ReplyTarget {
     // The first slot this command takes is its reply (slot()); later ones are pushes.
     this.commandClass = spec ? spec.categoryIndex : UNKNOWN_CLASS;
     if (!this.authenticated && !ALWAYS_ALLOWED_BEFORE_AUTH.has(name)) return this.reply(encode.error('NOAUTH Authentication required.'));
-    if (!busyChecked && this.ctx.scripts.active && meetsBusyScript(name, spec, req)) return this.busyCheckFirst(name, sent);
-    return this.run(name, spec, req, sent);
-  }
-
-  /** While a script runs on the node, a command gets the node's -BUSY instead of queueing behind it. */
-  private async busyCheckFirst(name: string, sent: Request): Promise<void> {
-    const busy = await this.ctx.scripts.busyError();
-    if (!busy) return this.execute(sent, true);
-    if (name === 'exec' && this.transaction) {
-      // As Redis: EXEC refused by a busy node discards the transaction, naming why.
-      this.transaction = null;
-      this.ctx.watches.unwatch(this);
-      return this.reply(encode.error(`EXECABORT Transaction discarded because of: ${busy.toString('latin1', 1, busy.length - 2)}`));
+    if (!busyChecked && this.ctx.scripts.active && meetsBusyScript(name, spec, req)) {
+      return answerIfBusy(this, name).then((answered) => (answered ? undefined : this.execute(sent, true)));
     }
-    this.transaction?.abort();
-    this.reply(busy);
+    return this.run(name, spec, req, sent);
   }
 
   private run(name: string, spec: CommandSpec | undefined, req: Request, sent: Request): Promise<void> | void {
@@ -446,18 +435,3 @@ export class ClientSession implements ReplyTarget {
     for (const l of this.closeListeners) l();
   }
 }
-
-/**
- * Whether Redis answers `name` with -BUSY while a script runs: what is not flagged allow-busy
- * in Redis 7.0 (MULTI, DISCARD, WATCH, UNWATCH, AUTH, HELLO, CLIENT, RESET, QUIT are; SCRIPT KILL,
- * FUNCTION KILL and FUNCTION STATS go on a connection of their own).
- */
-function meetsBusyScript(name: string, spec: CommandSpec | undefined, req: Request): boolean {
-  if (spec?.category === 'connection') return BUSY_CONNECTION_COMMANDS.has(name);
-  if (spec?.category === 'transaction') return name === 'exec';
-  if ((name === 'script' || name === 'function') && req.argc === 2 && isOnOwnConnection(req.args[1])) return false;
-  return true;
-}
-
-/** Of the commands the proxy answers itself, those Redis answers with -BUSY (not allow-busy). */
-const BUSY_CONNECTION_COMMANDS = new Set(['ping', 'echo', 'select']);

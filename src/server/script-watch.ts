@@ -11,7 +11,12 @@
  * on its lane, as it would wait on Redis before the threshold).
  */
 import type { NodeConnection } from '../backend/node-connection';
+import * as encode from '../resp/encode';
+import type { Request } from '../resp/request';
 import { encodeArgs } from '../resp/request-parser';
+import type { ClientSession } from './client-session';
+import type { CommandSpec } from './command-table';
+import { isOnOwnConnection } from './scripting';
 
 const PING = encodeArgs(['PING']);
 
@@ -57,4 +62,38 @@ export class ScriptWatch {
     this.side?.destroy();
     this.side = undefined;
   }
+}
+
+/** Of the commands the proxy answers itself, those Redis answers with -BUSY (not allow-busy). */
+const BUSY_CONNECTION_COMMANDS = new Set(['ping', 'echo', 'select']);
+
+/**
+ * Whether Redis answers `name` with -BUSY while a script runs: what is not flagged allow-busy
+ * in Redis 7.0 (MULTI, DISCARD, WATCH, UNWATCH, AUTH, HELLO, CLIENT, RESET, QUIT are; SCRIPT KILL,
+ * FUNCTION KILL and FUNCTION STATS go on a connection of their own).
+ */
+export function meetsBusyScript(name: string, spec: CommandSpec | undefined, req: Request): boolean {
+  if (spec?.category === 'connection') return BUSY_CONNECTION_COMMANDS.has(name);
+  if (spec?.category === 'transaction') return name === 'exec';
+  if ((name === 'script' || name === 'function') && req.argc === 2 && isOnOwnConnection(req.args[1])) return false;
+  return true;
+}
+
+/**
+ * Answers `s`'s command `name` with the node's -BUSY when the node is busy with a script (true);
+ * false when the command may go its usual way. Inside MULTI the -BUSY discards the transaction at
+ * EXEC; EXEC itself answers `-EXECABORT Transaction discarded because of: BUSY …`, as Redis does.
+ */
+export async function answerIfBusy(s: ClientSession, name: string): Promise<boolean> {
+  const busy = await s.ctx.scripts.busyError();
+  if (!busy) return false;
+  if (name === 'exec' && s.transaction) {
+    s.transaction = null;
+    s.ctx.watches.unwatch(s);
+    s.reply(encode.error(`EXECABORT Transaction discarded because of: ${busy.toString('latin1', 1, busy.length - 2)}`));
+    return true;
+  }
+  s.transaction?.abort();
+  s.reply(busy);
+  return true;
 }
