@@ -279,4 +279,20 @@ describe('blocking pops: a wake-up finding the key missing or of the wrong type 
       log(await blocked.read());
     });
   });
+
+  it('Circular BRPOPLPUSH: the pusher reads after both blocked clients were served (Redis serves them before its next command)', async () => {
+    await onEveryTarget([':1\r\n', '*1\r\n$3\r\nfoo\r\n', '*0\r\n', '$3\r\nfoo\r\n', '$3\r\nfoo\r\n'], async (t, log) => {
+      const [first, second, other] = [await connect(t), await connect(t), await connect(t)];
+      await other.call('DEL', 'c1', 'c2');
+      block(first, 'BRPOPLPUSH', 'c1', 'c2', '0');
+      await untilBlocked(t, other, 1);
+      block(second, 'BRPOPLPUSH', 'c2', 'c1', '0');
+      await untilBlocked(t, other, 2);
+      log(await other.call('RPUSH', 'c1', 'foo'));
+      log(await other.call('LRANGE', 'c1', '0', '-1'));
+      log(await other.call('LRANGE', 'c2', '0', '-1'));
+      log(await first.read());
+      log(await second.read());
+    });
+  });
 });

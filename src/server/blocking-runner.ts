@@ -38,6 +38,7 @@ export async function runBlocking(s: ClientSession, name: string, args: Buffer[]
         return s.fill(slot, outcome.reply);
       }
       if (waiter.touched) continue;
+      waiter.settle();
       if (!(await waiter.wait(deadline - Date.now()))) return s.fill(slot, plan.timeoutReply);
       if (waiter.unblocked) return s.fill(slot, waiter.unblocked === 'error' ? UNBLOCKED : plan.timeoutReply);
     }

@@ -127,8 +127,17 @@ export class PopAttempt {
 }
 
 /** Clients parked on keys, woken when a write to one of them was applied. */
+/**
+ * How long a writer's reply waits at most for the clients its write woke (a bound, not a wait:
+ * a woken client's attempt is one round trip; this only keeps a lost wake-up from holding it).
+ */
+const SERVE_WAIT_MS = 2000;
+
 export class BlockedClients {
   private readonly waiters = new Set<Waiter>();
+  /** Woken clients whose attempt has not finished (nor woken others that have not). */
+  private serving = 0;
+  private servedWaiters: (() => void)[] = [];
 
   /** Some client is parked (writes must report what they touch). */
   get active(): boolean {
@@ -141,7 +150,7 @@ export class BlockedClients {
   }
 
   register(owner: object, db: number, keys: Buffer[]): Waiter {
-    const w = new Waiter(owner, db, new Set(keys.map((k) => k.toString('latin1'))));
+    const w = new Waiter(owner, db, new Set(keys.map((k) => k.toString('latin1'))), this);
     this.waiters.add(w);
     return w;
   }
@@ -149,6 +158,37 @@ export class BlockedClients {
   unregister(w: Waiter): void {
     this.waiters.delete(w);
     w.wake();
+    w.settle();
+  }
+
+  /** A woken client started serving (Waiter.wake). */
+  startedServing(): void {
+    this.serving++;
+  }
+
+  /** A woken client's attempt finished (Waiter.settle). */
+  finishedServing(): void {
+    if (--this.serving > 0) return;
+    const waiters = this.servedWaiters;
+    this.servedWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  /**
+   * Resolves once every woken client has been served (or gone back to waiting), including those
+   * their pops woke in turn; undefined when none is being served. Redis serves blocked clients
+   * before it runs the next command, so a writer that reads right after its push sees what they
+   * did (`Circular BRPOPLPUSH`): its reply waits for this.
+   */
+  whenServed(): Promise<void> | undefined {
+    if (this.serving === 0) return undefined;
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, SERVE_WAIT_MS);
+      this.servedWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 
   /** Whether `owner` is in a blocking pop (CLIENT LIST flags=b). */
@@ -168,13 +208,15 @@ export class BlockedClients {
     return false;
   }
 
-  applied(scope: WriteScope, origin?: object): void {
-    if (origin instanceof PopAttempt) return;
+  /** A write was applied: wakes the clients blocked on what it touched; see `whenServed`. */
+  applied(scope: WriteScope, origin?: object): Promise<void> | undefined {
+    if (origin instanceof PopAttempt || this.waiters.size === 0) return undefined;
     for (const w of this.waiters) {
       if (w.owner === origin) continue;
       if (scope.kind === 'all' || (scope.kind === 'db' && scope.db === w.db)) w.wake();
       else if (scope.kind === 'keys' && scope.db === w.db && scope.keys.some((k) => w.keys.has(k.toString('latin1')))) w.wake();
     }
+    return this.whenServed();
   }
 }
 
@@ -183,12 +225,25 @@ export class Waiter {
   /** Set by CLIENT UNBLOCK: the pop ends with its timeout reply or an -UNBLOCKED error. */
   unblocked: 'timeout' | 'error' | undefined;
   private resolve?: () => void;
+  /** Woken and not yet through its next attempt (counted in BlockedClients.serving). */
+  private serving = false;
 
-  constructor(readonly owner: object, readonly db: number, readonly keys: Set<string>) {}
+  constructor(readonly owner: object, readonly db: number, readonly keys: Set<string>, private readonly registry?: BlockedClients) {}
 
   wake(): void {
     this.touched = true;
+    if (!this.serving && this.registry) {
+      this.serving = true;
+      this.registry.startedServing();
+    }
     this.resolve?.();
+  }
+
+  /** Its attempt after a wake-up is done (it answered, or waits again). */
+  settle(): void {
+    if (!this.serving) return;
+    this.serving = false;
+    this.registry?.finishedServing();
   }
 
   /** Resolves true when woken, false after `ms` (Infinity = never times out). */

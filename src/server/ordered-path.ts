@@ -30,6 +30,8 @@ export type { LogSink } from './write-recorder';
  * A dispatch listener may send commands of its own (`probeExists`): they reach the node before
  * the write, on its lane.
  */
+export type AppliedListener = (scope: WriteScope, origin?: object) => Promise<void> | void;
+
 export type KeysListener = (scope: WriteScope, origin?: object, command?: { readonly name: string; readonly args: readonly Buffer[] }) => void;
 
 export interface QueuedCommand {
@@ -49,8 +51,11 @@ function noop(): void {}
 export class OrderedPath implements OrderedPathContract, LaneChooser {
   /** Called at dispatch of every write (WATCH dirtiness is conservative: a failed write counts). */
   private readonly dispatchListeners: KeysListener[] = [];
-  /** Called after the node accepted a write (wakes emulated blocking pops). */
-  private readonly appliedListeners: KeysListener[] = [];
+  /**
+   * Called after the node accepted a write (wakes emulated blocking pops). A listener may return
+   * a promise: the writer's reply waits for it (the clients it woke are served first, as on Redis).
+   */
+  private readonly appliedListeners: AppliedListener[] = [];
   readonly lanes: Lane[];
   private readonly recorder: WriteRecorder;
   /** A write was sent and its reply lost with a link: the node may have executed it unlogged. */
@@ -140,7 +145,7 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
     this.dispatchListeners.push(listener);
   }
 
-  onApplied(listener: KeysListener): void {
+  onApplied(listener: AppliedListener): void {
     this.appliedListeners.push(listener);
   }
 
@@ -206,12 +211,20 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
 
   /** The node answered a write sent by `sendWrite`. */
   answered(w: PendingWrite, buf: Buffer, start: number, end: number): void {
-    if (buf[start] !== 45) {
-      this.recorder.write(w.db, w.req, buf, start, end);
-      for (const l of this.appliedListeners) l(w.scope, w.origin);
-    }
-    deliverReply(w.target, w.tag, buf, start, end);
+    const accepted = buf[start] !== 45;
+    if (accepted) this.recorder.write(w.db, w.req, buf, start, end);
+    const served = accepted ? this.applied(w.scope, w.origin) : undefined;
     w.done();
+    if (!served) return deliverReply(w.target, w.tag, buf, start, end);
+    const reply = Buffer.from(buf.subarray(start, end)); // the framer's buffer moves on meanwhile
+    void served.then(() => deliverReply(w.target, w.tag, reply, 0, reply.length));
+  }
+
+  /** Tells the applied listeners; a promise when the writer's reply must wait for them. */
+  private applied(scope: WriteScope, origin?: object): Promise<void> | undefined {
+    let wait: Promise<void> | undefined;
+    for (const l of this.appliedListeners) wait = l(scope, origin) ?? wait;
+    return wait;
   }
 
   /**
@@ -256,12 +269,15 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
     const selects = queued.some((q) => q.args[0].length === 6 && q.args[0].toString().toLowerCase() === 'select');
     lane.connection.send(EXEC, (reply, err) => {
       if (err && queued.some((q) => q.write)) this.replyLost(err);
+      let served: Promise<void> | undefined;
       if (reply && reply.type === 42) {
         this.recorder.transaction(db, queued, reply.raw);
-        for (const scope of scopes) for (const l of this.appliedListeners) l(scope);
+        for (const scope of scopes) served = this.applied(scope) ?? served;
       }
-      cb(reply, err);
       done();
+      if (!served) return cb(reply, err);
+      const raw = Buffer.from(reply!.raw);
+      void served.then(() => cb({ raw, type: raw[0] }, err));
     });
     if (selects) lane.connection.db = -1;
   }
