@@ -218,6 +218,20 @@ return t`;
     expect(await mc.call('PING')).to.equal('PONG');
   });
 
+  it('a script the node refuses when it is queued gets the refusal itself (NOREPLICAS), not the EXECABORT of the batch around it', async () => {
+    const direct = cleanup.client(masterNode.client());
+    await direct.config('SET', 'min-replicas-to-write', '1');
+    try {
+      const script = ['EVAL', "return redis.call('set', KEYS[1], 1)", '1', 'refused:x'];
+      const expected = await direct.call(...(script as [string, ...string[]])).catch((err: Error) => err.message);
+      expect(expected).to.match(/^NOREPLICAS /);
+      expect(await mc.call(...(script as [string, ...string[]])).catch((err: Error) => err.message)).to.equal(expected);
+    } finally {
+      await direct.config('SET', 'min-replicas-to-write', '0');
+    }
+    expect(await mc.call('EVAL', "return redis.call('set', KEYS[1], 1)", '1', 'refused:x')).to.equal('OK');
+  });
+
   it("while a script runs past the node's busy threshold, other clients get its -BUSY (EXEC: EXECABORT … BUSY), as directly", async () => {
     const direct = cleanup.client(masterNode.client());
     await direct.config('SET', 'lua-time-limit', '10');

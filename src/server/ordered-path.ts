@@ -39,6 +39,8 @@ export interface QueuedCommand {
   raw: Buffer;
   write: boolean;
   scope?: WriteScope;
+  /** Gets the node's queue-time reply (+QUEUED or the refusal) of this command; else dropped. */
+  onQueued?: (reply: Buffer) => void;
 }
 
 const EXISTS = Buffer.from('EXISTS');
@@ -263,7 +265,10 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
     }
     const intermediate: ReplyCallback = noop;
     lane.send(db, MULTI, intermediate, proto);
-    for (const q of queued) lane.connection.send(q.raw, intermediate);
+    for (const q of queued) {
+      const onQueued = q.onQueued;
+      lane.connection.send(q.raw, onQueued ? (r) => r && onQueued(Buffer.from(r.raw)) : intermediate);
+    }
     // A SELECT inside the transaction moves the connection to another db as soon as EXEC runs,
     // before its reply arrives: commands sent after this batch must re-select (now, not in the callback).
     const selects = queued.some((q) => q.args[0].length === 6 && q.args[0].toString().toLowerCase() === 'select');

@@ -135,11 +135,16 @@ function runScriptWithProfile(s: ClientSession, req: Request): Promise<void> | v
       }, 0, undefined, s.lanes);
     }
     const args = req.args; // one array: the script is marked captured by identity
-    const queued = [{ args, raw: req.raw, write: true, scope }, ...readBacksToQueue(s, req.name, args)];
+    // A script the node refuses when queued (NOREPLICAS, OOM, …) makes EXEC answer EXECABORT:
+    // the client gets the refusal itself, as it would without the proxy's MULTI around it.
+    let refusedAtQueue: Buffer | undefined;
+    const onQueued = (r: Buffer): void => void (r[0] === 45 && (refusedAtQueue = r));
+    const queued = [{ args, raw: req.raw, write: true, scope, onQueued }, ...readBacksToQueue(s, req.name, args)];
     // On the lane of its declared keys (exclusive when they span lanes or are unknown).
     s.ctx.path.sendTransaction(s.db, queued, [scope], (reply, err) => {
       ended();
       if (!reply) return s.fill(slot, errorReply(err));
+      if (refusedAtQueue && reply.type === 45) return s.fill(slot, refusedAtQueue);
       // EXEC's first element is the script's own reply; an aborted EXEC is passed as it is.
       s.fill(slot, reply.type === 42 ? (execElements(reply.raw)[0] ?? reply.raw) : reply.raw);
     }, s.lanes);
