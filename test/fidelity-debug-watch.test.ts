@@ -83,7 +83,7 @@ describe('fidelity: DEBUG and WATCH across flushes', function () {
       }
     });
 
-    it('refuses POPULATE, RELOAD NOSAVE/NOFLUSH, LOADAOF without an AOF, SEGFAULT and unknown subcommands with the reason, leaving the node as it was', async () => {
+    it('refuses POPULATE, RELOAD NOSAVE, LOADAOF without an AOF, SEGFAULT and unknown subcommands with the reason, leaving the node as it was', async () => {
       const { p, close } = await pair();
       try {
         await p.call('SET', 'keep', '1');
@@ -94,7 +94,7 @@ describe('fidelity: DEBUG and WATCH across flushes', function () {
         expect(await p.text('DEBUG', 'POPULATE', '100')).to.equal(refused('POPULATE', data));
         expect(await p.text('debug', 'populate', '100', 'pfx')).to.equal(refused('POPULATE', data));
         expect(await p.text('DEBUG', 'RELOAD', 'NOSAVE')).to.equal(refused('RELOAD', data));
-        expect(await p.text('DEBUG', 'RELOAD', 'NOFLUSH')).to.equal(refused('RELOAD', data));
+        expect(await p.text('DEBUG', 'RELOAD', 'NOSAVE', 'NOFLUSH', 'MERGE')).to.equal(refused('RELOAD', data));
         // appendonly is off: there is no AOF holding the data to load back.
         expect(await p.text('DEBUG', 'LOADAOF')).to.equal('-ERR DEBUG LOADAOF is refused by pika-sync-proxy: the node does not write an AOF (appendonly no), so loading one would change data outside the write log\r\n');
         expect(await p.text('DEBUG', 'SEGFAULT')).to.equal(refused('SEGFAULT', 'it stops the node'));
@@ -118,7 +118,7 @@ describe('fidelity: DEBUG and WATCH across flushes', function () {
   });
 
   describe('DEBUG RELOAD and LOADAOF: the same data read back', () => {
-    it('DEBUG RELOAD passes and leaves the data as it was (same digest as the reference); LOADAOF passes once the node writes an AOF', async () => {
+    it('DEBUG RELOAD (also NOFLUSH MERGE) passes and leaves the data as it was (same digest as the reference); LOADAOF passes once the node writes an AOF', async () => {
       const { d, p, close } = await pair();
       try {
         for (const c of [d, p]) {
@@ -128,6 +128,9 @@ describe('fidelity: DEBUG and WATCH across flushes', function () {
         }
         const digest = await d.text('DEBUG', 'DIGEST');
         expect(await p.text('DEBUG', 'RELOAD')).to.equal(await d.text('DEBUG', 'RELOAD'));
+        expect(await p.text('DEBUG', 'DIGEST')).to.equal(digest);
+        // It saves first, so merging that file back changes nothing either.
+        expect(await p.text('DEBUG', 'RELOAD', 'NOFLUSH', 'MERGE')).to.equal(await d.text('DEBUG', 'RELOAD', 'NOFLUSH', 'MERGE'));
         expect(await p.text('DEBUG', 'DIGEST')).to.equal(digest);
         expect(await p.text('CONFIG', 'SET', 'appendonly', 'yes')).to.equal('+OK\r\n');
         // The AOF's first rewrite runs in the background; LOADAOF needs it done (as directly).

@@ -38,10 +38,11 @@ function shown(arg: Buffer): string {
 export function debugRefusal(args: readonly Buffer[]): Buffer | null {
   const effect = debugEffect(args[1]);
   if (effect === 'pass') return null;
-  // DEBUG RELOAD as it is saves, empties and loads back the same data; its options (NOSAVE,
-  // NOFLUSH, MERGE) load an older file or merge one in. DEBUG LOADAOF is refused here (inside
-  // MULTI too); outside MULTI the session passes it where the node writes an AOF (debugLoadAof).
-  if (effect === 'reload' && args[1].toString('latin1').toLowerCase() === 'reload' && args.length === 2) return null;
+  // DEBUG RELOAD saves the dataset first, then loads that file back (NOFLUSH MERGE: into the same
+  // data): the same data. Only NOSAVE loads a file of some earlier time. DEBUG LOADAOF is refused
+  // here (inside MULTI too); outside MULTI the session passes it where the node writes an AOF
+  // (debugLoadAof).
+  if (effect === 'reload' && args[1].toString('latin1').toLowerCase() === 'reload' && !args.slice(2).some((a) => a.toString('latin1').toLowerCase() === 'nosave')) return null;
   const reason = effect === 'reload' ? DEBUG_REASONS.data : effect ? DEBUG_REASONS[effect] : 'it is not a subcommand the proxy knows to leave the data unchanged';
   return encode.error(`ERR DEBUG ${shown(args[1])} is refused by pika-sync-proxy: ${reason}`);
 }
