@@ -159,6 +159,7 @@ export class BlockedClients {
     this.waiters.delete(w);
     w.wake();
     w.settle();
+    w.retired = true;
   }
 
   /** A woken client started serving (Waiter.wake). */
@@ -227,12 +228,14 @@ export class Waiter {
   private resolve?: () => void;
   /** Woken and not yet through its next attempt (counted in BlockedClients.serving). */
   private serving = false;
+  /** Its pop has ended: a late wake-up (its client closing) is no one to serve. */
+  retired = false;
 
   constructor(readonly owner: object, readonly db: number, readonly keys: Set<string>, private readonly registry?: BlockedClients) {}
 
   wake(): void {
     this.touched = true;
-    if (!this.serving && this.registry) {
+    if (!this.serving && !this.retired && this.registry) {
       this.serving = true;
       this.registry.startedServing();
     }
