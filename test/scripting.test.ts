@@ -218,7 +218,7 @@ return t`;
     expect(await mc.call('PING')).to.equal('PONG');
   });
 
-  it('a script the node refuses when it is queued gets the refusal itself (NOREPLICAS), not the EXECABORT of the batch around it', async () => {
+  it('a script the node refuses (NOREPLICAS) gets that refusal, as directly', async () => {
     const direct = cleanup.client(masterNode.client());
     await direct.config('SET', 'min-replicas-to-write', '1');
     try {
@@ -230,6 +230,25 @@ return t`;
       await direct.config('SET', 'min-replicas-to-write', '0');
     }
     expect(await mc.call('EVAL', "return redis.call('set', KEYS[1], 1)", '1', 'refused:x')).to.equal('OK');
+  });
+
+  it('under OOM a flag-less EVAL that only reads runs and one that writes is refused, as directly (the node meets a bare EVAL, not one inside MULTI)', async () => {
+    const direct = cleanup.client(masterNode.client());
+    await direct.set('oom:x', '123');
+    await direct.config('SET', 'maxmemory', '1');
+    try {
+      const scripts: string[][] = [
+        ['EVAL', "return redis.call('get', KEYS[1])", '1', 'oom:x'],
+        ['EVAL', "redis.call('set', KEYS[1], 1) return 1", '1', 'oom:x'],
+      ];
+      for (const script of scripts) {
+        const expected = await direct.call(...(script as [string, ...string[]])).catch((err: Error) => `err ${err.message}`);
+        expect(await mc.call(...(script as [string, ...string[]])).catch((err: Error) => `err ${err.message}`), script[1]).to.equal(expected);
+      }
+    } finally {
+      await direct.config('SET', 'maxmemory', '0');
+    }
+    expect(await mc.get('oom:x')).to.equal('123');
   });
 
   it("while a script runs past the node's busy threshold, other clients get its -BUSY (EXEC: EXECABORT … BUSY), as directly", async () => {

@@ -14,6 +14,7 @@
 import type { Logger } from 'pino';
 import { NodeConnection, ReplyCallback, ReplyTarget, deliverError, deliverReply } from '../backend/node-connection';
 import { SyncProxyError } from '../errors';
+import type { FramedReply } from '../resp/reply-framer';
 import type { Request } from '../resp/request';
 import { encodeArgs } from '../resp/request-parser';
 import type { OrderedPath as OrderedPathContract, WriteScope } from '../source/types';
@@ -39,8 +40,6 @@ export interface QueuedCommand {
   raw: Buffer;
   write: boolean;
   scope?: WriteScope;
-  /** Gets the node's queue-time reply (+QUEUED or the refusal) of this command; else dropped. */
-  onQueued?: (reply: Buffer) => void;
 }
 
 const EXISTS = Buffer.from('EXISTS');
@@ -238,6 +237,22 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
    * answer EXEC with EXECABORT, which reaches the client as EXEC's reply).
    */
   sendTransaction(db: number, queued: QueuedCommand[], scopes: WriteScope[], cb: ReplyCallback, client?: LaneClient, watched: Buffer[] = []): void {
+    this.sendQueued(db, queued, scopes, cb, client, watched, true);
+  }
+
+  /**
+   * Like `sendTransaction` without MULTI/EXEC around the commands: they leave one after the other
+   * on one lane (held together with the other lanes of their scopes, as a transaction's are), and
+   * `cb` gets their replies as one array, as EXEC's. For a script and the read-backs of its
+   * declared keys: no other write reaches those keys between them (every write to a key travels
+   * its lane), and the node meets the script as a bare EVAL (inside MULTI, Redis 7.0 refuses a
+   * flag-less script under OOM even when it only reads, and counts the batch's errors twice).
+   */
+  sendBatch(db: number, queued: QueuedCommand[], scopes: WriteScope[], cb: ReplyCallback, client?: LaneClient): void {
+    this.sendQueued(db, queued, scopes, cb, client, [], false);
+  }
+
+  private sendQueued(db: number, queued: QueuedCommand[], scopes: WriteScope[], cb: ReplyCallback, client: LaneClient | undefined, watched: Buffer[], atomic: boolean): void {
     // A write naming no key (FUNCTION LOAD, a script declaring none) may touch anything: every lane.
     const spanned: WriteScope = scopes.some((s) => s.kind !== 'keys' || s.keys.length === 0)
       ? { kind: 'all' }
@@ -247,8 +262,8 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
     const to = client ? client.callback(cb) : cb;
     const proto = client?.proto ?? 2;
     const run = (lane: number): void => {
-      if (want === SPANS) return exclusive(lanesOf(this.lanes, spanned), this.lanes[lane], (x, done) => this.dispatchTransaction(x, db, queued, scopes, to, done, proto));
-      this.lanes[lane].submit((x) => this.dispatchTransaction(x, db, queued, scopes, to, noop, proto));
+      if (want === SPANS) return exclusive(lanesOf(this.lanes, spanned), this.lanes[lane], (x, done) => this.dispatchTransaction(x, db, queued, scopes, to, done, proto, atomic));
+      this.lanes[lane].submit((x) => this.dispatchTransaction(x, db, queued, scopes, to, noop, proto, atomic));
     };
     const writes = scopes.length > 0;
     const lane = client ? client.mayStart(carrier, want === SPANS) : carrier === ANY_LANE ? this.readLane(0, false) : carrier;
@@ -257,22 +272,31 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
     run(lane);
   }
 
-  private dispatchTransaction(lane: Lane, db: number, queued: QueuedCommand[], scopes: WriteScope[], cb: ReplyCallback, done: () => void, proto: Protocol): void {
+  private dispatchTransaction(lane: Lane, db: number, queued: QueuedCommand[], scopes: WriteScope[], cb: ReplyCallback, done: () => void, proto: Protocol, atomic: boolean): void {
     if (queued.some((q) => q.scope)) {
       for (const q of queued) if (q.scope) this.notifyDispatch(lane, q.scope, undefined, { name: q.args[0].toString('latin1').toLowerCase(), args: q.args });
     } else {
       for (const scope of scopes) this.notifyDispatch(lane, scope);
     }
-    const intermediate: ReplyCallback = noop;
-    lane.send(db, MULTI, intermediate, proto);
-    for (const q of queued) {
-      const onQueued = q.onQueued;
-      lane.connection.send(q.raw, onQueued ? (r) => r && onQueued(Buffer.from(r.raw)) : intermediate);
-    }
     // A SELECT inside the transaction moves the connection to another db as soon as EXEC runs,
     // before its reply arrives: commands sent after this batch must re-select (now, not in the callback).
     const selects = queued.some((q) => q.args[0].length === 6 && q.args[0].toString().toLowerCase() === 'select');
-    lane.connection.send(EXEC, (reply, err) => {
+    const answered: ReplyCallback = (reply, err) => this.transactionAnswered(db, queued, scopes, cb, done, reply, err);
+    if (atomic) {
+      lane.send(db, MULTI, noop, proto);
+      for (const q of queued) lane.connection.send(q.raw, noop);
+      lane.connection.send(EXEC, answered);
+    } else {
+      const replyOf = arrayOfReplies(queued.length, answered);
+      lane.send(db, queued[0].raw, replyOf(0), proto);
+      for (let i = 1; i < queued.length; i++) lane.connection.send(queued[i].raw, replyOf(i));
+    }
+    if (selects) lane.connection.db = -1;
+  }
+
+  /** EXEC's reply (or the batch's replies as one array) is in: log, wake, then answer. */
+  private transactionAnswered(db: number, queued: QueuedCommand[], scopes: WriteScope[], cb: ReplyCallback, done: () => void, reply: FramedReply | null, err?: SyncProxyError): void {
+    {
       if (err && queued.some((q) => q.write)) this.replyLost(err);
       let served: Promise<void> | undefined;
       if (reply && reply.type === 42) {
@@ -283,8 +307,7 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
       if (!served) return cb(reply, err);
       const raw = Buffer.from(reply!.raw);
       void served.then(() => cb({ raw, type: raw[0] }, err));
-    });
-    if (selects) lane.connection.db = -1;
+    }
   }
 
   /**
@@ -328,6 +351,24 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
     );
     return this.recorder.log.lastOffset;
   }
+}
+
+/**
+ * Callbacks for `n` replies that hand `done` one array reply made of them (as EXEC's would be)
+ * once all are in, or the first error (a link lost on the way).
+ */
+function arrayOfReplies(n: number, done: ReplyCallback): (i: number) => ReplyCallback {
+  const parts: Buffer[] = new Array<Buffer>(n);
+  let left = n;
+  let failed: SyncProxyError | undefined;
+  return (i) => (reply, err) => {
+    if (reply) parts[i] = Buffer.from(reply.raw);
+    else failed ??= err ?? new SyncProxyError('INTERNAL', 'a batched command got no reply');
+    if (--left > 0) return;
+    if (failed) return done(null, failed);
+    const raw = Buffer.concat([Buffer.from(`*${n}\r\n`), ...parts]);
+    done({ raw, type: 42 });
+  };
 }
 
 /** A write waiting for the node's reply: logged, then answered, by its ordered path. */

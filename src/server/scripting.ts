@@ -2,9 +2,11 @@
  * EVAL/EVALSHA/FCALL, SCRIPT and FUNCTION through the proxy.
  *
  * A script runs on the node; its effect is logged as the after-images of the keys it declares
- * (src/source/script-images.ts): `MULTI; <script>; DUMP k; PTTL k; ...; EXEC` goes as one
- * contiguous batch on one lane of the ordered path (OrderedPath.sendTransaction), the log is written
- * from EXEC's reply, and the client gets only the script's own element. A node without DUMP/RESTORE
+ * (src/source/script-images.ts): `<script>; DUMP k; PTTL k; ...` go one right after the other on
+ * the lane of its keys (OrderedPath.sendBatch: every write to a key travels its lane, so nothing
+ * reaches them in between; a key expiring between DUMP and PTTL is logged as deleted), the log is
+ * written from their replies as from an EXEC's, and the client gets only the script's own reply.
+ * Inside a client's MULTI the read-backs are queued in it (transaction.ts). A node without DUMP/RESTORE
  * gets the script as a plain write, logged as sent if the node runs it (Pika has no scripting and
  * answers with its own error: nothing is logged).
  *
@@ -85,7 +87,7 @@ export function isOnOwnConnection(sub: Buffer): boolean {
 
 /**
  * SCRIPT KILL / FUNCTION KILL / FUNCTION STATS go on a connection of their own: a running script
- * holds the lane it runs on (its MULTI…EXEC batch), so behind it on a lane they would wait
+ * holds the lane it runs on, so behind it on a lane they would wait
  * forever; sent this way they reach the node while the script runs, as a second client's would.
  */
 async function runOnOwnConnection(s: ClientSession, req: Request): Promise<void> {
@@ -135,17 +137,13 @@ function runScriptWithProfile(s: ClientSession, req: Request): Promise<void> | v
       }, 0, undefined, s.lanes);
     }
     const args = req.args; // one array: the script is marked captured by identity
-    // A script the node refuses when queued (NOREPLICAS, OOM, …) makes EXEC answer EXECABORT:
-    // the client gets the refusal itself, as it would without the proxy's MULTI around it.
-    let refusedAtQueue: Buffer | undefined;
-    const onQueued = (r: Buffer): void => void (r[0] === 45 && (refusedAtQueue = r));
-    const queued = [{ args, raw: req.raw, write: true, scope, onQueued }, ...readBacksToQueue(s, req.name, args)];
-    // On the lane of its declared keys (exclusive when they span lanes or are unknown).
-    s.ctx.path.sendTransaction(s.db, queued, [scope], (reply, err) => {
+    const queued = [{ args, raw: req.raw, write: true, scope }, ...readBacksToQueue(s, req.name, args)];
+    // On the lane of its declared keys (exclusive when they span lanes or are unknown), the
+    // read-backs right behind it; not inside MULTI, so the node meets a bare EVAL (sendBatch).
+    s.ctx.path.sendBatch(s.db, queued, [scope], (reply, err) => {
       ended();
       if (!reply) return s.fill(slot, errorReply(err));
-      if (refusedAtQueue && reply.type === 45) return s.fill(slot, refusedAtQueue);
-      // EXEC's first element is the script's own reply; an aborted EXEC is passed as it is.
+      // The batch's first element is the script's own reply.
       s.fill(slot, reply.type === 42 ? (execElements(reply.raw)[0] ?? reply.raw) : reply.raw);
     }, s.lanes);
   };
