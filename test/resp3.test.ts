@@ -10,7 +10,7 @@ import { expect } from 'chai';
 import { encodeArgs } from '../src/resp/request-parser';
 import { entriesOnDisk } from './helpers/log-entries';
 import { PikaServer } from './helpers/pika-server';
-import { TestProxy, startTestProxy } from './helpers/proxy-fixture';
+import { TestProxy, nodeBehindProxy } from './helpers/proxy-fixture';
 import { RedisServer } from './helpers/redis-server';
 import { RespClient } from './helpers/resp-client';
 
@@ -72,20 +72,10 @@ function reads(p: string): Cmd[] {
 
 describe('RESP3 per client (redis-server, 4 lanes)', function () {
   this.timeout(120_000);
-  let node: RedisServer;
-  let proxy: TestProxy;
-
-  before(async () => {
-    node = await RedisServer.start({ extraArgs: ['--enable-debug-command', 'yes'] });
-    proxy = await startTestProxy(node, ['--node-connections', '4']);
-  });
-  after(async () => {
-    await proxy?.stop();
-    await node?.stop();
-  });
+  const f = nodeBehindProxy(() => RedisServer.start({ extraArgs: ['--enable-debug-command', 'yes'] }), ['--node-connections', '4']);
 
   it('HELLO 3 answers a map with proto 3 and the client id; HELLO 2 and RESET bring back RESP2', async () => {
-    const c = await RespClient.connect(proxy.port);
+    const c = await RespClient.connect(f.proxy.port);
     try {
       const hello = (await c.call('HELLO', '3')).toString();
       expect(hello).to.match(/^%7\r\n\$6\r\nserver\r\n/);
@@ -106,13 +96,13 @@ describe('RESP3 per client (redis-server, 4 lanes)', function () {
 
   it("a RESP3 and a RESP2 client at once each get the node's replies in their protocol, byte for byte", async () => {
     for (const [proto, p] of [[3, 'resp3:a:'], [2, 'resp3:b:']] as const) {
-      expect(await run(node.port, proto, seed(`${p}direct:`)), 'seed directly').to.not.include.members(['-']);
-      await run(proxy.port, proto, seed(`${p}proxy:`));
+      expect(await run(f.node.port, proto, seed(`${p}direct:`)), 'seed directly').to.not.include.members(['-']);
+      await run(f.proxy.port, proto, seed(`${p}proxy:`));
     }
-    const direct3 = await run(node.port, 3, reads('resp3:a:direct:'));
-    const direct2 = await run(node.port, 2, reads('resp3:b:direct:'));
+    const direct3 = await run(f.node.port, 3, reads('resp3:a:direct:'));
+    const direct2 = await run(f.node.port, 2, reads('resp3:b:direct:'));
     // Both clients pipelined at the same time: their commands meet on the same lanes.
-    const [proxied3, proxied2] = await Promise.all([run(proxy.port, 3, reads('resp3:a:proxy:')), run(proxy.port, 2, reads('resp3:b:proxy:'))]);
+    const [proxied3, proxied2] = await Promise.all([run(f.proxy.port, 3, reads('resp3:a:proxy:')), run(f.proxy.port, 2, reads('resp3:b:proxy:'))]);
     const sameKeys = (replies: string[]): string[] => replies.map((r) => r.replace(/direct:|proxy:/g, 'P:'));
     expect(direct3.some((r) => r.startsWith('%')) && direct3.some((r) => r.startsWith(','))).to.equal(true);
     expect(sameKeys(proxied3)).to.deep.equal(sameKeys(direct3));
@@ -120,7 +110,7 @@ describe('RESP3 per client (redis-server, 4 lanes)', function () {
   });
 
   it('writes answered in RESP3 are logged from their RESP3 replies (SPOP with a count as SREM of the members, SET NX GET)', async () => {
-    const replies = await run(proxy.port, 3, [
+    const replies = await run(f.proxy.port, 3, [
       ['SADD', 'resp3:pop', 'm1', 'm2', 'm3'],
       ['SPOP', 'resp3:pop', '2'],
       ['SET', 'resp3:nx', 'v', 'NX', 'GET'],
@@ -128,7 +118,7 @@ describe('RESP3 per client (redis-server, 4 lanes)', function () {
     ]);
     expect(replies[1]).to.match(/^~2\r\n/);
     expect(replies[2]).to.equal('_\r\n');
-    const logged = await loggedSince(proxy, 'SADD resp3:pop', 4);
+    const logged = await loggedSince(f.proxy, 'SADD resp3:pop', 4);
     const popped = replies[1].split('\r\n').filter((_l, i) => i % 2 === 0 && i > 0).slice(0, 2);
     expect(logged).to.have.length(4);
     expect(logged[1]).to.deep.equal([`SREM resp3:pop ${popped.join(' ')}`]);
@@ -155,13 +145,13 @@ describe('RESP3 per client (redis-server, 4 lanes)', function () {
         pub.close();
       }
     };
-    const direct = await script(node.port, 'resp3:d:ch');
+    const direct = await script(f.node.port, 'resp3:d:ch');
     expect(direct[0]).to.match(/^>3\r\n/);
-    expect(await script(proxy.port, 'resp3:p:ch')).to.deep.equal(direct);
+    expect(await script(f.proxy.port, 'resp3:p:ch')).to.deep.equal(direct);
   });
 
   it("INFO to a RESP3 client: the node's sections (sent as a verbatim string) and the proxy's", async () => {
-    const c = await RespClient.connect(proxy.port);
+    const c = await RespClient.connect(f.proxy.port);
     try {
       await c.call('HELLO', '3');
       const info = await c.text('INFO');
@@ -190,9 +180,9 @@ describe('RESP3 per client (redis-server, 4 lanes)', function () {
         c.close();
       }
     };
-    const direct = await collect(node.port);
+    const direct = await collect(f.node.port);
     expect(direct).to.equal('+OK\r\n$1\r\nb\r\n$1\r\nd\r\n+OK\r\n');
-    expect(await collect(proxy.port)).to.equal(direct);
+    expect(await collect(f.proxy.port)).to.equal(direct);
   });
 
   it('a blocked RESP3 pop times out with the RESP3 null, and BZPOPMIN answers with a double, as the node', async () => {
@@ -211,9 +201,9 @@ describe('RESP3 per client (redis-server, 4 lanes)', function () {
         other.close();
       }
     };
-    const direct = await pops(node.port, 'resp3:pd:');
+    const direct = await pops(f.node.port, 'resp3:pd:');
     expect(direct[0]).to.equal('_\r\n');
-    expect(await pops(proxy.port, 'resp3:pp:')).to.deep.equal(direct);
+    expect(await pops(f.proxy.port, 'resp3:pp:')).to.deep.equal(direct);
   });
 });
 
@@ -236,25 +226,15 @@ async function expectNothingMore(c: RespClient): Promise<void> {
 
 describe('RESP3 on a node without it (real Pika)', function () {
   this.timeout(120_000);
-  let node: PikaServer;
-  let proxy: TestProxy;
-
-  before(async () => {
-    node = await PikaServer.start();
-    proxy = await startTestProxy(node);
-  });
-  after(async () => {
-    await proxy?.stop();
-    await node?.stop();
-  });
+  const f = nodeBehindProxy(() => PikaServer.start());
 
   it("HELLO 3 gets the node's own answer and the client stays in RESP2", async () => {
-    const direct = await run(node.port, 3, [['HSET', 'resp3:h', 'a', '1'], ['HGETALL', 'resp3:h'], ['GET', 'resp3:nokey']]);
-    const c = await RespClient.connect(node.port);
+    const direct = await run(f.node.port, 3, [['HSET', 'resp3:h', 'a', '1'], ['HGETALL', 'resp3:h'], ['GET', 'resp3:nokey']]);
+    const c = await RespClient.connect(f.node.port);
     const nodeHello = (await c.call('HELLO', '3')).toString();
     c.close();
     expect(nodeHello).to.match(/^\*\d+\r\n/);
-    const p = await RespClient.connect(proxy.port);
+    const p = await RespClient.connect(f.proxy.port);
     try {
       expect((await p.call('HELLO', '3')).toString()).to.equal(nodeHello);
       expect(await p.text('HSET', 'resp3:h', 'a', '1')).to.equal(':0\r\n');

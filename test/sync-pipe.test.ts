@@ -7,7 +7,7 @@
 import { expect } from 'chai';
 import net from 'node:net';
 import { PikaServer } from './helpers/pika-server';
-import { TestProxy, startTestProxy } from './helpers/proxy-fixture';
+import { nodeBehindProxy } from './helpers/proxy-fixture';
 import { RedisServer } from './helpers/redis-server';
 import { RespClient } from './helpers/resp-client';
 
@@ -31,23 +31,13 @@ async function rawConnection(port: number): Promise<{ socket: net.Socket; receiv
 
 describe('SYNC through the proxy (redis-server with a password behind it)', function () {
   this.timeout(60_000);
-  let node: RedisServer;
-  let proxy: TestProxy;
-
-  before(async () => {
-    node = await RedisServer.start({ password: 'node-secret' });
-    proxy = await startTestProxy(node, ['--backend-password', 'node-secret']);
-  });
-  after(async () => {
-    await proxy?.stop();
-    await node?.stop();
-  });
+  const f = nodeBehindProxy(() => RedisServer.start({ password: 'node-secret' }), ['--backend-password', 'node-secret']);
 
   it("streams the node's RDB and then the writes it propagates; the link writes nothing itself", async () => {
-    const writer = await RespClient.connect(proxy.port);
+    const writer = await RespClient.connect(f.proxy.port);
     try {
       await writer.call('SET', 'before-sync', '1');
-      const replica = await rawConnection(proxy.port);
+      const replica = await rawConnection(f.proxy.port);
       replica.socket.write('SYNC\r\n');
       // `$<rdb length>\r\n`, then the RDB (it starts with "REDIS").
       await replica.until(/^\n*\$\d+\r\nREDIS/);
@@ -69,24 +59,14 @@ describe('SYNC through the proxy (redis-server with a password behind it)', func
 
 describe('SYNC through the proxy (real Pika: no SYNC)', function () {
   this.timeout(60_000);
-  let node: PikaServer;
-  let proxy: TestProxy;
-
-  before(async () => {
-    node = await PikaServer.start();
-    proxy = await startTestProxy(node);
-  });
-  after(async () => {
-    await proxy?.stop();
-    await node?.stop();
-  });
+  const f = nodeBehindProxy(() => PikaServer.start());
 
   it("answers Pika's own error and the client goes on as a normal client", async () => {
-    const direct = await RespClient.connect(node.port);
+    const direct = await RespClient.connect(f.node.port);
     const expected = await direct.text('SYNC');
     direct.close();
     expect(expected).to.match(/^-ERR/);
-    const c = await RespClient.connect(proxy.port);
+    const c = await RespClient.connect(f.proxy.port);
     try {
       expect(await c.text('SYNC')).to.equal(expected);
       expect(await c.text('SET', 'sync-pipe:after', 'v')).to.equal('+OK\r\n');

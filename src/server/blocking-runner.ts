@@ -28,6 +28,7 @@ export async function runBlocking(s: ClientSession, name: string, args: Buffer[]
     // First round: the command as called (a key of the wrong type answers -WRONGTYPE); later
     // rounds: wake-ups, where a key missing or of the wrong type keeps the client blocked.
     for (let wokenUp = false; !s.closed; wokenUp = true) {
+      // CLIENT UNBLOCK wakes the waiter: the next round ends the pop instead of trying again.
       if (waiter.unblocked) return s.fill(slot, waiter.unblocked === 'error' ? UNBLOCKED : plan.timeoutReply);
       waiter.touched = false;
       for (const attempt of plan.attempts) {
@@ -40,7 +41,6 @@ export async function runBlocking(s: ClientSession, name: string, args: Buffer[]
       if (waiter.touched) continue;
       waiter.settle();
       if (!(await waiter.wait(deadline - Date.now()))) return s.fill(slot, plan.timeoutReply);
-      if (waiter.unblocked) return s.fill(slot, waiter.unblocked === 'error' ? UNBLOCKED : plan.timeoutReply);
     }
   } catch (err) {
     return s.fill(slot, errorReply(err));

@@ -231,11 +231,11 @@ export class Waiter {
   /** Its pop has ended: a late wake-up (its client closing) is no one to serve. */
   retired = false;
 
-  constructor(readonly owner: object, readonly db: number, readonly keys: Set<string>, private readonly registry?: BlockedClients) {}
+  constructor(readonly owner: object, readonly db: number, readonly keys: Set<string>, private readonly registry: BlockedClients) {}
 
   wake(): void {
     this.touched = true;
-    if (!this.serving && !this.retired && this.registry) {
+    if (!this.serving && !this.retired) {
       this.serving = true;
       this.registry.startedServing();
     }
@@ -246,7 +246,7 @@ export class Waiter {
   settle(): void {
     if (!this.serving) return;
     this.serving = false;
-    this.registry?.finishedServing();
+    this.registry.finishedServing();
   }
 
   /** Resolves true when woken, false after `ms` (Infinity = never times out). */

@@ -293,10 +293,15 @@ export class ClientSession implements ReplyTarget {
     const path = this.ctx.path;
     const gate = this.ctx.writeGate();
     const scope = path.keyed || gate || this.ctx.watches.active || this.ctx.blocked.active ? this.scopeOf(spec, req.args) : NO_SCOPE;
-    const wait = gate ? gate.beforeWrite(scope) : null;
+    return this.sendGatedWrite(req, scope);
+  }
+
+  /** Sends a write with `scope` once the snapshot build's gate lets it (logged when answered). */
+  sendGatedWrite(req: Request, scope: WriteScope): Promise<void> | void {
+    const wait = this.gate(scope);
     // The common case (no gate to wait for) dispatches without making a closure.
-    if (!wait) return path.sendWrite(this.db, req, scope, this.lanes, this.slot(), undefined, this.lanes);
-    return wait.then(() => path.sendWrite(this.db, req, scope, this.lanes, this.slot(), undefined, this.lanes));
+    if (!wait) return this.ctx.path.sendWrite(this.db, req, scope, this.lanes, this.slot(), undefined, this.lanes);
+    return wait.then(() => this.ctx.path.sendWrite(this.db, req, scope, this.lanes, this.slot(), undefined, this.lanes));
   }
 
   /** DEBUG LOADAOF goes to the node only while it writes an AOF (`CONFIG GET appendonly` first, in order). */

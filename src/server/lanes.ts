@@ -21,7 +21,7 @@ function selectCommand(db: number): Buffer {
 }
 
 /** HELLO 2 / HELLO 3: a lane answers in the protocol of the client whose command it carries. */
-const HELLO = { 2: encodeArgs(['HELLO', '2']), 3: encodeArgs(['HELLO', '3']) } as const;
+export const HELLO = { 2: encodeArgs(['HELLO', '2']), 3: encodeArgs(['HELLO', '3']) } as const;
 
 /** The RESP version a client speaks (HELLO); its commands are answered in it. */
 export type Protocol = 2 | 3;

@@ -31,9 +31,10 @@ export type { LogSink } from './write-recorder';
  * A dispatch listener may send commands of its own (`probeExists`): they reach the node before
  * the write, on its lane.
  */
-export type AppliedListener = (scope: WriteScope, origin?: object) => Promise<void> | void;
-
 export type KeysListener = (scope: WriteScope, origin?: object, command?: { readonly name: string; readonly args: readonly Buffer[] }) => void;
+
+/** Told after the node accepted a write; a promise it returns holds the writer's reply until it settles. */
+export type AppliedListener = (scope: WriteScope, origin?: object) => Promise<void> | void;
 
 export interface QueuedCommand {
   args: Buffer[];
@@ -296,18 +297,16 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
 
   /** EXEC's reply (or the batch's replies as one array) is in: log, wake, then answer. */
   private transactionAnswered(db: number, queued: QueuedCommand[], scopes: WriteScope[], cb: ReplyCallback, done: () => void, reply: FramedReply | null, err?: SyncProxyError): void {
-    {
-      if (err && queued.some((q) => q.write)) this.replyLost(err);
-      let served: Promise<void> | undefined;
-      if (reply && reply.type === 42) {
-        this.recorder.transaction(db, queued, reply.raw);
-        for (const scope of scopes) served = this.applied(scope) ?? served;
-      }
-      done();
-      if (!served) return cb(reply, err);
-      const raw = Buffer.from(reply!.raw);
-      void served.then(() => cb({ raw, type: raw[0] }, err));
+    if (err && queued.some((q) => q.write)) this.replyLost(err);
+    let served: Promise<void> | undefined;
+    if (reply && reply.type === 42) {
+      this.recorder.transaction(db, queued, reply.raw);
+      for (const scope of scopes) served = this.applied(scope) ?? served;
     }
+    done();
+    if (!served) return cb(reply, err);
+    const raw = Buffer.from(reply!.raw);
+    void served.then(() => cb({ raw, type: raw[0] }, err));
   }
 
   /**
@@ -316,26 +315,32 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
    * `done` gets one flag per key, or null when any answer failed.
    */
   probeExists(db: number, keys: Buffer[], done: (exists: boolean[] | null) => void): void {
-    const lane = this.dispatching ?? this.lanes[0];
     const exists: boolean[] = [];
     let failed = false;
     let left = keys.length;
     if (left === 0) return queueMicrotask(() => done(exists));
     keys.forEach((key, i) => {
-      // In whatever protocol the lane is in (an integer either way): no switch before the write.
-      lane.send(db, encodeArgs([EXISTS, key]), (reply, err) => {
-        if (err || reply?.type !== 58) failed = true;
-        else exists[i] = reply.raw.toString('latin1', 1, reply.raw.length - 2) !== '0';
+      this.probeInteger(db, [EXISTS, key], (n) => {
+        if (n === null) failed = true;
+        else exists[i] = n !== 0;
         if (--left === 0) done(failed ? null : exists);
-      }, lane.connection.proto);
+      });
     });
   }
 
   /** Like `probeExists`: whether `member` is in the set `key` (SISMEMBER; null when it failed). */
   probeMember(db: number, key: Buffer, member: Buffer, done: (isMember: boolean | null) => void): void {
+    this.probeInteger(db, [SISMEMBER, key, member], (n) => done(n === null ? null : n !== 0));
+  }
+
+  /**
+   * One probe with an integer answer, on the lane of the write being dispatched (else lane 0),
+   * in whatever protocol the lane is in (an integer either way: no switch before the write).
+   */
+  private probeInteger(db: number, args: Buffer[], done: (n: number | null) => void): void {
     const lane = this.dispatching ?? this.lanes[0];
-    lane.send(db, encodeArgs([SISMEMBER, key, member]), (reply, err) => {
-      done(err || reply?.type !== 58 ? null : reply.raw[1] !== 48);
+    lane.send(db, encodeArgs(args), (reply, err) => {
+      done(err || reply?.type !== 58 ? null : Number(reply.raw.toString('latin1', 1, reply.raw.length - 2)));
     }, lane.connection.proto);
   }
 

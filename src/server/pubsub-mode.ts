@@ -18,10 +18,10 @@ import * as encode from '../resp/encode';
 import type { FramedReply } from '../resp/reply-framer';
 import type { Request } from '../resp/request';
 import type { ClientSession } from './client-session';
+import { HELLO } from './lanes';
 import { Owed, Subscriptions, familyOf, framesOwed, readFrame } from './pubsub-frames';
 
 const ALLOWED = new Set(['subscribe', 'psubscribe', 'ssubscribe', 'unsubscribe', 'punsubscribe', 'sunsubscribe', 'ping', 'quit', 'reset']);
-const HELLO3 = encode.encodeCommand(['HELLO', '3']);
 const SUBSCRIBING = new Set(['subscribe', 'psubscribe', 'ssubscribe']);
 
 /** What the client is owed, in order: frames from the node, or a reply made here. */
@@ -51,7 +51,7 @@ export class PubSubMode {
     conn.on('down', mode.onLinkDown);
     // A RESP3 client gets its messages as RESP3 pushes: the dedicated connection speaks RESP3 too
     // (HELLO 3 is sent only where the node's profile says it speaks it, see connection-commands).
-    if (s.proto === 3) conn.send(HELLO3, () => undefined);
+    if (s.proto === 3) conn.send(HELLO[3], () => undefined);
     mode.send(name, req.argc, req.raw);
     // An UNSUBSCRIBE with nothing subscribed: later commands wait until the mode has ended again.
     if (!SUBSCRIBING.has(name)) await mode.idle();

@@ -42,8 +42,8 @@ export function debugRefusal(args: readonly Buffer[]): Buffer | null {
   // data): the same data. Only NOSAVE loads a file of some earlier time. DEBUG LOADAOF is refused
   // here (inside MULTI too); outside MULTI the session passes it where the node writes an AOF
   // (debugLoadAof).
-  if (effect === 'reload' && args[1].toString('latin1').toLowerCase() === 'reload' && !args.slice(2).some((a) => a.toString('latin1').toLowerCase() === 'nosave')) return null;
-  const reason = effect === 'reload' ? DEBUG_REASONS.data : effect ? DEBUG_REASONS[effect] : 'it is not a subcommand the proxy knows to leave the data unchanged';
+  if (effect === 'reload' && reloadKeepsData(args)) return null;
+  const reason = effect ? DEBUG_REASONS[effect === 'reload' ? 'data' : effect] : 'it is not a subcommand the proxy knows to leave the data unchanged';
   return encode.error(`ERR DEBUG ${shown(args[1])} is refused by pika-sync-proxy: ${reason}`);
 }
 
@@ -57,6 +57,12 @@ export function adminRefusal(name: string, req: { readonly args: readonly Buffer
   }
   if (name === 'debug') return debugRefusal(req.args);
   return null;
+}
+
+/** DEBUG RELOAD without NOSAVE: it saves first, so what it loads back is the data it had. */
+function reloadKeepsData(args: readonly Buffer[]): boolean {
+  const words = args.slice(1).map((a) => a.toString('latin1').toLowerCase());
+  return words[0] === 'reload' && !words.includes('nosave');
 }
 
 export function isDebugLoadAof(args: readonly Buffer[]): boolean {

@@ -73,10 +73,7 @@ export function runScripting(s: ClientSession, name: string, req: Request): Prom
   // No keys, but the gate still matters: a snapshot build reads FUNCTION DUMP at its log offset
   // while writes are held; a FUNCTION LOAD slipping in before that read would be in the snapshot
   // and in the log after it, and its replay would fail on the replica ("already exists").
-  const scope: WriteScope = { kind: 'keys', db: s.db, keys: [] };
-  const wait = s.gate(scope);
-  if (!wait) return s.ctx.path.sendWrite(s.db, req, scope, s.lanes, s.slot(), undefined, s.lanes);
-  return wait.then(() => s.ctx.path.sendWrite(s.db, req, scope, s.lanes, s.slot(), undefined, s.lanes));
+  return s.sendGatedWrite(req, { kind: 'keys', db: s.db, keys: [] });
 }
 
 /** SCRIPT KILL, FUNCTION KILL and FUNCTION STATS (what a running script does not hold up). */

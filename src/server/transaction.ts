@@ -157,7 +157,8 @@ const PTTL = Buffer.from('PTTL');
  * WATCH's reply waits for the PTTL of each key (in the client's order, so the next EXEC sees it):
  * a key with a TTL aborts the EXEC once that time has passed (WatchRegistry.expiresAt). A key
  * without a TTL, missing or already expired (PTTL -1, -2; Pika answers 0 for a missing key) has
- * no deadline.
+ * no deadline. A PTTL that got no integer counts as expired now, as a failed flush probe counts as
+ * "existed": the EXEC aborts rather than run past an expiry nobody saw.
  */
 function watchExpiries(s: ClientSession, keys: Buffer[]): void {
   const slot = s.slot();
@@ -165,7 +166,8 @@ function watchExpiries(s: ClientSession, keys: Buffer[]): void {
   for (const key of keys) {
     s.ctx.path.send(s.db, encode.encodeCommand([PTTL, key]), (reply) => {
       const ms = reply?.type === 58 ? Number(reply.raw.toString('latin1', 1, reply.raw.length - 2)) : NaN;
-      if (ms > 0) s.ctx.watches.expiresAt(s, Date.now() + ms);
+      if (Number.isNaN(ms)) s.ctx.watches.expiresAt(s, Date.now());
+      else if (ms > 0) s.ctx.watches.expiresAt(s, Date.now() + ms);
       if (--left === 0) s.fill(slot, encode.OK);
     }, s.lanes);
   }

@@ -142,10 +142,19 @@ export class WatchRegistry {
       const db = Number(id.slice(0, colon));
       const other = dbs.get(db);
       if (other === undefined) continue;
-      const holders = [...set].map((w): [Watcher, Set<string>] => [w, this.byClient.get(w)!]);
-      met.push({ key: Buffer.from(id.slice(colon + 1), 'latin1'), holders, dbs: other === db ? [db] : [db, other] });
+      met.push({ key: Buffer.from(id.slice(colon + 1), 'latin1'), holders: this.holdersOf(set), dbs: other === db ? [db] : [db, other] });
     }
     if (met.length > 0) this.probeMet(met);
+  }
+
+  /** The watchers of a key with the watch session (key set) each had when a probe was sent. */
+  private holdersOf(watchers: Iterable<Watcher>): [Watcher, Set<string>][] {
+    return [...watchers].map((w): [Watcher, Set<string>] => [w, this.byClient.get(w)!]);
+  }
+
+  /** Marks the holders a probe found touched; one that unwatched since (EXEC, UNWATCH, …) and maybe watched again is not. */
+  private touchHolders(holders: [Watcher, Set<string>][]): void {
+    for (const [w, session] of holders) if (this.byClient.get(w) === session) w.watchDirty = true;
   }
 
   /**
@@ -159,13 +168,13 @@ export class WatchRegistry {
     this.byKey.get(WatchRegistry.id(db, src))?.forEach((c) => (c.watchDirty = true));
     const watchers = this.byKey.get(WatchRegistry.id(db, dst));
     if (!watchers || watchers.size === 0 || src.equals(dst)) return;
-    const holders = [...watchers].map((w): [Watcher, Set<string>] => [w, this.byClient.get(w)!]);
+    const holders = this.holdersOf(watchers);
     const probe: Probe = {
       watchers: new Set(watchers),
       done: new Promise<void>((resolve) => {
         this.probe!.isMember(db, dst, member, (isMember) => {
           this.probes.delete(probe);
-          if (isMember !== true) for (const [w, session] of holders) if (this.byClient.get(w) === session) w.watchDirty = true;
+          if (isMember !== true) this.touchHolders(holders);
           resolve();
         });
       }),
@@ -218,8 +227,7 @@ export class WatchRegistry {
       done: Promise.all(answers).then(() => {
         this.probes.delete(probe);
         for (const entry of existed) {
-          // A client that unwatched since (EXEC, UNWATCH, ...) and maybe watched again is not touched.
-          for (const [w, session] of entry.holders) if (this.byClient.get(w) === session) w.watchDirty = true;
+          this.touchHolders(entry.holders);
         }
       }),
     };

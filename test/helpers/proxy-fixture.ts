@@ -42,3 +42,20 @@ export async function startTestProxy(node: Pick<TestNode, 'address'>, flags: str
     },
   };
 }
+
+/**
+ * A node and a proxy in front of it for the enclosing describe block: started in `before`,
+ * stopped in `after`; read `node` and `proxy` inside the tests.
+ */
+export function nodeBehindProxy<N extends Pick<TestNode, 'address' | 'port' | 'stop'>>(start: () => Promise<N>, flags: string[] = []): { readonly node: N; readonly proxy: TestProxy } {
+  const fixture = {} as { node: N; proxy: TestProxy };
+  before(async () => {
+    fixture.node = await start();
+    fixture.proxy = await startTestProxy(fixture.node, flags);
+  });
+  after(async () => {
+    await fixture.proxy?.stop();
+    await fixture.node?.stop();
+  });
+  return fixture;
+}
