@@ -39,10 +39,9 @@ export async function pipeReplicationStream(s: ClientSession, raw: Buffer): Prom
       else s.reply(encode.error(error ?? 'ERR the node closed the connection before answering SYNC'));
       resolve();
     };
-    node.once('connect', () => {
-      if (password !== undefined) node.write(encode.encodeCommand(['AUTH', password]));
-      node.write(raw);
-    });
+    // SYNC goes only once AUTH is answered: Redis refuses SYNC on a connection with a reply still
+    // pending ("SYNC and PSYNC are invalid with pending output"), which AUTH's +OK would be.
+    node.once('connect', () => node.write(password !== undefined ? encode.encodeCommand(['AUTH', password]) : raw));
     node.on('data', (chunk) => {
       if (stage === 'piped') return void s.socket.write(chunk);
       pending = Buffer.concat([pending, chunk]);
@@ -53,6 +52,7 @@ export async function pipeReplicationStream(s: ClientSession, raw: Buffer): Prom
         if (pending[0] !== 43) return end(`ERR the node refused the proxy's AUTH: ${pending.toString('latin1', 1, eol)}`);
         pending = pending.subarray(eol + 2);
         stage = 'first';
+        node.write(raw);
       }
       // Newlines are the node's keep-alives while it prepares the RDB: wait for a real byte.
       const first = pending.findIndex((b) => b !== 10);
