@@ -399,7 +399,17 @@ describe('replication loader (real redis-server)', function () {
     commands.push(['PSP.EOF', '20000']);
     const f = await writeRawFile(dir, 'part-000001.resp', commands);
     const loading = loadSnapshot({ node: node(), manifest: manifestFor([f], [{ db: 0, records: 20000 }]), files: [f], logger: silentLogger(), signal: new AbortController().signal, maxInFlight: 100 });
-    setTimeout(() => void server.kill(), 20);
+    // Killed once the load has begun (its first key is in; DBSIZE would also see the probe's
+    // scratch key): killed on a timer, the node was sometimes gone before the loader's connection
+    // was up (ECONNREFUSED: BACKEND_UNAVAILABLE).
+    loading.catch(() => undefined);
+    const watcher = server.client();
+    try {
+      while ((await watcher.exists('k0')) === 0) await new Promise((r) => setTimeout(r, 2));
+    } finally {
+      watcher.disconnect();
+    }
+    await server.kill();
     const err = await expectRejects(loading, 'BACKEND_CONNECTION_LOST');
     expect(err.retryable).to.equal(true);
   });
