@@ -165,7 +165,7 @@ for (const kind of NODE_KINDS) describe(kind, () => {
       expect(await raw.text('SLAVEOF', '127.0.0.1')).to.equal("-ERR wrong number of arguments for 'slaveof' command\r\n");
       expect(await raw.text('SLAVEOF', '127.0.0.1', '1', '2', '3')).to.equal("-ERR wrong number of arguments for 'slaveof' command\r\n");
       expect(await raw.text('REPLICAOF', '127.0.0.1')).to.equal("-ERR wrong number of arguments for 'replicaof' command\r\n");
-      for (const port of ['notaport', '0', '65536', '-1', '12.5']) {
+      for (const port of ['notaport', '65536', '-1', '12.5', '']) {
         expect(await raw.text('SLAVEOF', '127.0.0.1', port), port).to.equal('-ERR Invalid master port\r\n');
       }
       for (const host of ['127.0.0.1', 'localhost']) {
@@ -173,6 +173,11 @@ for (const kind of NODE_KINDS) describe(kind, () => {
       }
       // None of the refused commands made it a replica.
       expect(parseInfo(await raw.text('INFO', 'replication'))).to.include({ role: 'master', sync_state: 'none' });
+      // Port 0 is in Redis's range (0-65535): taken, and the sync says why it cannot connect.
+      expect(await raw.text('SLAVEOF', '127.0.0.1', '0')).to.equal('+OK\r\n');
+      await waitFor('port 0 reported unreachable', async () => /MASTER_UNREACHABLE: master 127\.0\.0\.1:0/.test(await raw.text('SYNCPROXY', 'STATUS')));
+      expect(await raw.text('GET', 'k')).to.match(/^-MASTERDOWN /);
+      expect(await raw.text('SLAVEOF', 'NO', 'ONE')).to.equal('+OK\r\n');
       expect(await raw.text('ROLE')).to.match(/^\*3\r\n\$6\r\nmaster\r\n/);
 
       expect(await raw.text('SLAVEOF', '127.0.0.1', String(master.port))).to.equal('+OK\r\n');

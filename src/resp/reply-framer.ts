@@ -181,3 +181,18 @@ function headerNumber(buf: Buffer, from: number, to: number): number {
 function malformed(buf: Buffer, pos: number): SyncProxyError {
   return new SyncProxyError('MALFORMED_RESPONSE', `unexpected byte 0x${buf[pos].toString(16)} in a reply from the node`);
 }
+
+/** The raw bytes of each element of an array reply already framed whole (an EXEC reply). */
+export function arrayElements(raw: Buffer): Buffer[] {
+  const headerEnd = raw.indexOf('\r\n') + 2;
+  const count = Number(raw.toString('latin1', 1, headerEnd - 2));
+  const framer = new ReplyFramer();
+  framer.feed(raw.subarray(headerEnd));
+  const out: Buffer[] = [];
+  for (let i = 0; i < count; i++) {
+    const element = framer.next();
+    if (!element) break;
+    out.push(Buffer.from(element.raw));
+  }
+  return out;
+}

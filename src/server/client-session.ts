@@ -26,8 +26,8 @@ import { handleConnectionCommand } from './connection-commands';
 import type { ProxyContext } from './context';
 import { PubSubMode } from './pubsub-mode';
 import { handleReplicationCommand } from './replication-commands';
-import { LOADAOF_WITHOUT_AOF, READONLY_ERROR, adminRefusal, errorReply, isDebugLoadAof, refusalReason } from './refusals';
-import { decodeReply } from '../resp/decode';
+import { READONLY_ERROR, adminRefusal, errorReply, refusalReason } from './refusals';
+import { reloadKind, runDebugReload } from './debug-commands';
 import { ReplyQueue, Slot } from './reply-queue';
 import { Transaction } from './transaction';
 import { runBlocking } from './blocking-runner';
@@ -232,7 +232,7 @@ export class ClientSession implements ReplyTarget {
       case 'refused':
         return this.reply(encode.error(`ERR '${name}' is not supported through pika-sync-proxy: ${refusalReason(name)}`));
       case 'admin': {
-        if (name === 'debug' && isDebugLoadAof(req.args)) return this.debugLoadAof(req);
+        if (name === 'debug' && reloadKind(req.args)) return runDebugReload(this, req);
         const refusal = adminRefusal(name, req);
         return refusal ? this.reply(refusal) : this.forward(req);
       }
@@ -302,18 +302,6 @@ export class ClientSession implements ReplyTarget {
     // The common case (no gate to wait for) dispatches without making a closure.
     if (!wait) return this.ctx.path.sendWrite(this.db, req, scope, this.lanes, this.slot(), undefined, this.lanes);
     return wait.then(() => this.ctx.path.sendWrite(this.db, req, scope, this.lanes, this.slot(), undefined, this.lanes));
-  }
-
-  /** DEBUG LOADAOF goes to the node only while it writes an AOF (`CONFIG GET appendonly` first, in order). */
-  private async debugLoadAof(req: Request): Promise<void> {
-    const appendonly = await new Promise<string>((resolve) => {
-      this.ctx.path.send(this.db, encode.encodeCommand(['CONFIG', 'GET', 'appendonly']), (reply) => {
-        const decoded = reply ? decodeReply(reply.raw) : null;
-        resolve(Array.isArray(decoded) && Buffer.isBuffer(decoded[1]) ? decoded[1].toString() : '');
-      }, this.lanes);
-    });
-    if (appendonly !== 'yes') return this.reply(LOADAOF_WITHOUT_AOF);
-    this.forward(req);
   }
 
   /** XREAD BLOCK: a read that may block, on this client's own connection to the node. */

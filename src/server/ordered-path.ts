@@ -121,6 +121,14 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
     this.recorder.logging = on;
   }
 
+  /**
+   * The node's data changed in a way no log entry describes (DEBUG RELOAD NOSAVE): a new log
+   * generation, so replicas run a full sync. Nothing to do while this proxy logs nothing (replica).
+   */
+  restartLog(reason: string): void {
+    if (this.recorder.logging) this.recorder.log.reset(reason);
+  }
+
   /** A client's order across lanes (its replies are handed to `target`). */
   client(target: ReplyTarget): LaneClient {
     return new LaneClient(target, this, this.nextHome++ % this.lanes.length);

@@ -39,12 +39,12 @@ export function debugRefusal(args: readonly Buffer[]): Buffer | null {
   const effect = debugEffect(args[1]);
   if (effect === 'pass') return null;
   // DEBUG RELOAD saves the dataset first, then loads that file back (NOFLUSH MERGE: into the same
-  // data): the same data. Only NOSAVE loads a file of some earlier time. DEBUG LOADAOF is refused
-  // here (inside MULTI too); outside MULTI the session passes it where the node writes an AOF
-  // (debugLoadAof).
+  // data): the same data. Outside MULTI the session runs RELOAD NOSAVE and LOADAOF on terms
+  // (debug-commands.ts); inside a transaction they are refused.
   if (effect === 'reload' && reloadKeepsData(args)) return null;
   const reason = effect ? DEBUG_REASONS[effect === 'reload' ? 'data' : effect] : 'it is not a subcommand the proxy knows to leave the data unchanged';
-  return encode.error(`ERR DEBUG ${shown(args[1])} is refused by pika-sync-proxy: ${reason}`);
+  const where = effect === 'reload' ? ' inside a transaction' : '';
+  return encode.error(`ERR DEBUG ${shown(args[1])} is refused by pika-sync-proxy${where}: ${reason}`);
 }
 
 /**
@@ -60,14 +60,7 @@ export function adminRefusal(name: string, req: { readonly args: readonly Buffer
 }
 
 /** DEBUG RELOAD without NOSAVE: it saves first, so what it loads back is the data it had. */
-function reloadKeepsData(args: readonly Buffer[]): boolean {
+export function reloadKeepsData(args: readonly Buffer[]): boolean {
   const words = args.slice(1).map((a) => a.toString('latin1').toLowerCase());
   return words[0] === 'reload' && !words.includes('nosave');
 }
-
-export function isDebugLoadAof(args: readonly Buffer[]): boolean {
-  return args.length === 2 && args[1].toString('latin1').toLowerCase() === 'loadaof';
-}
-
-/** DEBUG LOADAOF where the node writes no AOF would load an old file, or none: refused. */
-export const LOADAOF_WITHOUT_AOF = encode.error('ERR DEBUG LOADAOF is refused by pika-sync-proxy: the node does not write an AOF (appendonly no), so loading one would change data outside the write log');

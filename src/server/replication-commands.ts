@@ -19,7 +19,7 @@ function slaveof(s: ClientSession, args: Buffer[]): Buffer | Promise<Buffer> {
   }
   if (args.length === 4 && args[3].toString().toLowerCase() !== 'force') return encode.error('ERR syntax error');
   const port = /^\d+$/.test(portText) ? Number(portText) : NaN;
-  if (!Number.isInteger(port) || port < 1 || port > 65535) return encode.error('ERR Invalid master port');
+  if (!Number.isInteger(port) || port < 0 || port > 65535) return encode.error('ERR Invalid master port');
   if (host === '' || /[\s]/.test(host)) return encode.error('ERR Invalid master host');
   return s.ctx.replication.slaveof(host, port, args.length === 4).then(
     (result) => (result === 'already' ? encode.simple('OK Already connected to specified master') : encode.OK),

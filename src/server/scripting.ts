@@ -17,7 +17,7 @@
 import { SyncProxyError } from '../errors';
 import type { Request } from '../resp/request';
 import * as encode from '../resp/encode';
-import { ReplyFramer } from '../resp/reply-framer';
+import { arrayElements } from '../resp/reply-framer';
 import { captureScript, isReadBack, isScriptWrite } from '../source/script-images';
 import type { WriteScope } from '../source/types';
 import type { ClientSession } from './client-session';
@@ -141,7 +141,7 @@ function runScriptWithProfile(s: ClientSession, req: Request): Promise<void> | v
       ended();
       if (!reply) return s.fill(slot, errorReply(err));
       // The batch's first element is the script's own reply.
-      s.fill(slot, reply.type === 42 ? (execElements(reply.raw)[0] ?? reply.raw) : reply.raw);
+      s.fill(slot, reply.type === 42 ? (arrayElements(reply.raw)[0] ?? reply.raw) : reply.raw);
     }, s.lanes);
   };
   const wait = s.gate(scope);
@@ -151,22 +151,7 @@ function runScriptWithProfile(s: ClientSession, req: Request): Promise<void> | v
 /** EXEC's reply as the client must see it: without the elements of the proxy's read-backs. */
 export function clientExecReply(queued: readonly { args: Buffer[] }[], execReplyRaw: Buffer): Buffer {
   if (execReplyRaw[0] !== 42 || !queued.some((q) => isReadBack(q.args))) return execReplyRaw;
-  const elements = execElements(execReplyRaw);
+  const elements = arrayElements(execReplyRaw);
   const kept = elements.filter((_, i) => !queued[i] || !isReadBack(queued[i].args));
   return Buffer.concat([Buffer.from(`*${kept.length}\r\n`), ...kept]);
-}
-
-/** The raw bytes of each element of an array reply (an EXEC reply, already framed whole). */
-function execElements(raw: Buffer): Buffer[] {
-  const headerEnd = raw.indexOf('\r\n') + 2;
-  const count = Number(raw.toString('latin1', 1, headerEnd - 2));
-  const framer = new ReplyFramer();
-  framer.feed(raw.subarray(headerEnd));
-  const out: Buffer[] = [];
-  for (let i = 0; i < count; i++) {
-    const element = framer.next();
-    if (!element) break;
-    out.push(Buffer.from(element.raw));
-  }
-  return out;
 }

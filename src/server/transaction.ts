@@ -7,20 +7,13 @@
  */
 import * as encode from '../resp/encode';
 import { isReadBack } from '../source/script-images';
-import type { WriteScope } from '../source/types';
 import type { ClientSession } from './client-session';
 import { READONLY_ERROR, adminRefusal, errorReply } from './refusals';
 import type { CommandSpec } from './command-table';
 import { changesScriptState, clientExecReply, readBacksToQueue, scriptRefusal } from './scripting';
+import { Queued, dbAfter, execInParts, execRoleRefusal } from './transaction-parts';
 
-interface Queued {
-  args: Buffer[];
-  raw: Buffer;
-  write: boolean;
-  scope?: WriteScope;
-}
-
-const NOT_IN_TRANSACTION = new Set(['replication', 'pubsub', 'refused']);
+const NOT_IN_TRANSACTION = new Set(['pubsub', 'refused']);
 /** The commands Redis 7.0 flags no-multi: refused at queue time with Redis's own text. */
 const NO_MULTI = new Set(['save', 'shutdown', 'sync', 'psync']);
 
@@ -53,6 +46,11 @@ export class Transaction {
     if (spec && NOT_IN_TRANSACTION.has(spec.category)) {
       this.aborted = true;
       return encode.error(`ERR Command '${name}' is not allowed inside a transaction through pika-sync-proxy`);
+    }
+    // The proxy's own replication commands run at EXEC between parts of the transaction.
+    if (spec?.category === 'replication') {
+      this.queued.push({ args, raw, write: false, local: true });
+      return encode.QUEUED;
     }
     if (spec?.category === 'connection' && name !== 'select' && name !== 'ping' && name !== 'echo') {
       this.aborted = true;
@@ -135,15 +133,16 @@ export class Transaction {
       s.ctx.watches.unwatch(s);
       if (dirty) return s.reply(encode.NULL_ARRAY);
       if (this.queued.length === 0) return s.reply(Buffer.from('*0\r\n'));
+      // The role may have changed since the commands were queued (another client's REPLICAOF).
+      const refusal = execRoleRefusal(s, this.queued);
+      if (refusal) return s.reply(refusal);
       const db = s.db;
       // A SELECT inside the transaction leaves the client in that db afterwards, as on Redis.
-      // Invalid indexes fail on the node and leave the db unchanged, so they are skipped here too.
-      for (const q of this.queued) {
-        if (q.args[0].toString().toLowerCase() !== 'select') continue;
-        const target = Number(q.args[1].toString());
-        if (Number.isInteger(target) && target >= 0 && target < s.ctx.dbCount()) s.db = target;
-      }
+      s.db = dbAfter(this.queued, db, s.ctx.dbCount());
       const slot = s.slot();
+      if (this.queued.some((q) => q.local)) {
+        return execInParts(s, this.queued, db, watched).then((reply) => s.fill(slot, reply), (err) => s.fill(slot, errorReply(err)));
+      }
       s.ctx.path.sendTransaction(db, this.queued, scopes, (reply, err) => s.fill(slot, reply ? clientExecReply(this.queued, reply.raw) : errorReply(err)), s.lanes, watched);
     };
     if (waits.length === 0) return dispatch();
