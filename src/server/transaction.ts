@@ -11,7 +11,7 @@ import type { ClientSession } from './client-session';
 import { READONLY_ERROR, adminRefusal, errorReply } from './refusals';
 import type { CommandSpec } from './command-table';
 import { changesScriptState, clientExecReply, readBacksToQueue, scriptRefusal } from './scripting';
-import { Queued, dbAfter, execInParts, execRoleRefusal } from './transaction-parts';
+import { Queued, dbAfter, execRoleRefusal, execWithProxyCommands } from './transaction-exec';
 
 const NOT_IN_TRANSACTION = new Set(['pubsub', 'refused']);
 /** The commands Redis 7.0 flags no-multi: refused at queue time with Redis's own text. */
@@ -141,7 +141,7 @@ export class Transaction {
       s.db = dbAfter(this.queued, db, s.ctx.dbCount());
       const slot = s.slot();
       if (this.queued.some((q) => q.local)) {
-        return execInParts(s, this.queued, db, watched).then((reply) => s.fill(slot, reply), (err) => s.fill(slot, errorReply(err)));
+        return execWithProxyCommands(s, this.queued, db, watched).then((reply) => s.fill(slot, reply), (err) => s.fill(slot, errorReply(err)));
       }
       s.ctx.path.sendTransaction(db, this.queued, scopes, (reply, err) => s.fill(slot, reply ? clientExecReply(this.queued, reply.raw) : errorReply(err)), s.lanes, watched);
     };
