@@ -28,6 +28,7 @@ import { PubSubMode } from './pubsub-mode';
 import { handleReplicationCommand } from './replication-commands';
 import { READONLY_ERROR, adminRefusal, errorReply, refusalReason } from './refusals';
 import { reloadKind, runDebugReload } from './debug-commands';
+import { maxmemoryOf, runConfigSetMaxmemory } from './memory-limit';
 import { ReplyQueue, Slot } from './reply-queue';
 import { Transaction } from './transaction';
 import { runBlocking } from './blocking-runner';
@@ -215,7 +216,12 @@ export class ClientSession implements ReplyTarget {
       return this.reply(encode.error(`ERR wrong number of arguments for '${name}' command`));
     }
     if (this.transaction && !['exec', 'discard', 'multi', 'watch', 'quit', 'reset'].includes(name)) {
-      return this.reply(this.transaction.queue(name, spec, req.args, req.raw));
+      const queued = this.transaction.queue(name, spec, req.args, req.raw);
+      if (Buffer.isBuffer(queued)) return this.reply(queued);
+      // The node's queue-time answer (memory-limit.ts): later commands need not wait for it.
+      const slot = this.slot();
+      void queued.then((answer) => this.fill(slot, answer));
+      return;
     }
     if (!spec) return this.forwardRead(req);
     if (isScriptingCommand(name)) return runScripting(this, name, req);
@@ -234,7 +240,9 @@ export class ClientSession implements ReplyTarget {
       case 'admin': {
         if (name === 'debug' && reloadKind(req.args)) return runDebugReload(this, req);
         const refusal = adminRefusal(name, req);
-        return refusal ? this.reply(refusal) : this.forward(req);
+        if (refusal) return this.reply(refusal);
+        const maxmemory = name === 'config' ? maxmemoryOf(req.args) : null;
+        return maxmemory === null ? this.forward(req) : runConfigSetMaxmemory(this, req, maxmemory);
       }
       case 'read':
         if (name === 'xread' && hasBlockOption(req.args)) return this.blockingRead(req.raw);

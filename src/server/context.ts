@@ -12,6 +12,7 @@ import type { Config } from '../config';
 import type { ReplyValue } from '../resp/encode';
 import type { WriteGate } from '../source/types';
 import type { BlockedClients } from './blocking';
+import type { MemoryLimit } from './memory-limit';
 import type { OrderedPath } from './ordered-path';
 import type { ScriptWatch } from './script-watch';
 import type { WatchRegistry } from './watch-registry';
@@ -68,6 +69,8 @@ export interface ProxyContext {
   readonly blocked: BlockedClients;
   /** Scripts on their way through the node, and whether the node is busy with one (-BUSY). */
   readonly scripts: ScriptWatch;
+  /** Whether the node refuses commands over its maxmemory (queue-time OOM in MULTI). */
+  readonly memoryLimit: MemoryLimit;
   readonly stats: ProxyStats;
   /** The connected clients (CLIENT LIST, CLIENT UNBLOCK, INFO). */
   readonly sessions: Set<{ readonly id: number; readonly pubsub: unknown; describe(): string }>;

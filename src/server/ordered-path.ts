@@ -257,13 +257,15 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
    * its lane), and the node meets the script as a bare EVAL (inside MULTI, Redis 7.0 refuses a
    * flag-less script under OOM even when it only reads, and counts the batch's errors twice).
    */
-  sendBatch(db: number, queued: QueuedCommand[], scopes: WriteScope[], cb: ReplyCallback, client?: LaneClient): void {
-    this.sendQueued(db, queued, scopes, cb, client, [], false);
+  sendBatch(db: number, queued: QueuedCommand[], scopes: WriteScope[], cb: ReplyCallback, client?: LaneClient, holdEveryLane = false): void {
+    this.sendQueued(db, queued, scopes, cb, client, [], false, holdEveryLane);
   }
 
-  private sendQueued(db: number, queued: QueuedCommand[], scopes: WriteScope[], cb: ReplyCallback, client: LaneClient | undefined, watched: Buffer[], atomic: boolean): void {
+  private sendQueued(db: number, queued: QueuedCommand[], scopes: WriteScope[], cb: ReplyCallback, client: LaneClient | undefined, watched: Buffer[], atomic: boolean, holdEveryLane = false): void {
     // A write naming no key (FUNCTION LOAD, a script declaring none) may touch anything: every lane.
-    const spanned: WriteScope = scopes.some((s) => s.kind !== 'keys' || s.keys.length === 0)
+    // `holdEveryLane`: reads that must see no other command between them (a transaction of reads
+    // sent without MULTI) hold every lane without being announced as a write.
+    const spanned: WriteScope = holdEveryLane || scopes.some((s) => s.kind !== 'keys' || s.keys.length === 0)
       ? { kind: 'all' }
       : { kind: 'keys', db, keys: [...scopes.flatMap((s) => (s.kind === 'keys' ? s.keys : [])), ...watched] };
     const want = spanned.kind === 'keys' && spanned.keys.length === 0 ? ANY_LANE : laneOfScope(this.lanes.length, spanned);
@@ -292,9 +294,15 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
     const selects = queued.some((q) => q.args[0].length === 6 && q.args[0].toString().toLowerCase() === 'select');
     const answered: ReplyCallback = (reply, err) => this.transactionAnswered(db, queued, scopes, cb, done, reply, err);
     if (atomic) {
+      // The node's queue-time errors answer nothing the client sees (it saw +QUEUED from the
+      // proxy): the first one becomes the reason of the EXECABORT it causes.
+      let firstError: Buffer | undefined;
+      const queuedReply: ReplyCallback = (reply) => {
+        if (!firstError && reply?.type === 45) firstError = Buffer.from(reply.raw);
+      };
       lane.send(db, MULTI, noop, proto);
-      for (const q of queued) lane.connection.send(q.raw, noop);
-      lane.connection.send(EXEC, answered);
+      for (const q of queued) lane.connection.send(q.raw, queuedReply);
+      lane.connection.send(EXEC, (reply, err) => answered(reply && firstError ? withAbortReason(reply, firstError) : reply, err));
     } else {
       const replyOf = arrayOfReplies(queued.length, answered);
       lane.send(db, queued[0].raw, replyOf(0), proto);
@@ -407,4 +415,14 @@ class PendingWrite implements ReplyTarget {
     deliverError(this.target, this.tag, error);
     this.done();
   }
+}
+
+/**
+ * EXEC's `-EXECABORT … because of previous errors.` for errors only the proxy saw: Redis's text
+ * for an EXEC refused because of one error, `-EXECABORT Transaction discarded because of: <it>`.
+ */
+function withAbortReason(reply: FramedReply, firstError: Buffer): FramedReply {
+  if (!reply.raw.toString('latin1', 0, 64).startsWith('-EXECABORT Transaction discarded because of previous')) return reply;
+  const raw = Buffer.from(`-EXECABORT Transaction discarded because of: ${firstError.toString('latin1', 1, firstError.length - 2)}\r\n`, 'latin1');
+  return { raw, type: 45 };
 }

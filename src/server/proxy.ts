@@ -25,6 +25,8 @@ import { BlockedClients } from './blocking';
 import { ClientSession } from './client-session';
 import type { MasterView, ProxyContext, ProxyStats, ReplicationPort } from './context';
 import { ScriptWatch } from './script-watch';
+import { MemoryLimit } from './memory-limit';
+import { decodeReply } from '../resp/decode';
 import { OrderedPath } from './ordered-path';
 import { ClientGuard, refuseProtected } from './protected-mode';
 import { STOP_STEPS, StopProgress } from './stop-progress';
@@ -69,7 +71,8 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
   const laneConnection = (lane: number): NodeConnection => new NodeConnection({ ...nodeOptions, reconnect: true, logger: rootLogger.child({ component: 'backend', lane }) });
   const connection = laneConnection(0);
   const orderedPath = new OrderedPath(connection, log, rootLogger.child({ component: 'ordered-path' }));
-  const node = new NodeFacts(connection, nodeOptions, log, logger);
+  const memoryLimit: MemoryLimit = new MemoryLimit((): string | undefined => node.profile?.product);
+  const node = new NodeFacts(connection, nodeOptions, log, memoryLimit, logger);
   const store = new SnapshotStore({
     dir: path.join(config.dataDir, 'snapshots'), node: nodeOptions, fileSize: config.snapshot.fileSize, maxAgeMs: config.snapshot.maxAgeMs,
     maxTrackedKeys: config.snapshot.maxTrackedKeys, log, ordered: orderedPath, logger: rootLogger.child({ component: 'snapshot' }),
@@ -138,6 +141,7 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
     masterView,
     dedicatedConnection,
     scripts: new ScriptWatch(dedicatedConnection),
+    memoryLimit,
     proxyInfo: () =>
       [
         '# Proxy', `proxy_version:${VERSION}`, `proxy_run_id:${runId}`, `uptime_in_seconds:${Math.floor((Date.now() - stats.startedAt) / 1000)}`,
@@ -240,7 +244,7 @@ class NodeFacts {
   private probed?: () => void;
   private readonly probedOnce = new Promise<void>((resolve) => (this.probed = resolve));
 
-  constructor(private readonly connection: NodeConnection, private readonly address: NodeAddress, private readonly log: WriteLog, private readonly logger: Logger) {
+  constructor(private readonly connection: NodeConnection, private readonly address: NodeAddress, private readonly log: WriteLog, private readonly memoryLimit: MemoryLimit, private readonly logger: Logger) {
     connection.on('up', () => this.refresh());
   }
 
@@ -276,6 +280,10 @@ class NodeFacts {
         this.log.reset('backend node restarted');
       }
       this.nodeRunId = runId ?? `unknown-${Date.now()}`;
+    });
+    this.connection.send(encodeArgs(['CONFIG', 'GET', 'maxmemory']), (reply) => {
+      const decoded = reply ? decodeReply(reply.raw) : null;
+      this.memoryLimit.set(Array.isArray(decoded) && Buffer.isBuffer(decoded[1]) ? decoded[1].toString() : '0');
     });
   }
 }

@@ -12,6 +12,8 @@ import { READONLY_ERROR, adminRefusal, errorReply } from './refusals';
 import type { CommandSpec } from './command-table';
 import { changesScriptState, clientExecReply, readBacksToQueue, scriptRefusal } from './scripting';
 import { Queued, dbAfter, execRoleRefusal, execWithProxyCommands } from './transaction-exec';
+import { QUEUE_PROBE } from './memory-limit';
+import { arrayElements } from '../resp/reply-framer';
 
 const NOT_IN_TRANSACTION = new Set(['pubsub', 'refused']);
 /** The commands Redis 7.0 flags no-multi: refused at queue time with Redis's own text. */
@@ -20,6 +22,8 @@ const NO_MULTI = new Set(['save', 'shutdown', 'sync', 'psync']);
 export class Transaction {
   private readonly queued: Queued[] = [];
   private aborted = false;
+  /** The node's queue-time answers still to come (askNode). */
+  private asked: Promise<Buffer>[] = [];
   /** The db the queued commands will run in: a SELECT inside the transaction moves it. */
   private db: number;
 
@@ -36,8 +40,11 @@ export class Transaction {
     this.db = session.db;
   }
 
-  /** Queues one command; returns the reply for it (+QUEUED or the queue-time error). */
-  queue(name: string, spec: CommandSpec | undefined, args: Buffer[], raw: Buffer): Buffer {
+  /**
+   * Queues one command; returns the reply for it (+QUEUED or the queue-time error), or the node's
+   * queue-time answer to come while it has a memory limit (memory-limit.ts).
+   */
+  queue(name: string, spec: CommandSpec | undefined, args: Buffer[], raw: Buffer): Buffer | Promise<Buffer> {
     const s = this.session;
     if (NO_MULTI.has(name)) {
       this.aborted = true;
@@ -84,7 +91,7 @@ export class Transaction {
     this.queued.push({ args, raw, write, scope });
     // A script's after-images are read back inside the same transaction (scripting.ts).
     this.queued.push(...readBacksToQueue(s, name, args));
-    return encode.QUEUED;
+    return s.ctx.memoryLimit.limited ? this.askNode() : encode.QUEUED;
   }
 
   static handle(s: ClientSession, name: string, args: Buffer[]): Promise<void> | void {
@@ -111,8 +118,29 @@ export class Transaction {
     }
   }
 
+  /** Whether the node would queue a command now (-OOM over maxmemory): PING inside MULTI meets that check. */
+  private askNode(): Promise<Buffer> {
+    const s = this.session;
+    const answer = new Promise<Buffer>((resolve) => {
+      s.ctx.path.sendBatch(this.db, QUEUE_PROBE, [], (reply, err) => {
+        const ping = reply?.type === 42 ? arrayElements(reply.raw)[1] : undefined;
+        const refusal = ping === undefined ? errorReply(err) : ping[0] === 45 ? ping : null;
+        if (refusal) this.aborted = true;
+        resolve(refusal ?? encode.QUEUED);
+      }, s.lanes);
+    });
+    this.asked.push(answer);
+    return answer;
+  }
+
   private exec(): Promise<void> | void {
     const s = this.session;
+    // EXEC judges the node's queue-time answers: wait for those still on their way.
+    if (this.asked.length > 0) {
+      const asked = Promise.all(this.asked);
+      this.asked = [];
+      return asked.then(() => this.exec());
+    }
     s.transaction = null;
     if (this.aborted) {
       s.ctx.watches.unwatch(s);
@@ -140,6 +168,11 @@ export class Transaction {
       // A SELECT inside the transaction leaves the client in that db afterwards, as on Redis.
       s.db = dbAfter(this.queued, db, s.ctx.dbCount());
       const slot = s.slot();
+      // Over maxmemory the node refuses every command queued in its MULTI, yet Redis runs an EXEC
+      // of reads queued before: reads go without MULTI, every lane held, so nothing comes between.
+      if (s.ctx.memoryLimit.limited && !this.queued.some((q) => q.write || q.local)) {
+        return s.ctx.path.sendBatch(db, this.queued, [], (reply, err) => s.fill(slot, reply ? clientExecReply(this.queued, reply.raw) : errorReply(err)), s.lanes, true);
+      }
       if (this.queued.some((q) => q.local)) {
         return execWithProxyCommands(s, this.queued, db, watched).then((reply) => s.fill(slot, reply), (err) => s.fill(slot, errorReply(err)));
       }
