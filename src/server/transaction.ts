@@ -2,8 +2,10 @@
  * MULTI/EXEC/DISCARD/WATCH/UNWATCH. The proxy queues the transaction itself and, at EXEC, sends
  * MULTI + the commands + EXEC as one contiguous batch on one lane of the ordered path, so no other
  * client's command can land inside it and the whole transaction is logged as one entry.
- * Queue-time errors (wrong arity, a read refused on a replica, a write on a replica) abort it with
- * EXECABORT, as Redis does; WATCH is emulated (watch-registry.ts).
+ * Queue-time errors (wrong arity, a read refused on a replica, a write on a replica, the node's
+ * -OOM while it has a maxmemory: memory-limit.ts) abort it with EXECABORT, as Redis does; WATCH is
+ * emulated (watch-registry.ts); the role is checked again at EXEC and the proxy's own commands
+ * inside MULTI answer after the node's (transaction-exec.ts).
  */
 import * as encode from '../resp/encode';
 import { isReadBack } from '../source/script-images';
@@ -54,7 +56,7 @@ export class Transaction {
       this.aborted = true;
       return encode.error(`ERR Command '${name}' is not allowed inside a transaction through pika-sync-proxy`);
     }
-    // The proxy's own replication commands run at EXEC between parts of the transaction.
+    // The proxy's own replication commands answer at EXEC, after the node's (transaction-exec.ts).
     if (spec?.category === 'replication') {
       this.queued.push({ args, raw, write: false, local: true });
       return encode.QUEUED;
