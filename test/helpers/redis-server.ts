@@ -10,6 +10,9 @@ import path from 'node:path';
 import Redis from 'ioredis';
 import { freePort, waitForPort } from './ports';
 
+/** How long stop() waits after SIGTERM before SIGKILL. */
+const STOP_GRACE_MS = 10_000;
+
 export const PIKA_MISSING_COMMANDS = ['DUMP', 'RESTORE', 'RENAME', 'RENAMENX', 'LMOVE', 'BLMOVE', 'COPY', 'SWAPDB', 'OBJECT', 'DEBUG'];
 
 export interface RedisServerOptions {
@@ -84,7 +87,13 @@ export class RedisServer {
     this.proc = undefined;
     if (!proc || proc.exitCode !== null) return;
     await new Promise<void>((resolve) => {
-      proc.once('exit', () => resolve());
+      // A server inside a script that never ends does not act on SIGTERM (it is handled in its
+      // cron, which the script holds off): after a bound, SIGKILL, so nothing is left running.
+      const escalate = signal === 'SIGKILL' ? undefined : setTimeout(() => proc.kill('SIGKILL'), STOP_GRACE_MS);
+      proc.once('exit', () => {
+        clearTimeout(escalate);
+        resolve();
+      });
       proc.kill(signal);
     });
   }
