@@ -71,6 +71,33 @@ describe('DEBUG RELOAD NOSAVE and the write log', function () {
     expect(await r.text('GET', 'after-reload')).to.equal('$1\r\n1\r\n');
   });
 
+  it('redis: a DEBUG RELOAD whose load fails on a replica starts a new full sync from its master', async () => {
+    const masterNode = cleanup.add(await RedisServer.start({ extraArgs: DEBUG_ON }), (s) => s.stop());
+    const replicaNode = cleanup.add(await RedisServer.start({ extraArgs: DEBUG_ON }), (s) => s.stop());
+    const master = await cleanup.proxy(masterNode);
+    const replica = await cleanup.proxy(replicaNode, FAST_RETRY);
+    const m = cleanup.add(await RespClient.connect(master.port), (c) => c.close());
+    const r = cleanup.add(await RespClient.connect(replica.port), (c) => c.close());
+    // A library and no key: NOFLUSH then fails on the library already loaded (Redis answers an
+    // error; a duplicate key would crash it instead).
+    expect(await m.text('FUNCTION', 'LOAD', "#!lua name=lib1\nredis.register_function('f1', function() return 'hi' end)")).to.equal('$4\r\nlib1\r\n');
+    expect(await r.text('REPLICAOF', '127.0.0.1', String(master.port))).to.equal('+OK\r\n');
+    const confirmedAt = async (): Promise<unknown> => (JSON.parse((await r.call('SYNCPROXY', 'STATUS', 'JSON')).toString().split('\r\n')[1]) as { confirmedAt: unknown }).confirmedAt;
+    const first = await waitFor('replica confirmed', confirmedAt);
+    expect(await r.text('FUNCTION', 'LIST')).to.include('lib1');
+
+    expect(await r.text('DEBUG', 'RELOAD', 'NOFLUSH')).to.match(/^-ERR Error trying to load the RDB dump/);
+    const second = await waitFor('replica confirmed again', async () => {
+      const at = await confirmedAt();
+      return at !== null && at !== first ? at : null;
+    });
+    expect(second).to.not.equal(first);
+    expect(await r.text('FUNCTION', 'LIST')).to.include('lib1');
+    // A reload that loaded (saved first) leaves the confirmed sync alone.
+    expect(await r.text('DEBUG', 'RELOAD')).to.equal('+OK\r\n');
+    expect(await confirmedAt()).to.equal(second);
+  });
+
   it('pika: DEBUG RELOAD NOSAVE gets Pika\'s own error and the write log goes on', async () => {
     const node = await cleanup.node('pika');
     const proxy = await cleanup.proxy(node);

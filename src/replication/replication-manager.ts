@@ -114,6 +114,18 @@ export class ReplicationManager {
   }
 
   /**
+   * The node's data may no longer be what the confirmed sync left (a DEBUG RELOAD whose load
+   * failed): a new full sync from the same master, as `SLAVEOF host port force` (reads are refused
+   * until it is confirmed). Nothing to do on a master.
+   */
+  async resync(reason: string): Promise<void> {
+    const status = this.replicaStatus;
+    if (!status) return;
+    this.logger.warn({ reason }, 'the node changed under the replica: full sync again');
+    await this.slaveof(status.master.host, status.master.port, true);
+  }
+
+  /**
    * SLAVEOF NO ONE: abort, forget the master, and never leave a partial load behind. The flush
    * comes before the role changes: when the node cannot be flushed, the proxy stays an unconfirmed
    * replica (reads refused, last_sync_error says why), the command answers the error, and a

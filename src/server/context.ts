@@ -41,6 +41,8 @@ export interface ReplicationPort {
   readGate(): string | null;
   slaveof(host: string, port: number, force: boolean): Promise<'started' | 'already'>;
   noOne(): Promise<void>;
+  /** A new full sync from the same master (the replica's node changed outside the sync). */
+  resync(reason: string): Promise<void>;
   infoReplication(master: MasterView): string;
   roleReply(master: MasterView): ReplyValue;
   statusText(): string;

@@ -10,7 +10,8 @@
  *   it first): after either the write log starts a new generation once the node answered, so
  *   replicas run a full sync instead of following a log that no longer describes the node. The
  *   reload runs with every lane held (no write of another client meets it half done). On a
- *   replica NOSAVE is refused: its data must stay its master's.
+ *   replica NOSAVE is refused: its data must stay its master's; a failed load there starts a new
+ *   full sync from its master.
  */
 import { decodeReply } from '../resp/decode';
 import * as encode from '../resp/encode';
@@ -53,9 +54,19 @@ function debugReload(s: ClientSession, req: Request): Promise<void> | void {
     // A batch of one that names no key: it leaves once every lane is drained and held.
     s.ctx.path.sendBatch(s.db, [{ args: req.args, raw: req.raw, write: false }], [EVERY_LANE], (reply, err) => {
       const answer = reply ? (arrayElements(reply.raw)[0] ?? reply.raw) : errorReply(err);
-      if (changedData(answer, keepsData)) s.ctx.path.restartLog(`DEBUG RELOAD ${keepsData ? 'failed to load' : 'NOSAVE'}: the node's data may no longer be what the write log describes`);
-      s.fill(slot, answer);
-      resolve();
+      if (!changedData(answer, keepsData)) {
+        s.fill(slot, answer);
+        return resolve();
+      }
+      const reason = `DEBUG RELOAD ${keepsData ? 'failed to load' : 'NOSAVE'}: the node's data may no longer be what the write log describes`;
+      s.ctx.path.restartLog(reason);
+      // A replica's node no longer holds what its confirmed sync proved: sync it again (reads are
+      // refused from the answer on).
+      const resynced = s.ctx.replication.role === 'replica' ? s.ctx.replication.resync(reason) : Promise.resolve();
+      void resynced.catch((err: unknown) => s.ctx.logger.error({ err: String(err) }, 'full sync after DEBUG RELOAD could not start')).finally(() => {
+        s.fill(slot, answer);
+        resolve();
+      });
     }, s.lanes);
   });
 }
