@@ -28,13 +28,19 @@ describe('DEBUG RELOAD NOSAVE and the write log', function () {
     await cleanup.run();
   });
 
-  it('redis: the node reloads an older file; the master starts a new log generation and its replica full-syncs to the reloaded data', async () => {
+  /** Two redis-servers with DEBUG behind two proxies (the replica not attached yet), a client to each proxy. */
+  async function masterAndReplica() {
     const masterNode = cleanup.add(await RedisServer.start({ extraArgs: DEBUG_ON }), (s) => s.stop());
     const replicaNode = cleanup.add(await RedisServer.start({ extraArgs: DEBUG_ON }), (s) => s.stop());
     const master = await cleanup.proxy(masterNode);
     const replica = await cleanup.proxy(replicaNode, FAST_RETRY);
     const m = cleanup.add(await RespClient.connect(master.port), (c) => c.close());
     const r = cleanup.add(await RespClient.connect(replica.port), (c) => c.close());
+    return { masterNode, replicaNode, master, m, r };
+  }
+
+  it('redis: the node reloads an older file; the master starts a new log generation and its replica full-syncs to the reloaded data', async () => {
+    const { masterNode, replicaNode, master, m, r } = await masterAndReplica();
 
     expect(await m.text('SET', 'k', 'logged')).to.equal('+OK\r\n');
     expect(await m.text('SET', 'only-logged', '1')).to.equal('+OK\r\n');
@@ -72,12 +78,7 @@ describe('DEBUG RELOAD NOSAVE and the write log', function () {
   });
 
   it('redis: a DEBUG RELOAD whose load fails on a replica starts a new full sync from its master', async () => {
-    const masterNode = cleanup.add(await RedisServer.start({ extraArgs: DEBUG_ON }), (s) => s.stop());
-    const replicaNode = cleanup.add(await RedisServer.start({ extraArgs: DEBUG_ON }), (s) => s.stop());
-    const master = await cleanup.proxy(masterNode);
-    const replica = await cleanup.proxy(replicaNode, FAST_RETRY);
-    const m = cleanup.add(await RespClient.connect(master.port), (c) => c.close());
-    const r = cleanup.add(await RespClient.connect(replica.port), (c) => c.close());
+    const { master, m, r } = await masterAndReplica();
     // A library and no key: NOFLUSH then fails on the library already loaded (Redis answers an
     // error; a duplicate key would crash it instead).
     expect(await m.text('FUNCTION', 'LOAD', "#!lua name=lib1\nredis.register_function('f1', function() return 'hi' end)")).to.equal('$4\r\nlib1\r\n');
