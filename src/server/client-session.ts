@@ -14,7 +14,7 @@ import { performance } from 'node:perf_hooks';
 import { SlotTimes, UNKNOWN_CLASS, UNTIMED } from '../metrics/command-timing';
 import type { Logger } from 'pino';
 import { Fifo } from '../backend/fifo';
-import type { NodeConnection, ReplyTarget } from '../backend/node-connection';
+import type { ReplyTarget } from '../backend/node-connection';
 import type { LaneClient } from './lane-client';
 import type { SyncProxyError } from '../errors';
 import * as encode from '../resp/encode';
@@ -32,6 +32,7 @@ import { maxmemoryOf, runConfigSetMaxmemory } from './memory-limit';
 import { ReplyQueue, Slot } from './reply-queue';
 import { Transaction } from './transaction';
 import { runBlocking } from './blocking-runner';
+import { runBlockingRead } from './blocking-read';
 import { pipeReplicationStream } from './sync-pipe';
 import { isScriptingCommand, runScripting } from './scripting';
 import { answerIfBusy, meetsBusyScript } from './script-watch';
@@ -59,7 +60,6 @@ export class ClientSession implements ReplyTarget {
   private commandsRun = 0;
   transaction: Transaction | null = null;
   pubsub: PubSubMode | null = null;
-  private blockingConnection?: NodeConnection;
   private diverted?: (chunk: Buffer) => void;
   /** This client's order across the node lanes; its node replies come back through it. */
   readonly lanes: LaneClient;
@@ -245,7 +245,7 @@ export class ClientSession implements ReplyTarget {
         return maxmemory === null ? this.forward(req) : runConfigSetMaxmemory(this, req, maxmemory);
       }
       case 'read':
-        if (name === 'xread' && hasBlockOption(req.args)) return this.blockingRead(req.raw);
+        if (name === 'xread' && hasBlockOption(req.args)) return runBlockingRead(this, req.raw);
         return this.forwardRead(req, spec.bulky);
       case 'write':
         if (name === 'xreadgroup' && hasBlockOption(req.args)) {
@@ -310,26 +310,6 @@ export class ClientSession implements ReplyTarget {
     // The common case (no gate to wait for) dispatches without making a closure.
     if (!wait) return this.ctx.path.sendWrite(this.db, req, scope, this.lanes, this.slot(), undefined, this.lanes);
     return wait.then(() => this.ctx.path.sendWrite(this.db, req, scope, this.lanes, this.slot(), undefined, this.lanes));
-  }
-
-  /** XREAD BLOCK: a read that may block, on this client's own connection to the node. */
-  private async blockingRead(raw: Buffer): Promise<void> {
-    const refusal = this.readRefusal();
-    if (refusal) return this.reply(refusal);
-    await this.repliesSettled();
-    if (!this.blockingConnection) {
-      this.blockingConnection = this.ctx.dedicatedConnection();
-      await this.blockingConnection.connect();
-    }
-    const conn = this.blockingConnection;
-    const slot = this.slot();
-    await new Promise<void>((resolve) => {
-      conn.send(encode.encodeCommand(['SELECT', String(this.db)]), () => undefined);
-      conn.send(raw, (reply, err) => {
-        this.fill(slot, reply ? reply.raw : errorReply(err));
-        resolve();
-      });
-    });
   }
 
   /** Resolves once every reply queued so far is ready (before switching connections). */
@@ -432,7 +412,6 @@ export class ClientSession implements ReplyTarget {
     this.logger.debug({ commands: this.commandsRun }, 'client disconnected');
     this.ctx.watches.unwatch(this);
     this.pubsub?.close();
-    this.blockingConnection?.destroy();
     for (const l of this.closeListeners) l();
   }
 }

@@ -22,14 +22,15 @@ import { ANY_BULKY_LANE, ANY_LANE, LaneChooser, LaneClient, NOT_YET } from './la
 import { SPANS, carrierOf, laneOfScope, lanesOf, readLane } from './lane-routing';
 import { Lane, Protocol, exclusive } from './lanes';
 import { LogSink, WriteRecorder } from './write-recorder';
+import { arrayOfReplies, withAbortReason } from './batch-replies';
 
 export type { LogSink } from './write-recorder';
 
 /**
  * `origin` is the session whose command it was (a blocked client is not woken by its own pops);
  * `command` the write itself (dispatch listeners only: WATCH judges FLUSHDB/FLUSHALL/SWAPDB by it).
- * A dispatch listener may send commands of its own (`probeExists`): they reach the node before
- * the write, on its lane.
+ * A dispatch listener may send commands of its own (`probeInteger`, node-probes.ts): they reach
+ * the node before the write, on its lane.
  */
 export type KeysListener = (scope: WriteScope, origin?: object, command?: { readonly name: string; readonly args: readonly Buffer[] }) => void;
 
@@ -43,8 +44,6 @@ export interface QueuedCommand {
   scope?: WriteScope;
 }
 
-const EXISTS = Buffer.from('EXISTS');
-const SISMEMBER = Buffer.from('SISMEMBER');
 const PING = encodeArgs(['PING']);
 const MULTI = encodeArgs(['MULTI']);
 const EXEC = encodeArgs(['EXEC']);
@@ -326,34 +325,10 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
   }
 
   /**
-   * Asks the node which of `keys` exist in `db`, in order with everything sent before and after
-   * (one EXISTS per key; from a dispatch listener, on the lane of the write being dispatched);
-   * `done` gets one flag per key, or null when any answer failed.
-   */
-  probeExists(db: number, keys: Buffer[], done: (exists: boolean[] | null) => void): void {
-    const exists: boolean[] = [];
-    let failed = false;
-    let left = keys.length;
-    if (left === 0) return queueMicrotask(() => done(exists));
-    keys.forEach((key, i) => {
-      this.probeInteger(db, [EXISTS, key], (n) => {
-        if (n === null) failed = true;
-        else exists[i] = n !== 0;
-        if (--left === 0) done(failed ? null : exists);
-      });
-    });
-  }
-
-  /** Like `probeExists`: whether `member` is in the set `key` (SISMEMBER; null when it failed). */
-  probeMember(db: number, key: Buffer, member: Buffer, done: (isMember: boolean | null) => void): void {
-    this.probeInteger(db, [SISMEMBER, key, member], (n) => done(n === null ? null : n !== 0));
-  }
-
-  /**
    * One probe with an integer answer, on the lane of the write being dispatched (else lane 0),
    * in whatever protocol the lane is in (an integer either way: no switch before the write).
    */
-  private probeInteger(db: number, args: Buffer[], done: (n: number | null) => void): void {
+  probeInteger(db: number, args: Buffer[], done: (n: number | null) => void): void {
     const lane = this.dispatching ?? this.lanes[0];
     lane.send(db, encodeArgs(args), (reply, err) => {
       done(err || reply?.type !== 58 ? null : Number(reply.raw.toString('latin1', 1, reply.raw.length - 2)));
@@ -372,24 +347,6 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
     );
     return this.recorder.log.lastOffset;
   }
-}
-
-/**
- * Callbacks for `n` replies that hand `done` one array reply made of them (as EXEC's would be)
- * once all are in, or the first error (a link lost on the way).
- */
-function arrayOfReplies(n: number, done: ReplyCallback): (i: number) => ReplyCallback {
-  const parts: Buffer[] = new Array<Buffer>(n);
-  let left = n;
-  let failed: SyncProxyError | undefined;
-  return (i) => (reply, err) => {
-    if (reply) parts[i] = Buffer.from(reply.raw);
-    else failed ??= err ?? new SyncProxyError('INTERNAL', 'a batched command got no reply');
-    if (--left > 0) return;
-    if (failed) return done(null, failed);
-    const raw = Buffer.concat([Buffer.from(`*${n}\r\n`), ...parts]);
-    done({ raw, type: 42 });
-  };
 }
 
 /** A write waiting for the node's reply: logged, then answered, by its ordered path. */
@@ -415,14 +372,4 @@ class PendingWrite implements ReplyTarget {
     deliverError(this.target, this.tag, error);
     this.done();
   }
-}
-
-/**
- * EXEC's `-EXECABORT … because of previous errors.` for errors only the proxy saw: Redis's text
- * for an EXEC refused because of one error, `-EXECABORT Transaction discarded because of: <it>`.
- */
-function withAbortReason(reply: FramedReply, firstError: Buffer): FramedReply {
-  if (!reply.raw.toString('latin1', 0, 64).startsWith('-EXECABORT Transaction discarded because of previous')) return reply;
-  const raw = Buffer.from(`-EXECABORT Transaction discarded because of: ${firstError.toString('latin1', 1, firstError.length - 2)}\r\n`, 'latin1');
-  return { raw, type: 45 };
 }

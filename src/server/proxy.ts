@@ -31,6 +31,7 @@ import { OrderedPath } from './ordered-path';
 import { ClientGuard, refuseProtected } from './protected-mode';
 import { STOP_STEPS, StopProgress } from './stop-progress';
 import { WatchRegistry } from './watch-registry';
+import { nodeProbes } from './node-probes';
 
 /** How long the start waits for the first node probe; how long a probe may take. */
 const PROBE_WAIT_MS = 5000;
@@ -80,11 +81,7 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
   });
   await store.init();
 
-  const watches = new WatchRegistry({
-    exists: (db, keys, done) => orderedPath.probeExists(db, keys, done),
-    isMember: (db, key, member, done) => orderedPath.probeMember(db, key, member, done),
-    dbCount: () => node.dbCount,
-  });
+  const watches = new WatchRegistry(nodeProbes(orderedPath, () => node.dbCount));
   const blocked = new BlockedClients();
   orderedPath.onDispatch((scope, _origin, command) => watches.touched(scope, command));
   orderedPath.onApplied((scope, origin) => blocked.applied(scope, origin));
