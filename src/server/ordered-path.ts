@@ -101,6 +101,33 @@ export class OrderedPath implements OrderedPathContract, LaneChooser {
     }
   }
 
+  /**
+   * More lanes while clients are served (auto-lanes.ts: the node's kind became known after the
+   * start). A key's lane follows from the number of lanes, so a write on a key's new lane must
+   * not overtake one sent (or submitted to a held lane) under the old count: the new lanes are
+   * added held, and open once the node answered a PING sent behind everything on every old lane.
+   * Writes waiting in a client's order carry a lane chosen under the old count too (never with
+   * one lane, where nothing waits): while there are any, nothing changes and this answers false.
+   * `connections` must be up.
+   */
+  growLanes(connections: NodeConnection[]): boolean {
+    if (this.queuedWrites > 0) return false;
+    const old = [...this.lanes];
+    const added = connections.map((connection) => {
+      const lane = new Lane(this.lanes.length, connection, this.logger);
+      lane.held = true;
+      this.lanes.push(lane);
+      this.watchLinkLoss(connection);
+      return lane;
+    });
+    let pinging = old.length;
+    const open = (): void => {
+      if (--pinging === 0) for (const lane of added) lane.release();
+    };
+    for (const lane of old) lane.submit((x) => x.connection.send(PING, open));
+    return true;
+  }
+
   /** The first lane's connection: link status, node facts, keep-alive status. */
   get connection(): NodeConnection {
     return this.lanes[0].connection;

@@ -8,16 +8,14 @@ import net from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { NodeConnection } from '../backend/node-connection';
-import { NodeProfile, SAFE_PROFILE, describeProfile } from '../backend/node-profile';
-import { NodeAddress, probeNodeAt } from '../replication/node-pipeline';
+import { describeProfile } from '../backend/node-profile';
 import type { Config } from '../config';
-import { SyncProxyError, describeError } from '../errors';
+import { SyncProxyError } from '../errors';
 import { MetricsServer } from '../metrics/http-server';
 import { CommandTiming } from '../metrics/command-timing';
 import { createRegistry } from '../metrics/registry';
 import { ReplicationManager } from '../replication/replication-manager';
 import * as encode from '../resp/encode';
-import { encodeArgs } from '../resp/request-parser';
 import { SnapshotStore } from '../source/snapshot-store';
 import { WriteLog } from '../source/write-log';
 import { SyncServer } from '../sync/sync-server';
@@ -26,28 +24,16 @@ import { ClientSession } from './client-session';
 import type { MasterView, ProxyContext, ProxyStats, ReplicationPort } from './context';
 import { ScriptWatch } from './script-watch';
 import { MemoryLimit } from './memory-limit';
-import { decodeReply } from '../resp/decode';
 import { OrderedPath } from './ordered-path';
 import { ClientGuard, refuseProtected } from './protected-mode';
 import { STOP_STEPS, StopProgress } from './stop-progress';
 import { WatchRegistry } from './watch-registry';
 import { nodeProbes } from './node-probes';
+import { NodeFacts } from './node-facts';
+import { LaneGrowth, laneCount } from './auto-lanes';
 
-/** How long the start waits for the first node probe; how long a probe may take. */
+/** How long the start waits for the first node probe (the node may be down). */
 const PROBE_WAIT_MS = 5000;
-const PROBE_TIMEOUT_MS = 30_000;
-/**
- * Lanes for --node-connections auto, by node kind. Pika runs each connection on its worker
- * threads in parallel, so one slow command on one lane leaves the others going (bench/RESULTS.md
- * "lanes"); Redis runs one command at a time whatever the connections, where more lanes only
- * split the batches the single connection sends (fewer commands per syscall).
- */
-const AUTO_LANES: Readonly<Record<string, number>> = { pika: 8 };
-
-function laneCount(configured: number, profile: NodeProfile | undefined): number {
-  if (configured > 0) return configured;
-  return AUTO_LANES[profile?.product ?? 'unknown'] ?? 1;
-}
 
 export const VERSION: string = (require('../../../package.json') as { version: string }).version;
 
@@ -186,6 +172,13 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
   // connecting would be refused (BACKEND_UNAVAILABLE) while lane 0 is up.
   const lanesUp = Promise.all(orderedPath.lanes.slice(1).map((lane) => lane.connection.connect().catch(() => undefined)));
   await Promise.race([lanesUp, new Promise<void>((resolve) => setTimeout(resolve, PROBE_WAIT_MS).unref())]);
+  // --node-connections auto with the node's kind unknown so far (down, or slow to answer): its
+  // lanes are added once a probe tells it (auto-lanes.ts).
+  const growth = config.nodeConnections === 0 ? new LaneGrowth({ path: orderedPath, connection: laneConnection, stopping: () => stopping !== undefined, logger: rootLogger.child({ component: 'lanes' }) }) : undefined;
+  if (growth) {
+    node.onProfile((profile) => growth.profileKnown(profile));
+    if (node.profile) growth.profileKnown(node.profile);
+  }
   accept = (socket) => {
     stats.connectionsReceived++;
     if (!guard.allows(socket.remoteAddress)) return refuseProtected(socket);
@@ -208,6 +201,7 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
   const stop = (): Promise<void> =>
     (stopping ??= (async () => {
       logger.info('stopping: no new connections, draining replies in flight');
+      growth?.stop();
       listener.close();
       for (const s of sessions) s.stopAccepting();
       const deadline = Date.now() + 5000;
@@ -225,62 +219,4 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
       logger.info('stopped');
     })());
   return { port, syncPort, metricsPort, runId, stopProgress, stop };
-}
-
-/**
- * Facts about the node learned on every (re)connect: its profile (node-profile.ts: how many
- * databases it has, how it takes expiries, ...), probed on a connection of its own, and its run
- * id. A node that restarted may have lost data the log describes, so a changed run id starts a
- * new log generation: replicas then run a full sync instead of silently diverging. (A link drop
- * with a write unanswered does the same: OrderedPath.)
- */
-class NodeFacts {
-  dbCount = 16;
-  profile?: NodeProfile;
-  private nodeRunId?: string;
-  private probed?: () => void;
-  private readonly probedOnce = new Promise<void>((resolve) => (this.probed = resolve));
-
-  constructor(private readonly connection: NodeConnection, private readonly address: NodeAddress, private readonly log: WriteLog, private readonly memoryLimit: MemoryLimit, private readonly logger: Logger) {
-    connection.on('up', () => this.refresh());
-  }
-
-  /** Resolves after the first probe, or after `maxMs` (the node may be down at start). */
-  firstProbe(maxMs: number): Promise<void> {
-    return Promise.race([this.probedOnce, new Promise<void>((resolve) => setTimeout(resolve, maxMs).unref())]);
-  }
-
-  private refresh(): void {
-    const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(new SyncProxyError('BACKEND_UNAVAILABLE', 'node profile probe timed out')), PROBE_TIMEOUT_MS);
-    probeNodeAt(this.address, abort.signal).then(
-      (profile) => {
-        const changed = !this.profile || describeProfile(profile) !== describeProfile(this.profile);
-        this.profile = profile;
-        this.dbCount = profile.databases;
-        if (changed) this.logger.info({ profile: describeProfile(profile) }, 'node profile probed');
-      },
-      (err: unknown) => {
-        // Keep what is known; a node never probed is handled as the safe profile (one db, PEXPIRE).
-        this.dbCount = this.profile?.databases ?? SAFE_PROFILE.databases;
-        this.logger.warn({ err: describeError(err) }, 'node profile probe failed');
-      },
-    ).finally(() => {
-      clearTimeout(timer);
-      this.probed?.();
-    });
-    this.connection.send(encodeArgs(['INFO', 'server']), (reply) => {
-      const text = reply && reply.type === 36 ? reply.raw.toString() : '';
-      const runId = /run_id:(\w+)/.exec(text)?.[1];
-      if (this.nodeRunId !== undefined && runId !== this.nodeRunId) {
-        this.logger.warn({ previous: this.nodeRunId, now: runId }, 'backend node restarted');
-        this.log.reset('backend node restarted');
-      }
-      this.nodeRunId = runId ?? `unknown-${Date.now()}`;
-    });
-    this.connection.send(encodeArgs(['CONFIG', 'GET', 'maxmemory']), (reply) => {
-      const decoded = reply ? decodeReply(reply.raw) : null;
-      this.memoryLimit.set(Array.isArray(decoded) && Buffer.isBuffer(decoded[1]) ? decoded[1].toString() : '0');
-    });
-  }
 }
