@@ -167,7 +167,7 @@ export const FLAGS: readonly FlagSpec[] = [
     },
   },
   {
-    name: 'node-connections', kind: 'string', help: 'connections ("lanes") from the data path to the node: auto (8 for Pika, whose worker threads run connections in parallel; 1 for single-threaded Redis and the rest) or 1-64; one key always takes one lane, see README "Lanes"',
+    name: 'node-connections', kind: 'string', help: 'connections ("lanes") from the data path to the node: auto (8 for Pika, whose worker threads run connections in parallel; 1 for single-threaded Redis and the rest; a node down at the start gets its lanes once it is up) or 1-64; one key always takes one lane, see README "Lanes"',
     apply: (c, v) => (c.nodeConnections = connectionCount('node-connections', v)),
   },
   {

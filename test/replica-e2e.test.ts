@@ -248,3 +248,47 @@ describe('replica end to end: a stream on a Pika master', function () {
     expect(read).to.match(/^MASTERDOWN .*UNSUPPORTED_DATA/);
   });
 });
+
+// Redis: a snapshot does not carry a stream's consumer groups, so a stream that has one must stop
+// the sync explicitly. It used to confirm, and the replica then answered NOGROUP and failed to
+// replay the master's next XREADGROUP.
+describe('replica end to end: a stream with a consumer group on a redis master', function () {
+  this.timeout(60_000);
+  let cleanup: Cleanup;
+  beforeEach(() => {
+    cleanup = new Cleanup();
+  });
+  afterEach(async () => {
+    await cleanup.run();
+  });
+
+  it('fails the sync with UNSUPPORTED_DATA naming the key and its groups; once the group is gone the sync confirms', async () => {
+    const masterNode = await cleanup.redis();
+    const replicaNode = await cleanup.redis();
+    const master = await cleanup.proxy(masterNode);
+    const replica = await cleanup.proxy(replicaNode, FAST_RETRY);
+    const mc = cleanup.client(proxyClient(master));
+    const rc = cleanup.client(proxyClient(replica));
+    await mc.set('plain', 'v');
+    await mc.xadd('orders', '1-1', 'item', 'a');
+    await mc.xadd('events', '1-1', 'kind', 'x');
+    await mc.xgroup('CREATE', 'orders', 'billing', '0');
+    expect(await rc.call('SLAVEOF', '127.0.0.1', String(master.port))).to.equal('OK');
+    const status = await waitFor('sync failed', async () => {
+      const s = await syncStatus(rc);
+      return s.state === 'failed' ? s : undefined;
+    });
+    expect(String(status.lastError)).to.match(/UNSUPPORTED_DATA/).and.match(/"orders"/).and.match(/consumer group/);
+    expect(status.confirmed).to.equal(false);
+    const read = await rc.get('plain').then((v) => `served ${String(v)}`, (e: Error) => e.message);
+    expect(read).to.match(/^MASTERDOWN .*UNSUPPORTED_DATA/);
+
+    // A stream without groups copies as before, ids and all.
+    await mc.xgroup('DESTROY', 'orders', 'billing');
+    expect(await rc.call('SLAVEOF', '127.0.0.1', String(master.port))).to.equal('OK');
+    expect(await waitConfirmed(replica, rc)).to.include({ sync_confirmed: '1' });
+    expect(await rc.xrange('orders', '-', '+')).to.deep.equal([['1-1', ['item', 'a']]]);
+    expect(await rc.xrange('events', '-', '+')).to.deep.equal([['1-1', ['kind', 'x']]]);
+    await expectNodesEqual(masterNode, replicaNode);
+  });
+});
