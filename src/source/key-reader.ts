@@ -17,10 +17,11 @@
  */
 import type { Logger } from 'pino';
 import { SyncProxyError } from '../errors';
-import { BulkArray, NodeErrorReply, Reply, bulkItems } from '../resp/reply-reader';
+import { BulkArray, Reply, bulkItems } from '../resp/reply-reader';
 import type { CommandEncoder } from '../resp/command-encoder';
 import { BatchReplies, NodeAddress, ReaderConnection, expectNoError } from './reader-connection';
 import type { RecordSink } from './snapshot-writer';
+import { writeStreamState } from './stream-state';
 import type { KeyType } from './types';
 
 export type { NodeAddress } from './reader-connection';
@@ -38,8 +39,6 @@ const NAME = {
   SADD: Buffer.from('SADD'),
   ZADD: Buffer.from('ZADD'),
   XADD: Buffer.from('XADD'),
-  XINFO: Buffer.from('XINFO'),
-  GROUPS: Buffer.from('GROUPS'),
   PEXPIREAT: Buffer.from('PEXPIREAT'),
   TYPE: Buffer.from('TYPE'),
   PTTL: Buffer.from('PTTL'),
@@ -130,8 +129,6 @@ export class KeyReader {
       for (const { i } of others) encodeKeyCommand(enc, NAME.TYPE, keys[i]);
       const typeReplies = await conn.sendEncoded(others.length);
       const types = others.map((_o, j) => typeOf(typeReplies[j]));
-      const streams = others.filter((_o, j) => types[j] === 'stream').map(({ i }) => keys[i]);
-      if (streams.length > 0 && this.streamsCopyable) await refuseConsumerGroups(conn, db, streams);
       enc = conn.commands();
       let reads = 0;
       others.forEach(({ i, expireAtMs }, j) => {
@@ -206,6 +203,7 @@ export class KeyReader {
       }
       case 'stream': {
         let entries = streamEntriesOf(reply);
+        let written = 0;
         for (;;) {
           if (entries.length > 0) begin();
           for (const [id, fields] of entries) {
@@ -213,10 +211,13 @@ export class KeyReader {
             for (const f of fields) args.push(f);
             sink.command(args);
           }
+          written += entries.length;
           if (entries.length < PAGE) break;
           const start = nextStreamId(entries[entries.length - 1][0].toString('latin1'));
           entries = streamEntriesOf(await conn.call(['XRANGE', k, start, '+', 'COUNT', PAGE_COUNT]));
         }
+        // Its last id, consumer groups and pending entries (stream-state.ts).
+        if (!(await writeStreamState(conn, sink, db, k, written, begin))) return false;
         break;
       }
       default: {
@@ -241,31 +242,6 @@ export class KeyReader {
     if (p.expireAtMs >= 0) sink.command([NAME.PEXPIREAT, k, String(p.expireAtMs)]);
     return true;
   }
-}
-
-/**
- * A stream's consumer groups (their last-delivered ids, consumers and pending entries) are not
- * carried by a snapshot: meeting a stream that has any fails the build with UNSUPPORTED_DATA, so
- * no sync is confirmed without them. (Before, the sync confirmed and the replica then answered
- * NOGROUP, and replaying the master's next XREADGROUP or XACK failed on its node.) A key gone
- * since its TYPE has none; a node that cannot say is refused too: nothing unproven is confirmed.
- */
-async function refuseConsumerGroups(conn: ReaderConnection, db: number, streams: Buffer[]): Promise<void> {
-  const enc = conn.commands();
-  for (const k of streams) enc.command([NAME.XINFO, NAME.GROUPS, k]);
-  const replies = await conn.sendEncoded(streams.length);
-  streams.forEach((k, j) => {
-    const reply = replies[j];
-    const name = JSON.stringify(k.toString('utf8').slice(0, 200));
-    if (reply instanceof NodeErrorReply) {
-      if (/no such key/i.test(reply.message)) return;
-      throw new SyncProxyError('UNSUPPORTED_DATA', `stream key ${name} in db ${db}: the node did not tell its consumer groups (XINFO GROUPS: ${reply.message}), which a snapshot would have to carry`);
-    }
-    const groups = Array.isArray(reply) ? reply.length : reply instanceof BulkArray ? reply.count : -1;
-    if (groups === 0) return;
-    if (groups < 0) throw malformed('XINFO GROUPS');
-    throw new SyncProxyError('UNSUPPORTED_DATA', `stream key ${name} in db ${db} has ${groups} consumer group(s): snapshots do not carry consumer groups (their last-delivered ids, consumers and pending entries), so a replica would lack them; destroy the groups (XGROUP DESTROY) or replicate without the stream`);
-  });
 }
 
 function encodeKeyCommand(enc: CommandEncoder, name: Buffer, key: Buffer): void {
