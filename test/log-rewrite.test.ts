@@ -65,6 +65,31 @@ describe('toLogCommands', () => {
     expect(text(toLogCommands(cmd('HSET', 'h', 'a', '1'), integer(1), NOW))).to.deep.equal([['HSET', 'h', 'a', '1']]);
   });
 
+  it('XCLAIM and XAUTOCLAIM claim on the replica what they claimed on the master, whatever its idle times', () => {
+    const NEVER = '9007199254740991';
+    // XCLAIM: the deleted-entry removals and LASTID first (claiming nothing), then exactly the claimed ids.
+    expect(text(toLogCommands(cmd('XCLAIM', 's', 'g', 'bob', '60000', '1-1', '2-1', '3-1', 'RETRYCOUNT', '5', 'LASTID', '3-1'), array([['1-1', ['f', 'v']]]), NOW))).to.deep.equal([
+      ['XCLAIM', 's', 'g', 'bob', NEVER, '1-1', '2-1', '3-1', 'LASTID', '3-1'],
+      ['XCLAIM', 's', 'g', 'bob', '0', '1-1', 'RETRYCOUNT', '5', 'LASTID', '3-1'],
+    ]);
+    expect(text(toLogCommands(cmd('xclaim', 's', 'g', 'bob', '60000', '1-1', '2-1', 'JUSTID', 'FORCE'), array(['1-1', '2-1']), NOW))).to.deep.equal([
+      ['xclaim', 's', 'g', 'bob', NEVER, '1-1', '2-1'],
+      ['xclaim', 's', 'g', 'bob', '0', '1-1', '2-1', 'JUSTID', 'FORCE'],
+    ]);
+    // Nothing idle enough: only the part that does not depend on idle time.
+    expect(text(toLogCommands(cmd('XCLAIM', 's', 'g', 'bob', '60000', '1-1'), array([]), NOW))).to.deep.equal([['XCLAIM', 's', 'g', 'bob', NEVER, '1-1']]);
+    expect(toLogCommands(cmd('XCLAIM', 's', 'g', 'bob', '60000', '1-1'), error('NOGROUP No such key'), NOW)).to.equal(null);
+    // XAUTOCLAIM: [next, claimed, deleted] → XCLAIM 0 of the claimed, XACK of the deleted.
+    expect(text(toLogCommands(cmd('XAUTOCLAIM', 's', 'g', 'carol', '60000', '0-0', 'COUNT', '10'), array(['0-0', [['1-1', ['f', 'v']]], ['3-1']]), NOW))).to.deep.equal([
+      ['XCLAIM', 's', 'g', 'carol', '0', '1-1'],
+      ['XACK', 's', 'g', '3-1'],
+    ]);
+    expect(text(toLogCommands(cmd('XAUTOCLAIM', 's', 'g', 'carol', '60000', '0-0', 'JUSTID'), array(['0-0', ['1-1', '2-1'], []]), NOW))).to.deep.equal([
+      ['XCLAIM', 's', 'g', 'carol', '0', '1-1', '2-1', 'JUSTID'],
+    ]);
+    expect(toLogCommands(cmd('XAUTOCLAIM', 's', 'g', 'carol', '60000', '0-0'), array(['0-0', [], []]), NOW)).to.equal(null);
+  });
+
   it('execToLogCommands drops errored commands, keeps SELECT and rewrites the rest', () => {
     const queued = [cmd('SET', 'a', '1', 'EX', '10'), cmd('INCR', 'str'), cmd('SELECT', '2'), cmd('SPOP', 's'), cmd('GET', 'a')];
     const raw = Buffer.concat([Buffer.from('*5\r\n'), OK, error('ERR value is not an integer'), OK, bulk('m'), bulk('1')]);

@@ -331,6 +331,30 @@ describe('replica end to end: streams with consumer groups on a redis master', f
     expect(String(await rc.call('SYNCPROXY', 'VERIFY'))).to.match(/result: ok/);
   });
 
+  it('XAUTOCLAIM and XCLAIM with a min-idle-time claim on the replica what they claimed on the master', async () => {
+    const masterNode = await cleanup.redis();
+    const replicaNode = await cleanup.redis();
+    const master = await cleanup.proxy(masterNode);
+    const replica = await cleanup.proxy(replicaNode, FAST_RETRY);
+    const mc = cleanup.client(proxyClient(master));
+    const rc = cleanup.client(proxyClient(replica));
+    for (let i = 1; i <= 4; i++) await mc.xadd('jobs', `${i}-1`, 'task', `t${i}`);
+    await mc.xgroup('CREATE', 'jobs', 'workers', '0');
+    await mc.call('XREADGROUP', 'GROUP', 'workers', 'w1', 'COUNT', '3', 'STREAMS', 'jobs', '>');
+    // The master's pending entries grow idle; the replica's are delivered again at its load, so
+    // right after the sync they are idle for less than the claims' min-idle-time there.
+    await new Promise((r) => setTimeout(r, 2000));
+    expect(await rc.call('SLAVEOF', '127.0.0.1', String(master.port))).to.equal('OK');
+    expect(await waitConfirmed(replica, rc)).to.include({ sync_confirmed: '1' });
+    const auto = (await mc.call('XAUTOCLAIM', 'jobs', 'workers', 'w2', '1500', '0-0', 'COUNT', '2')) as unknown[];
+    expect((auto[1] as unknown[]).length, 'the master claimed two entries').to.equal(2);
+    expect(await mc.call('XCLAIM', 'jobs', 'workers', 'w3', '1500', '3-1', 'JUSTID')).to.deep.equal(['3-1']);
+    await waitCaughtUp(mc, rc);
+    expect((await syncStatus(rc)).state).to.equal('streaming');
+    await expectStreamsEqual(masterNode, replicaNode, ['jobs']);
+    expect(String(await rc.call('SYNCPROXY', 'VERIFY'))).to.match(/result: ok/);
+  });
+
   it('a pending entry whose stream entry was deleted fails the sync with UNSUPPORTED_DATA (no confirmation without it)', async () => {
     const masterNode = await cleanup.redis();
     const replicaNode = await cleanup.redis();

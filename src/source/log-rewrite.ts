@@ -6,6 +6,8 @@
  * - relative expirations (EXPIRE, PEXPIRE, EXPIREAT in seconds, SETEX, PSETEX, SET EX/PX/EXAT,
  *   GETEX) become an absolute PEXPIREAT computed from `nowMs`;
  * - SPOP becomes SREM of the members the node returned; XADD with `*` gets the id it produced;
+ * - XCLAIM and XAUTOCLAIM, whose min-idle-time is judged by the node's clock against delivery
+ *   times, claim on the replica exactly the entries the master's node claimed (stream-claims.ts);
  * - a conditional write whose reply shows it did nothing is not logged (`null`): replaying a
  *   rewritten form could otherwise change the replica (e.g. a PEXPIREAT after a refused SET NX).
  *
@@ -15,6 +17,7 @@
 import { lowerName, upperName } from '../resp/command-name';
 import { Decoded, decodeReply } from '../resp/decode';
 import { afterImageCommands, isCapturedScript, readBacksAfter } from './script-images';
+import { rewriteXautoclaim, rewriteXclaim } from './stream-claims';
 
 type Reply = () => Decoded;
 
@@ -22,7 +25,7 @@ const upper = (b: Buffer | undefined): string => (b ? b.toString('latin1').toUpp
 const B = (s: string): Buffer => Buffer.from(s);
 
 /** The commands `rewrite` may change (lower case); every other write replays as it is. */
-const REWRITTEN = new Set(['expire', 'pexpire', 'expireat', 'pexpireat', 'setex', 'psetex', 'set', 'getex', 'spop', 'xadd']);
+const REWRITTEN = new Set(['expire', 'pexpire', 'expireat', 'pexpireat', 'setex', 'psetex', 'set', 'getex', 'spop', 'xadd', 'xclaim', 'xautoclaim']);
 
 /**
  * Whether a write replays exactly as the client sent it: most writes, and a plain SET. `name` is
@@ -118,6 +121,10 @@ function rewrite(args: Buffer[], reply: Reply, nowMs: number): Buffer[][] | null
     }
     case 'XADD':
       return rewriteXadd(args, reply);
+    case 'XCLAIM':
+      return rewriteXclaim(args, reply());
+    case 'XAUTOCLAIM':
+      return rewriteXautoclaim(args, reply());
     default:
       return [args];
   }
