@@ -6,6 +6,8 @@
  * replica-e2e-streaming.test.ts. Crash/resume and snapshot replacement: replica-resume.test.ts.
  */
 import { expect } from 'chai';
+import type Redis from 'ioredis';
+import type { ProxyProcess } from './helpers/proxy-process';
 import { NODE_KINDS, TestNode, dataDbs } from './helpers/nodes';
 import { encodeArgs } from '../src/resp/request-parser';
 import { RespClient } from './helpers/resp-client';
@@ -294,13 +296,24 @@ describe('replica end to end: streams with consumer groups on a redis master', f
     for (const key of keys) expect(await streamState(replica, key), key).to.deep.equal(await streamState(master, key));
   }
 
-  it('groups, consumers, pending entries (with delivery counts), last ids and empty streams reach the replica; the write log then goes on', async () => {
+  async function redisPair(): Promise<{ masterNode: TestNode; replicaNode: TestNode; master: ProxyProcess; replica: ProxyProcess; mc: Redis; rc: Redis }> {
     const masterNode = await cleanup.redis();
     const replicaNode = await cleanup.redis();
     const master = await cleanup.proxy(masterNode);
     const replica = await cleanup.proxy(replicaNode, FAST_RETRY);
-    const mc = cleanup.client(proxyClient(master));
-    const rc = cleanup.client(proxyClient(replica));
+    return { masterNode, replicaNode, master, replica, mc: cleanup.client(proxyClient(master)), rc: cleanup.client(proxyClient(replica)) };
+  }
+
+  /** The replica caught up, still streaming, its streams equal to the master's, VERIFY ok. */
+  async function expectStreamingExact(masterNode: TestNode, replicaNode: TestNode, mc: Redis, rc: Redis, keys: string[]): Promise<void> {
+    await waitCaughtUp(mc, rc);
+    expect((await syncStatus(rc)).state).to.equal('streaming');
+    await expectStreamsEqual(masterNode, replicaNode, keys);
+    expect(String(await rc.call('SYNCPROXY', 'VERIFY'))).to.match(/result: ok/);
+  }
+
+  it('groups, consumers, pending entries (with delivery counts), last ids and empty streams reach the replica; the write log then goes on', async () => {
+    const { masterNode, replicaNode, master, replica, mc, rc } = await redisPair();
     for (let i = 1; i <= 6; i++) await mc.xadd('orders', `${i}-1`, 'item', `i${i}`);
     await mc.xdel('orders', '6-1'); // the last id stays 6-1, one entry deleted
     await mc.xgroup('CREATE', 'orders', 'billing', '0');
@@ -325,19 +338,11 @@ describe('replica end to end: streams with consumer groups on a redis master', f
     await mc.call('XACK', 'orders', 'billing', '1-1');
     await mc.xadd('jobs', '5-5', 'task', 't');
     await mc.call('XREADGROUP', 'GROUP', 'workers', 'w1', 'STREAMS', 'jobs', '>');
-    await waitCaughtUp(mc, rc);
-    expect((await syncStatus(rc)).state).to.equal('streaming');
-    await expectStreamsEqual(masterNode, replicaNode, keys);
-    expect(String(await rc.call('SYNCPROXY', 'VERIFY'))).to.match(/result: ok/);
+    await expectStreamingExact(masterNode, replicaNode, mc, rc, keys);
   });
 
   it('XAUTOCLAIM and XCLAIM with a min-idle-time claim on the replica what they claimed on the master', async () => {
-    const masterNode = await cleanup.redis();
-    const replicaNode = await cleanup.redis();
-    const master = await cleanup.proxy(masterNode);
-    const replica = await cleanup.proxy(replicaNode, FAST_RETRY);
-    const mc = cleanup.client(proxyClient(master));
-    const rc = cleanup.client(proxyClient(replica));
+    const { masterNode, replicaNode, master, replica, mc, rc } = await redisPair();
     for (let i = 1; i <= 4; i++) await mc.xadd('jobs', `${i}-1`, 'task', `t${i}`);
     await mc.xgroup('CREATE', 'jobs', 'workers', '0');
     await mc.call('XREADGROUP', 'GROUP', 'workers', 'w1', 'COUNT', '3', 'STREAMS', 'jobs', '>');
@@ -349,19 +354,11 @@ describe('replica end to end: streams with consumer groups on a redis master', f
     const auto = (await mc.call('XAUTOCLAIM', 'jobs', 'workers', 'w2', '1500', '0-0', 'COUNT', '2')) as unknown[];
     expect((auto[1] as unknown[]).length, 'the master claimed two entries').to.equal(2);
     expect(await mc.call('XCLAIM', 'jobs', 'workers', 'w3', '1500', '3-1', 'JUSTID')).to.deep.equal(['3-1']);
-    await waitCaughtUp(mc, rc);
-    expect((await syncStatus(rc)).state).to.equal('streaming');
-    await expectStreamsEqual(masterNode, replicaNode, ['jobs']);
-    expect(String(await rc.call('SYNCPROXY', 'VERIFY'))).to.match(/result: ok/);
+    await expectStreamingExact(masterNode, replicaNode, mc, rc, ['jobs']);
   });
 
   it('a pending entry whose stream entry was deleted fails the sync with UNSUPPORTED_DATA (no confirmation without it)', async () => {
-    const masterNode = await cleanup.redis();
-    const replicaNode = await cleanup.redis();
-    const master = await cleanup.proxy(masterNode);
-    const replica = await cleanup.proxy(replicaNode, FAST_RETRY);
-    const mc = cleanup.client(proxyClient(master));
-    const rc = cleanup.client(proxyClient(replica));
+    const { master, mc, rc } = await redisPair();
     await mc.set('plain', 'v');
     await mc.xadd('orders', '1-1', 'item', 'a');
     await mc.xadd('orders', '2-1', 'item', 'b');
