@@ -90,6 +90,12 @@ describe('toLogCommands', () => {
     expect(toLogCommands(cmd('XAUTOCLAIM', 's', 'g', 'carol', '60000', '0-0'), array(['0-0', [], []]), NOW)).to.equal(null);
   });
 
+  it("Pika's DELVX is logged as DEL when it deleted", () => {
+    expect(text(toLogCommands(cmd('DELVX', 'k', 'v'), integer(1), NOW))).to.deep.equal([['DEL', 'k']]);
+    expect(toLogCommands(cmd('delvx', 'k', 'v'), integer(0), NOW)).to.equal(null);
+    expect(toLogCommands(cmd('DELVX', 'k', 'v'), integer(-1), NOW)).to.equal(null);
+  });
+
   it('execToLogCommands drops errored commands, keeps SELECT and rewrites the rest', () => {
     const queued = [cmd('SET', 'a', '1', 'EX', '10'), cmd('INCR', 'str'), cmd('SELECT', '2'), cmd('SPOP', 's'), cmd('GET', 'a')];
     const raw = Buffer.concat([Buffer.from('*5\r\n'), OK, error('ERR value is not an integer'), OK, bulk('m'), bulk('1')]);

@@ -6,7 +6,7 @@
  */
 import { expect } from 'chai';
 import type Redis from 'ioredis';
-import { Cleanup, FAST_RETRY, parseInfo, proxyClient, replInfo, syncStatus, waitConfirmed, waitFor } from './replica-e2e-fixture';
+import { Cleanup, FAST_RETRY, parseInfo, proxyClient, replInfo, syncStatus, waitCaughtUp, waitConfirmed, waitFor } from './replica-e2e-fixture';
 
 const BIG = 1_000_000;
 const PAGE = 1000;
@@ -114,5 +114,36 @@ describe('Pika 4.0.1 differences, each handled (real Pika behind the proxy)', fu
     expect(status.proof).to.deep.include({ contentMatched: true });
     expect(status.contentCheck).to.include({ keys: 3, differingKeys: 0 });
     expect(String(await rc.call('SYNCPROXY', 'VERIFY'))).to.match(/^result: ok$/m);
+  });
+
+  it("Pika's own writes: DELVX reaches the replica (as DEL); those that cannot be logged exactly are refused", async () => {
+    const masterNode = await cleanup.node('pika');
+    const replicaNode = await cleanup.node('pika');
+    const master = await cleanup.proxy(masterNode);
+    const replica = await cleanup.proxy(replicaNode, FAST_RETRY);
+    const mc = cleanup.client(proxyClient(master));
+    const rc = cleanup.client(proxyClient(replica));
+    await mc.set('dv:match', 'v');
+    await mc.set('dv:other', 'v');
+    await rc.call('SLAVEOF', '127.0.0.1', String(master.port));
+    await waitConfirmed(replica, rc);
+
+    expect(await mc.call('DELVX', 'dv:match', 'v')).to.equal(1);
+    expect(await mc.call('DELVX', 'dv:other', 'not-its-value'), 'Pika: -1 for another value').to.equal(-1);
+    const before = (await replInfo(mc)).master_repl_offset;
+    const at = String(Math.floor(Date.now() / 1000) + 3600);
+    for (const command of [['PKPATTERNMATCHDEL', 'dv:*'], ['SLOTSDEL', '0'], ['PKSETEXAT', 'dv:other', at, 'new']]) {
+      const answer = await mc.call(command[0], ...command.slice(1)).then((r) => `answered ${String(r)}`, (e: Error) => e.message);
+      expect(answer, command[0]).to.match(new RegExp(`'${command[0].toLowerCase()}' is not supported through pika-sync-proxy`));
+    }
+    expect((await replInfo(mc)).master_repl_offset, 'refused: nothing logged').to.equal(before);
+    expect(await mc.get('dv:other'), 'refused: nothing changed').to.equal('v');
+
+    await waitCaughtUp(mc, rc);
+    const replicaDirect = cleanup.client(replicaNode.client());
+    expect(await replicaDirect.exists('dv:match')).to.equal(0);
+    expect(await replicaDirect.get('dv:other')).to.equal('v');
+    const verify = String(await rc.call('SYNCPROXY', 'VERIFY'));
+    expect(verify, verify).to.match(/^result: ok$/m);
   });
 });

@@ -62,6 +62,9 @@ const READS: Record<string, Row> = {
   geosearch: [-7, 1, 1, 1], georadius_ro: [-6, 1, 1, 1], georadiusbymember_ro: [-5, 1, 1, 1], scan: [-2], keys: [2],
   randomkey: [1], dbsize: [1], lcs: [-3, 1, 2, 1], sort_ro: [-2, 1, 1, 1], object: [-2, 2, 2, 1], memory: [-2],
   dump: [2, 1, 1, 1], touch: [-2, 1, -1, 1], bitfield_ro: [-2, 1, 1, 1], pkscanrange: [-4], pkrscanrange: [-4],
+  // Pika's own reads (Pika 4.0.1 src/pika_command.cc).
+  pkhscanrange: [-4, 1, 1, 1], pkhrscanrange: [-4, 1, 1, 1], hscanx: [-3, 1, 1, 1], scanx: [-3], scandb: [-1],
+  slotshashkey: [-1], slotsinfo: [-1], slotsscan: [-3], 'slotsmgrt-async-status': [1], pfdebug: [-3, 2, 2, 1],
   // Read-only scripts and functions: their keys are the numkeys keys they declare.
   eval_ro: [-3], evalsha_ro: [-3], fcall_ro: [-3],
 };
@@ -72,6 +75,7 @@ const BULKY_READS = [
   'zrange', 'zrevrange', 'zrangebyscore', 'zrevrangebyscore', 'zrangebylex', 'zrevrangebylex', 'zscan', 'zunion',
   'zinter', 'zdiff', 'zintercard', 'xrange', 'xrevrange', 'scan', 'keys', 'sort_ro', 'lcs', 'georadius_ro',
   'georadiusbymember_ro', 'geosearch', 'pkscanrange', 'pkrscanrange', 'dump', 'bitcount', 'bitpos', 'lpos',
+  'pkhscanrange', 'pkhrscanrange', 'hscanx', 'scanx', 'scandb', 'slotsscan',
 ];
 
 const WRITES: Record<string, Row> = {
@@ -93,6 +97,8 @@ const WRITES: Record<string, Row> = {
   xreadgroup: [-7], pfadd: [-2, 1, 1, 1], pfmerge: [-2, 1, -1, 1], geoadd: [-5, 1, 1, 1], georadius: [-6, 1, 1, 1],
   georadiusbymember: [-5, 1, 1, 1], geosearchstore: [-8, 1, 2, 1], bitop: [-4, 2, -1, 1], sort: [-2, 1, 1, 1],
   move: [3, 1, 1, 1], copy: [-3, 1, 2, 1], restore: [-4, 1, 1, 1], flushdb: [-1], flushall: [-1], swapdb: [3],
+  // Pika's own compare-and-delete, logged as DEL when it deleted (log-rewrite.ts).
+  delvx: [3, 1, 1, 1],
   // Logged as the after-images of their declared keys (src/server/scripting.ts).
   eval: [-3], evalsha: [-3], fcall: [-3],
 };
@@ -115,6 +121,8 @@ const PUBSUB: Record<string, number> = {
 const ADMIN: Record<string, number> = {
   config: -2, command: -1, time: 1, slowlog: -2, latency: -2, lastsave: 1, publish: 3, pubsub: -2, spublish: 3,
   bgsave: -1, bgrewriteaof: 1, save: 1, lolwut: -1, compact: -1, debug: -2,
+  // Pika's own administration: none changes data (Pika 4.0.1 src/pika_admin.cc).
+  compactrange: -4, cache: -2, clearcache: 1, clearreplicationid: 1, purgelogsto: -2, delbackup: 1, disablewal: 2, diskrecovery: 2,
   // Their subcommands are judged one by one (scripting.ts): LOAD/FLUSH/DELETE/RESTORE are logged.
   function: -2, script: -2,
 };
@@ -122,6 +130,12 @@ const ADMIN: Record<string, number> = {
  * admin: its subcommands are judged one by one, DEBUG_SUBCOMMANDS.) */
 const REFUSED: Record<string, number> = {
   monitor: 1, shutdown: -1, migrate: -6, failover: -1, cluster: -2, readonly: 1, readwrite: 1,
+  // Pika's: its replication of one db, padding of its binlog, and Codis slot migration, which
+  // deletes keys here after copying them elsewhere. PKPATTERNMATCHDEL deletes keys its reply does
+  // not name, so nothing exact could be logged; PKSETEXAT deletes the key on Pika 4.0.1.
+  dbslaveof: -2, padding: 2, pkpatternmatchdel: -2, pksetexat: 4, slotsdel: -2, slotsmgrtone: 5, slotsmgrtslot: 5, slotsmgrttagone: 5,
+  slotsmgrttagslot: 5, 'slotsmgrttagslot-async': 8, 'slotsmgrt-exec-wrapper': -3, 'slotsmgrt-async-cancel': 1,
+  slotscleanup: -2, slotscleanupoff: -1, slotsreload: 1, slotsreloadoff: -1,
 };
 
 /**

@@ -20,6 +20,9 @@ export function changesNodeAuth(args: readonly Buffer[]): boolean {
 
 export function refusalReason(name: string): string {
   if (name === 'monitor') return 'it would take over the shared node connection';
+  if (name === 'pkpatternmatchdel') return 'the keys it deletes are not in its reply, so it cannot be logged for replicas (delete them with SCAN and DEL/UNLINK)';
+  if (name === 'pksetexat') return 'Pika 4.0.1 deletes the key instead of setting it, whatever the time given; use SETEX key seconds value';
+  if (name.startsWith('slots')) return 'Codis slot migration moves keys out of the node behind the write log';
   return 'it acts on the node behind the proxy';
 }
 

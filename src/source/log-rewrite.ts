@@ -6,6 +6,7 @@
  * - relative expirations (EXPIRE, PEXPIRE, EXPIREAT in seconds, SETEX, PSETEX, SET EX/PX/EXAT,
  *   GETEX) become an absolute PEXPIREAT computed from `nowMs`;
  * - SPOP becomes SREM of the members the node returned; XADD with `*` gets the id it produced;
+ * - Pika's DELVX becomes DEL when it deleted;
  * - XCLAIM and XAUTOCLAIM, whose min-idle-time is judged by the node's clock against delivery
  *   times, claim on the replica exactly the entries the master's node claimed (stream-claims.ts);
  * - a conditional write whose reply shows it did nothing is not logged (`null`): replaying a
@@ -25,7 +26,7 @@ const upper = (b: Buffer | undefined): string => (b ? b.toString('latin1').toUpp
 const B = (s: string): Buffer => Buffer.from(s);
 
 /** The commands `rewrite` may change (lower case); every other write replays as it is. */
-const REWRITTEN = new Set(['expire', 'pexpire', 'expireat', 'pexpireat', 'setex', 'psetex', 'set', 'getex', 'spop', 'xadd', 'xclaim', 'xautoclaim']);
+const REWRITTEN = new Set(['expire', 'pexpire', 'expireat', 'pexpireat', 'setex', 'psetex', 'set', 'getex', 'spop', 'xadd', 'xclaim', 'xautoclaim', 'delvx']);
 
 /**
  * Whether a write replays exactly as the client sent it: most writes, and a plain SET. `name` is
@@ -123,6 +124,10 @@ function rewrite(args: Buffer[], reply: Reply, nowMs: number): Buffer[][] | null
       return rewriteXadd(args, reply);
     case 'XCLAIM':
       return rewriteXclaim(args, reply());
+    // Pika's own DELVX key value deletes the key when it holds that value (1; -1 when it holds
+    // another, 0 when missing): logged as DEL, which every node has.
+    case 'DELVX':
+      return args.length === 3 && reply() === 1 ? [[B('DEL'), args[1]]] : null;
     case 'XAUTOCLAIM':
       return rewriteXautoclaim(args, reply());
     default:
