@@ -36,6 +36,7 @@ import { runBlockingRead } from './blocking-read';
 import { pipeReplicationStream } from './sync-pipe';
 import { isScriptingCommand, runScripting } from './scripting';
 import { answerIfBusy, meetsBusyScript } from './script-watch';
+import { unknownWriteRefusal } from './unknown-commands';
 
 /** Pause reading when this many requests are queued or unanswered; resume below half. */
 const MAX_OUTSTANDING = 4096;
@@ -223,7 +224,7 @@ export class ClientSession implements ReplyTarget {
       void queued.then((answer) => this.fill(slot, answer));
       return;
     }
-    if (!spec) return this.forwardRead(req);
+    if (!spec) return this.runUnknown(name, req);
     if (isScriptingCommand(name)) return runScripting(this, name, req);
     switch (spec.category) {
       case 'connection':
@@ -257,6 +258,15 @@ export class ClientSession implements ReplyTarget {
         if (this.ctx.replication.role === 'replica') return this.reply(READONLY_ERROR);
         return runBlocking(this, name, req.args);
     }
+  }
+
+  /** A command the table does not know: forwarded as a read unless the node says it writes. */
+  private runUnknown(name: string, req: Request): Promise<void> | void {
+    const unknown = this.ctx.unknownCommands;
+    const writes = unknown.known(name);
+    if (writes === false) return this.forwardRead(req);
+    if (writes === true) return this.reply(unknownWriteRefusal(name));
+    return unknown.writes(name).then((w) => (w ? this.reply(unknownWriteRefusal(name)) : this.forwardRead(req)));
   }
 
   private replyMaybeAsync(result: Buffer | Promise<Buffer>): Promise<void> | void {

@@ -3,6 +3,7 @@
  * manager (as a narrow port, so src/server does not depend on src/replication's internals), the
  * write gate of a running snapshot build, shared registries and counters.
  */
+import type { UnknownCommands } from './unknown-commands';
 import type { CommandTiming } from '../metrics/command-timing';
 import type { OnlineReport } from '../verify/online-verify';
 import type { NodeProfile } from '../backend/node-profile';
@@ -73,6 +74,8 @@ export interface ProxyContext {
   readonly scripts: ScriptWatch;
   /** Whether the node refuses commands over its maxmemory (queue-time OOM in MULTI). */
   readonly memoryLimit: MemoryLimit;
+  /** Whether the node says a command the table does not know writes (unknown-commands.ts). */
+  readonly unknownCommands: UnknownCommands;
   readonly stats: ProxyStats;
   /** The connected clients (CLIENT LIST, CLIENT UNBLOCK, INFO). */
   readonly sessions: Set<{ readonly id: number; readonly pubsub: unknown; describe(): string }>;

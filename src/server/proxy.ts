@@ -31,6 +31,7 @@ import { WatchRegistry } from './watch-registry';
 import { nodeProbes } from './node-probes';
 import { NodeFacts } from './node-facts';
 import { LaneGrowth, laneCount } from './auto-lanes';
+import { UnknownCommands } from './unknown-commands';
 
 /** How long the start waits for the first node probe (the node may be down). */
 const PROBE_WAIT_MS = 5000;
@@ -125,6 +126,7 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
     dedicatedConnection,
     scripts: new ScriptWatch(dedicatedConnection),
     memoryLimit,
+    unknownCommands: new UnknownCommands(orderedPath),
     proxyInfo: () =>
       [
         '# Proxy', `proxy_version:${VERSION}`, `proxy_run_id:${runId}`, `uptime_in_seconds:${Math.floor((Date.now() - stats.startedAt) / 1000)}`,

@@ -7,6 +7,7 @@
  * emulated (watch-registry.ts); the role is checked again at EXEC and the proxy's own commands
  * inside MULTI answer after the node's (transaction-exec.ts).
  */
+import { unknownWriteRefusal } from './unknown-commands';
 import * as encode from '../resp/encode';
 import { isReadBack } from '../source/script-images';
 import type { ClientSession } from './client-session';
@@ -93,7 +94,25 @@ export class Transaction {
     this.queued.push({ args, raw, write, scope });
     // A script's after-images are read back inside the same transaction (scripting.ts).
     this.queued.push(...readBacksToQueue(s, name, args));
-    return s.ctx.memoryLimit.limited ? this.askNode() : encode.QUEUED;
+    const queued = (): Buffer | Promise<Buffer> => (s.ctx.memoryLimit.limited ? this.askNode() : encode.QUEUED);
+    return spec ? queued() : this.askUnknown(name, queued);
+  }
+
+  /**
+   * A command the table does not know: a write the node names as one aborts the transaction
+   * (unknown-commands.ts); anything else is queued as a read.
+   */
+  private askUnknown(name: string, queued: () => Buffer | Promise<Buffer>): Buffer | Promise<Buffer> {
+    const unknown = this.session.ctx.unknownCommands;
+    const refuse = (): Buffer => {
+      this.aborted = true;
+      return unknownWriteRefusal(name);
+    };
+    const writes = unknown.known(name);
+    if (writes !== undefined) return writes ? refuse() : queued();
+    const answer = unknown.writes(name).then((w) => (w ? refuse() : queued()));
+    this.asked.push(answer);
+    return answer;
   }
 
   static handle(s: ClientSession, name: string, args: Buffer[]): Promise<void> | void {
