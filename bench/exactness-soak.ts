@@ -5,11 +5,14 @@
  * size, copy throttle and chunk size, when SLAVEOF comes, how long writing goes on after the
  * confirmation) and must end with the two nodes equal key by key (type, value, TTL within 1 s),
  * every key written with a TTL present with a TTL on both nodes, and SYNCPROXY VERIFY reporting 0
- * differences. Not a timing benchmark: it counts runs that ended exact.
+ * differences. On redis-server a stream consumer group is worked throughout too (reads, acks,
+ * claims; bench/lib/group-consumers.ts) and its state compared. Not a timing benchmark: it counts
+ * runs that ended exact.
  *
  *   npm run build && node dist/bench/exactness-soak.js [--kind pika|redis] [--runs 20]
  */
 import { compareNodes } from '../test/helpers/compare-nodes';
+import { GroupConsumers, groupState } from './lib/group-consumers';
 import type { NodeKind } from '../test/helpers/nodes';
 import { Cleanup, FAST_RETRY, Writers, expectTtlKeysKept, proxyClient, replInfo, seed, sleep, waitCaughtUp, waitFor } from '../test/replica-e2e-fixture';
 
@@ -45,6 +48,12 @@ async function oneRun(kind: NodeKind, run: number): Promise<RunResult> {
     const rc = cleanup.client(proxyClient(replica));
     const writers = new Writers(master, kind).start();
     cleanup.add(writers, (w) => w.stop());
+    // On redis-server a stream consumer group is read, acknowledged and claimed from throughout.
+    const consumers = kind === 'redis' ? new GroupConsumers(cleanup.client(proxyClient(master))) : undefined;
+    if (consumers) {
+      await consumers.prepare();
+      cleanup.add(consumers.start(), (g) => g.stop());
+    }
     await sleep(50 + Math.random() * 700);
     const started = Date.now();
     await rc.call('SLAVEOF', '127.0.0.1', String(master.port));
@@ -52,12 +61,19 @@ async function oneRun(kind: NodeKind, run: number): Promise<RunResult> {
     result.syncMs = Date.now() - started;
     await sleep(Math.random() * 1500);
     await writers.stop();
-    result.writerOps = writers.ops;
+    await consumers?.stop();
+    if (consumers?.errors.length) throw new Error(`group consumer errors: ${consumers.errors.slice(0, 3).join('; ')}`);
+    result.writerOps = writers.ops + (consumers?.ops ?? 0);
     result.ttlKeys = writers.ttlKeys.size;
     if (writers.errors.length > 0) throw new Error(`writer errors: ${writers.errors.slice(0, 3).join('; ')}`);
     await waitCaughtUp(mc, rc, 60_000);
     const diffs = await compareNodes(masterNode, replicaNode);
     if (diffs.length > 0) throw new Error(`nodes differ: ${diffs.slice(0, 5).join('; ')}`);
+    if (consumers) {
+      const [m, r] = [cleanup.client(masterNode.client()), cleanup.client(replicaNode.client())];
+      const [ms, rs] = [await groupState(m), await groupState(r)];
+      if (ms !== rs) throw new Error(`consumer group differs: master ${ms.slice(0, 300)} replica ${rs.slice(0, 300)}`);
+    }
     await expectTtlKeysKept(writers.ttlKeys, masterNode, replicaNode);
     const verify = String(await rc.call('SYNCPROXY', 'VERIFY'));
     if (!/^result: ok$/m.test(verify)) throw new Error(`SYNCPROXY VERIFY: ${verify.replace(/\n/g, '; ')}`);
