@@ -90,6 +90,13 @@ describe('toLogCommands', () => {
     expect(toLogCommands(cmd('XAUTOCLAIM', 's', 'g', 'carol', '60000', '0-0'), array(['0-0', [], []]), NOW)).to.equal(null);
   });
 
+  it("RESTORE's relative TTL becomes absolute (ABSTTL); an absolute or no TTL replays as sent", () => {
+    expect(text(toLogCommands(cmd('RESTORE', 'k', '5000', 'payload', 'REPLACE'), OK, NOW))).to.deep.equal([['RESTORE', 'k', String(NOW + 5000), 'payload', 'REPLACE', 'ABSTTL']]);
+    expect(text(toLogCommands(cmd('restore', 'k', '0', 'payload'), OK, NOW))).to.deep.equal([['restore', 'k', '0', 'payload']]);
+    expect(text(toLogCommands(cmd('RESTORE', 'k', '1800000000000', 'payload', 'absttl', 'IDLETIME', '5'), OK, NOW))).to.deep.equal([['RESTORE', 'k', '1800000000000', 'payload', 'absttl', 'IDLETIME', '5']]);
+    expect(toLogCommands(cmd('RESTORE', 'k', '5000', 'payload'), error('BUSYKEY Target key name already exists.'), NOW)).to.equal(null);
+  });
+
   it("Pika's DELVX is logged as DEL when it deleted", () => {
     expect(text(toLogCommands(cmd('DELVX', 'k', 'v'), integer(1), NOW))).to.deep.equal([['DEL', 'k']]);
     expect(toLogCommands(cmd('delvx', 'k', 'v'), integer(0), NOW)).to.equal(null);

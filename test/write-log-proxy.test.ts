@@ -75,4 +75,29 @@ describe('write log: entries a proxy writes', function () {
     const last = logged[logged.length - 1].entry;
     expect(last.commands.map((c) => c[0].toString())).to.deep.equal(['SET', 'PEXPIREAT']);
   });
+
+  it("RESTORE with a relative TTL is logged with the absolute time (ABSTTL), which a real node accepts", async () => {
+    await client.call('SELECT', '0');
+    await client.call('SET', 'src', 'payload-value');
+    const payload = await client.call('DUMP', 'src');
+    const before = Date.now();
+    expect((await client.call('RESTORE', 'copy', '600000', payload)).toString()).to.equal('+OK\r\n');
+    await new Promise((r) => setTimeout(r, 50));
+    const logged = entriesOnDisk(proxy).map((e) => e.entry.commands[0]).filter((c) => c[0].toString().toUpperCase() === 'RESTORE');
+    expect(logged).to.have.length(1);
+    const [name, key, at, data, flag] = logged[0];
+    expect([name.toString(), key.toString(), flag?.toString()]).to.deep.equal(['RESTORE', 'copy', 'ABSTTL']);
+    expect(Number(at.toString())).to.be.within(before + 600_000, Date.now() + 600_000);
+    // Replayed on another node, it gives the key the master's expiry, whenever it is replayed.
+    const other = await RedisServer.start();
+    try {
+      const c = other.client();
+      expect(await c.call('RESTORE', key, at, data, 'ABSTTL')).to.equal('OK');
+      expect(await c.get('copy')).to.equal('payload-value');
+      expect(await c.pexpiretime('copy')).to.equal(Number(at.toString()));
+      c.disconnect();
+    } finally {
+      await other.stop();
+    }
+  });
 });

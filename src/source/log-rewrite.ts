@@ -4,7 +4,8 @@
  * randomness is rewritten with the outcome the master's node reported:
  *
  * - relative expirations (EXPIRE, PEXPIRE, EXPIREAT in seconds, SETEX, PSETEX, SET EX/PX/EXAT,
- *   GETEX) become an absolute PEXPIREAT computed from `nowMs`;
+ *   GETEX) become an absolute PEXPIREAT computed from `nowMs`; RESTORE's relative TTL becomes
+ *   an absolute one (ABSTTL);
  * - SPOP becomes SREM of the members the node returned; XADD with `*` gets the id it produced;
  * - Pika's DELVX becomes DEL when it deleted;
  * - XCLAIM and XAUTOCLAIM, whose min-idle-time is judged by the node's clock against delivery
@@ -26,7 +27,7 @@ const upper = (b: Buffer | undefined): string => (b ? b.toString('latin1').toUpp
 const B = (s: string): Buffer => Buffer.from(s);
 
 /** The commands `rewrite` may change (lower case); every other write replays as it is. */
-const REWRITTEN = new Set(['expire', 'pexpire', 'expireat', 'pexpireat', 'setex', 'psetex', 'set', 'getex', 'spop', 'xadd', 'xclaim', 'xautoclaim', 'delvx']);
+const REWRITTEN = new Set(['expire', 'pexpire', 'expireat', 'pexpireat', 'setex', 'psetex', 'set', 'getex', 'spop', 'xadd', 'xclaim', 'xautoclaim', 'delvx', 'restore']);
 
 /**
  * Whether a write replays exactly as the client sent it: most writes, and a plain SET. `name` is
@@ -124,6 +125,8 @@ function rewrite(args: Buffer[], reply: Reply, nowMs: number): Buffer[][] | null
       return rewriteXadd(args, reply);
     case 'XCLAIM':
       return rewriteXclaim(args, reply());
+    case 'RESTORE':
+      return rewriteRestore(args, reply, nowMs);
     // Pika's own DELVX key value deletes the key when it holds that value (1; -1 when it holds
     // another, 0 when missing): logged as DEL, which every node has.
     case 'DELVX':
@@ -180,6 +183,18 @@ function rewriteGetex(args: Buffer[], reply: Reply, nowMs: number): Buffer[][] |
     if (opt === 'PXAT') return [pexpireat(args[1], n)];
   }
   return null; // plain GETEX is a read
+}
+
+/**
+ * RESTORE key ttl payload [REPLACE] [ABSTTL] [IDLETIME s] [FREQ f]: a TTL relative to when the
+ * master ran it would expire the key later on a replica that replays it later (after a link
+ * outage, minutes): it becomes the absolute time, with ABSTTL. Not logged when refused.
+ */
+function rewriteRestore(args: Buffer[], reply: Reply, nowMs: number): Buffer[][] | null {
+  if (args.length < 4 || reply() instanceof Error) return null;
+  const ttl = Number(args[2].toString('latin1'));
+  if (!(ttl > 0) || args.slice(4).some((a) => upper(a) === 'ABSTTL')) return [args];
+  return [[args[0], args[1], B(String(Math.round(nowMs + ttl))), ...args.slice(3), B('ABSTTL')]];
 }
 
 /** XADD key [NOMKSTREAM] [MAXLEN|MINID [=|~] threshold [LIMIT count]] id field value ... */
