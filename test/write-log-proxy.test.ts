@@ -79,7 +79,8 @@ describe('write log: entries a proxy writes', function () {
   it("RESTORE with a relative TTL is logged with the absolute time (ABSTTL), which a real node accepts", async () => {
     await client.call('SELECT', '0');
     await client.call('SET', 'src', 'payload-value');
-    const payload = await client.call('DUMP', 'src');
+    const dumped = await client.call('DUMP', 'src'); // $<len>\r\n<payload>\r\n
+    const payload = dumped.subarray(dumped.indexOf('\r\n') + 2, dumped.length - 2);
     const before = Date.now();
     expect((await client.call('RESTORE', 'copy', '600000', payload)).toString()).to.equal('+OK\r\n');
     await new Promise((r) => setTimeout(r, 50));
