@@ -5,6 +5,7 @@ import { array, bulk, integer, NULL_ARRAY, NULL_BULK, OK, error } from '../src/r
 import { encodeArgs } from '../src/resp/request-parser';
 import { ReplyFramer } from '../src/resp/reply-framer';
 import { execToLogCommands, toLogCommands } from '../src/source/log-rewrite';
+import { firstEntryRead, isApproxTrim } from '../src/source/stream-trims';
 import { PIKA_MISSING_COMMANDS, RedisServer } from './helpers/redis-server';
 
 /**
@@ -95,6 +96,22 @@ describe('toLogCommands', () => {
     expect(text(toLogCommands(cmd('restore', 'k', '0', 'payload'), OK, NOW))).to.deep.equal([['restore', 'k', '0', 'payload']]);
     expect(text(toLogCommands(cmd('RESTORE', 'k', '1800000000000', 'payload', 'absttl', 'IDLETIME', '5'), OK, NOW))).to.deep.equal([['RESTORE', 'k', '1800000000000', 'payload', 'absttl', 'IDLETIME', '5']]);
     expect(toLogCommands(cmd('RESTORE', 'k', '5000', 'payload'), error('BUSYKEY Target key name already exists.'), NOW)).to.equal(null);
+  });
+
+  it('XADD/XTRIM with approximate trimming are logged with their exact outcome from the first-entry read behind them', () => {
+    const xadd = cmd('XADD', 's', 'MAXLEN', '~', '100', '*', 'f', 'v');
+    const xtrim = cmd('XTRIM', 's', 'MINID', '~', '5-0', 'LIMIT', '10');
+    const emptied = cmd('XTRIM', 't', 'MAXLEN', '~', '0');
+    const exact = cmd('XADD', 's', 'MAXLEN', '=', '100', '9-9', 'f', 'v');
+    const queued = [xadd, firstEntryRead(Buffer.from('s')), xtrim, firstEntryRead(Buffer.from('s')), emptied, firstEntryRead(Buffer.from('t')), exact];
+    const raw = array(['7-1', [['3-1', ['f', 'v']]], 2, [['5-0', ['f', 'v']]], 4, [], '9-9']);
+    expect(text(execToLogCommands(queued, raw, NOW))).to.deep.equal([
+      ['XADD', 's', 'MINID', '=', '3-1', '7-1', 'f', 'v'],
+      ['XTRIM', 's', 'MINID', '=', '5-0'],
+      ['XTRIM', 't', 'MAXLEN', '=', '0'],
+      ['XADD', 's', 'MAXLEN', '=', '100', '9-9', 'f', 'v'],
+    ]);
+    expect(isApproxTrim(xadd) && isApproxTrim(xtrim) && !isApproxTrim(exact) && !isApproxTrim(cmd('XADD', 's', '*', 'f', '~'))).to.equal(true);
   });
 
   it("Pika's DELVX is logged as DEL when it deleted", () => {

@@ -37,6 +37,7 @@ import { pipeReplicationStream } from './sync-pipe';
 import { isScriptingCommand, runScripting } from './scripting';
 import { answerIfBusy, meetsBusyScript } from './script-watch';
 import { unknownWriteRefusal } from './unknown-commands';
+import { isApproxTrim, runApproxTrim } from './approx-trims';
 
 /** Pause reading when this many requests are queued or unanswered; resume below half. */
 const MAX_OUTSTANDING = 4096;
@@ -306,6 +307,7 @@ export class ClientSession implements ReplyTarget {
 
   private write(spec: CommandSpec, req: Request): Promise<void> | void {
     if (this.ctx.replication.role === 'replica') return this.reply(READONLY_ERROR);
+    if ((spec.name === 'xadd' || spec.name === 'xtrim') && isApproxTrim(req.args)) return runApproxTrim(this, req);
     // Keys are worked out only when someone needs them: several lanes, a snapshot build, a
     // WATCH, a parked pop.
     const path = this.ctx.path;

@@ -7,6 +7,7 @@
  * emulated (watch-registry.ts); the role is checked again at EXEC and the proxy's own commands
  * inside MULTI answer after the node's (transaction-exec.ts).
  */
+import { isApproxTrim, trimReadBackToQueue } from './approx-trims';
 import { unknownWriteRefusal } from './unknown-commands';
 import * as encode from '../resp/encode';
 import { isReadBack } from '../source/script-images';
@@ -94,6 +95,8 @@ export class Transaction {
     this.queued.push({ args, raw, write, scope });
     // A script's after-images are read back inside the same transaction (scripting.ts).
     this.queued.push(...readBacksToQueue(s, name, args));
+    // An approximate trim's exact outcome is read right behind it (approx-trims.ts).
+    if (write && (name === 'xadd' || name === 'xtrim') && isApproxTrim(args)) this.queued.push(...trimReadBackToQueue(args));
     const queued = (): Buffer | Promise<Buffer> => (s.ctx.memoryLimit.limited ? this.askNode() : encode.QUEUED);
     return spec ? queued() : this.askUnknown(name, queued);
   }

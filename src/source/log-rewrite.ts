@@ -8,6 +8,7 @@
  *   an absolute one (ABSTTL);
  * - SPOP becomes SREM of the members the node returned; XADD with `*` gets the id it produced;
  * - Pika's DELVX becomes DEL when it deleted;
+ * - XADD/XTRIM with approximate trimming (`~`) get their exact outcome (stream-trims.ts);
  * - XCLAIM and XAUTOCLAIM, whose min-idle-time is judged by the node's clock against delivery
  *   times, claim on the replica exactly the entries the master's node claimed (stream-claims.ts);
  * - a conditional write whose reply shows it did nothing is not logged (`null`): replaying a
@@ -18,7 +19,8 @@
  */
 import { lowerName, upperName } from '../resp/command-name';
 import { Decoded, decodeReply } from '../resp/decode';
-import { afterImageCommands, isCapturedScript, readBacksAfter } from './script-images';
+import { afterImageCommands, isCapturedScript, isReadBack, readBacksAfter } from './script-images';
+import { exactTrim, isApproxTrim } from './stream-trims';
 import { rewriteXautoclaim, rewriteXclaim } from './stream-claims';
 
 type Reply = () => Decoded;
@@ -81,6 +83,14 @@ export function execToLogCommands(
       continue;
     }
     if (sub === undefined || sub instanceof Error) continue;
+    // An approximate trim: its exact outcome from the first-entry read right behind it.
+    if (isApproxTrim(args) && i + 1 < queued.length && isReadBack(queued[i + 1])) {
+      const first = reply[i + 1];
+      const cmds = isWrite(args) ? rewrite(args, () => sub, nowMs) : null;
+      if (cmds) out.push(...cmds.map((c) => exactTrim(c, first)));
+      i++;
+      continue;
+    }
     if (upperName(args[0]) === 'SELECT') {
       out.push(args);
       continue;

@@ -57,6 +57,12 @@ export function isCapturedScript(args: Buffer[]): boolean {
   return capturedScripts.has(args);
 }
 
+/** Marks a read the data path adds after a write of the client's (kept out of EXEC's reply to it). */
+export function markReadBack(args: Buffer[]): Buffer[] {
+  readBackMarks.add(args);
+  return args;
+}
+
 export function isReadBack(args: Buffer[]): boolean {
   return readBackMarks.has(args);
 }
