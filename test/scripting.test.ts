@@ -251,7 +251,7 @@ return t`;
     expect(await mc.get('oom:x')).to.equal('123');
   });
 
-  it("while a script runs past the node's busy threshold, other clients get its -BUSY (EXEC: EXECABORT … BUSY), as directly", async () => {
+  it("while a script runs past the node's busy threshold, other clients get its -BUSY (EXEC: EXECABORT … BUSY) and its own client's next command waits for it, as directly", async () => {
     const direct = cleanup.client(masterNode.client());
     await direct.config('SET', 'lua-time-limit', '10');
     const transcript = async (connect: () => Redis): Promise<string[]> => {
@@ -263,6 +263,8 @@ return t`;
       await other.set('busy:x', '1');
       const running = runner.call('EVAL', 'while true do end', '0').then(() => 'returned', (err: Error) => err.message);
       await new Promise((r) => setTimeout(r, 300));
+      // The runner's own next command: the node reads it only after the script (no -BUSY for it).
+      const own = runner.ping().then((v) => `own ${v}`, (err: Error) => `own err ${err.message}`);
       await said(other.get('busy:x'));
       await said(other.ping());
       await said(other.call('MULTI'));
@@ -270,6 +272,7 @@ return t`;
       await said(other.call('EXEC'));
       await said(killer.call('SCRIPT', 'KILL'));
       out.push((await running).replace(/script: \S+/, 'script: SHA'));
+      out.push(await own);
       await said(other.get('busy:x'));
       return out;
     };
@@ -277,6 +280,7 @@ return t`;
     expect(expected[0]).to.match(/^err BUSY Redis is busy running a script/);
     expect(expected[1]).to.match(/^err BUSY/);
     expect(expected[4]).to.match(/^err EXECABORT Transaction discarded because of: BUSY/);
+    expect(expected[7]).to.equal('own PONG');
     expect(await transcript(() => proxyClient(master))).to.deep.equal(expected);
   });
 

@@ -201,7 +201,7 @@ export class ClientSession implements ReplyTarget {
     // The first slot this command takes is its reply (slot()); later ones are pushes.
     this.commandClass = spec ? spec.categoryIndex : UNKNOWN_CLASS;
     if (!this.authenticated && !ALWAYS_ALLOWED_BEFORE_AUTH.has(name)) return this.reply(encode.error('NOAUTH Authentication required.'));
-    if (!busyChecked && this.ctx.scripts.active && meetsBusyScript(name, spec, req)) {
+    if (!busyChecked && this.ctx.scripts.activeFor(this) && meetsBusyScript(name, spec, req)) {
       return answerIfBusy(this, name).then((answered) => (answered ? undefined : this.execute(sent, true)));
     }
     return this.run(name, spec, req, sent);

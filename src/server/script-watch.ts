@@ -22,24 +22,34 @@ const PING = encodeArgs(['PING']);
 
 export class ScriptWatch {
   private running = 0;
+  /** Scripts on their way per client that sent them. */
+  private readonly owners = new Map<object, number>();
   private side: NodeConnection | undefined;
 
   constructor(private readonly connect: () => NodeConnection) {}
 
-  /** A script was sent to the node; call the returned function once it is answered. */
-  started(): () => void {
+  /** `owner` sent a script to the node; call the returned function once it is answered. */
+  started(owner: object): () => void {
     this.running++;
+    this.owners.set(owner, (this.owners.get(owner) ?? 0) + 1);
     let ended = false;
     return () => {
       if (ended) return;
       ended = true;
+      const left = (this.owners.get(owner) ?? 1) - 1;
+      if (left > 0) this.owners.set(owner, left);
+      else this.owners.delete(owner);
       if (--this.running === 0) this.closeSide();
     };
   }
 
-  /** Some script is on its way: commands check `busyError` first. */
-  get active(): boolean {
-    return this.running > 0;
+  /**
+   * Some other client's script is on its way: `owner`'s commands check `busyError` first. A
+   * client's own commands after its script wait for it, as on the node, which does not read the
+   * connection running a script until it ends (they never meet its -BUSY).
+   */
+  activeFor(owner: object): boolean {
+    return this.running > (this.owners.get(owner) ?? 0);
   }
 
   /** The node's -BUSY error while a script holds it; null when it answers (or cannot be asked). */

@@ -126,7 +126,7 @@ function runScriptWithProfile(s: ClientSession, req: Request): Promise<void> | v
   const dispatch = (): void => {
     const slot = s.slot();
     // Other clients' commands ask the node whether it is busy with it meanwhile (script-watch.ts).
-    const ended = s.ctx.scripts.started();
+    const ended = s.ctx.scripts.started(s);
     if (!capturesAfterImages(s)) {
       return s.ctx.path.sendWrite(s.db, req, scope, (reply, err) => {
         ended();
