@@ -56,12 +56,7 @@ describe('Pika 4.0.1 differences, each handled (real Pika behind the proxy)', fu
   });
 
   it("DBSIZE is stale on Pika: the sync counts by SCAN and by content, and confirms exactly", async () => {
-    const masterNode = await cleanup.node('pika');
-    const replicaNode = await cleanup.node('pika');
-    const master = await cleanup.proxy(masterNode);
-    const replica = await cleanup.proxy(replicaNode, FAST_RETRY);
-    const mc = cleanup.client(proxyClient(master));
-    const rc = cleanup.client(proxyClient(replica));
+    const { masterNode, replicaNode, master, replica, mc, rc } = await cleanup.pair('pika');
     const pipeline = mc.pipeline();
     for (let i = 0; i < 2000; i++) pipeline.set(`k:${i}`, `v${i}`);
     await pipeline.exec();
@@ -117,12 +112,7 @@ describe('Pika 4.0.1 differences, each handled (real Pika behind the proxy)', fu
   });
 
   it("Pika's own writes: DELVX reaches the replica (as DEL); those that cannot be logged exactly are refused", async () => {
-    const masterNode = await cleanup.node('pika');
-    const replicaNode = await cleanup.node('pika');
-    const master = await cleanup.proxy(masterNode);
-    const replica = await cleanup.proxy(replicaNode, FAST_RETRY);
-    const mc = cleanup.client(proxyClient(master));
-    const rc = cleanup.client(proxyClient(replica));
+    const { replicaNode, master, replica, mc, rc } = await cleanup.pair('pika');
     await mc.set('dv:match', 'v');
     await mc.set('dv:other', 'v');
     await rc.call('SLAVEOF', '127.0.0.1', String(master.port));

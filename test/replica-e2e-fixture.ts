@@ -12,6 +12,16 @@ import { ProxyProcess } from './helpers/proxy-process';
 export const DATA_DBS = dataDbs('redis');
 export { Writers } from './helpers/sync-writers';
 
+export interface ProxyPair {
+  masterNode: TestNode;
+  replicaNode: TestNode;
+  master: ProxyProcess;
+  replica: ProxyProcess;
+  /** Clients of the master proxy and of the replica proxy. */
+  mc: Redis;
+  rc: Redis;
+}
+
 /** Things to stop after a test, in reverse order of creation; errors are collected, not hidden. */
 export class Cleanup {
   private readonly items: Array<() => Promise<unknown> | unknown> = [];
@@ -37,6 +47,15 @@ export class Cleanup {
 
   client(client: Redis): Redis {
     return this.add(client, (c) => c.disconnect());
+  }
+
+  /** Two nodes of `kind`, a master proxy and a replica proxy (FAST_RETRY) in front, and a client of each. */
+  async pair(kind: NodeKind): Promise<ProxyPair> {
+    const masterNode = await this.node(kind);
+    const replicaNode = await this.node(kind);
+    const master = await this.proxy(masterNode);
+    const replica = await this.proxy(replicaNode, FAST_RETRY);
+    return { masterNode, replicaNode, master, replica, mc: this.client(proxyClient(master)), rc: this.client(proxyClient(replica)) };
   }
 
   async run(): Promise<void> {
@@ -209,9 +228,9 @@ async function seedBigKeys(c: Redis, db: number, dbs: { hash: number; list: numb
   if (db === dbs.list) await c.expire(`${p}:big:list`, 3600);
 }
 
-/** An ioredis client to a proxy that does not retry (a refused command must surface). */
-export function proxyClient(proxy: ProxyProcess, db = 0): Redis {
-  return new Redis({ host: proxy.host, port: proxy.port, db, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: true });
+/** An ioredis client to a proxy (a process, or one in-process) that does not retry (a refused command must surface). */
+export function proxyClient(proxy: { host?: string; port: number }, db = 0): Redis {
+  return new Redis({ host: proxy.host ?? '127.0.0.1', port: proxy.port, db, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: true });
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -7,7 +7,6 @@
  */
 import { expect } from 'chai';
 import type Redis from 'ioredis';
-import type { ProxyProcess } from './helpers/proxy-process';
 import { NODE_KINDS, TestNode, dataDbs } from './helpers/nodes';
 import { encodeArgs } from '../src/resp/request-parser';
 import { RespClient } from './helpers/resp-client';
@@ -296,14 +295,6 @@ describe('replica end to end: streams with consumer groups on a redis master', f
     for (const key of keys) expect(await streamState(replica, key), key).to.deep.equal(await streamState(master, key));
   }
 
-  async function redisPair(): Promise<{ masterNode: TestNode; replicaNode: TestNode; master: ProxyProcess; replica: ProxyProcess; mc: Redis; rc: Redis }> {
-    const masterNode = await cleanup.redis();
-    const replicaNode = await cleanup.redis();
-    const master = await cleanup.proxy(masterNode);
-    const replica = await cleanup.proxy(replicaNode, FAST_RETRY);
-    return { masterNode, replicaNode, master, replica, mc: cleanup.client(proxyClient(master)), rc: cleanup.client(proxyClient(replica)) };
-  }
-
   /** The replica caught up, still streaming, its streams equal to the master's, VERIFY ok. */
   async function expectStreamingExact(masterNode: TestNode, replicaNode: TestNode, mc: Redis, rc: Redis, keys: string[]): Promise<void> {
     await waitCaughtUp(mc, rc);
@@ -313,7 +304,7 @@ describe('replica end to end: streams with consumer groups on a redis master', f
   }
 
   it('groups, consumers, pending entries (with delivery counts), last ids and empty streams reach the replica; the write log then goes on', async () => {
-    const { masterNode, replicaNode, master, replica, mc, rc } = await redisPair();
+    const { masterNode, replicaNode, master, replica, mc, rc } = await cleanup.pair('redis');
     for (let i = 1; i <= 6; i++) await mc.xadd('orders', `${i}-1`, 'item', `i${i}`);
     await mc.xdel('orders', '6-1'); // the last id stays 6-1, one entry deleted
     await mc.xgroup('CREATE', 'orders', 'billing', '0');
@@ -342,7 +333,7 @@ describe('replica end to end: streams with consumer groups on a redis master', f
   });
 
   it('XAUTOCLAIM and XCLAIM with a min-idle-time claim on the replica what they claimed on the master', async () => {
-    const { masterNode, replicaNode, master, replica, mc, rc } = await redisPair();
+    const { masterNode, replicaNode, master, replica, mc, rc } = await cleanup.pair('redis');
     for (let i = 1; i <= 4; i++) await mc.xadd('jobs', `${i}-1`, 'task', `t${i}`);
     await mc.xgroup('CREATE', 'jobs', 'workers', '0');
     await mc.call('XREADGROUP', 'GROUP', 'workers', 'w1', 'COUNT', '3', 'STREAMS', 'jobs', '>');
@@ -358,7 +349,7 @@ describe('replica end to end: streams with consumer groups on a redis master', f
   });
 
   it('XADD and XTRIM with approximate trimming (~) leave the replica with the entries the master kept', async () => {
-    const { masterNode, replicaNode, master, replica, mc, rc } = await redisPair();
+    const { masterNode, replicaNode, master, replica, mc, rc } = await cleanup.pair('redis');
     // Built with approximate trims and a few deletions: the master's node layout then differs
     // from the one a replica builds from the snapshot, and `~` trims differently on each.
     const build = mc.pipeline();
@@ -379,7 +370,7 @@ describe('replica end to end: streams with consumer groups on a redis master', f
   });
 
   it('a pending entry whose stream entry was deleted fails the sync with UNSUPPORTED_DATA (no confirmation without it)', async () => {
-    const { master, mc, rc } = await redisPair();
+    const { master, mc, rc } = await cleanup.pair('redis');
     await mc.set('plain', 'v');
     await mc.xadd('orders', '1-1', 'item', 'a');
     await mc.xadd('orders', '2-1', 'item', 'b');

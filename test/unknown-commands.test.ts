@@ -6,15 +6,12 @@
  * like to the proxy. On Pika (no COMMAND) an unknown command gets the node's own answer.
  */
 import { expect } from 'chai';
-import Redis from 'ioredis';
+import type Redis from 'ioredis';
 import { PikaServer } from './helpers/pika-server';
 import { nodeBehindProxy } from './helpers/proxy-fixture';
 import { RedisServer } from './helpers/redis-server';
-import { replInfo } from './replica-e2e-fixture';
+import { proxyClient, replInfo } from './replica-e2e-fixture';
 
-function proxyClientAt(port: number): Redis {
-  return new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: true });
-}
 
 const RENAMED = ['HSETNX', 'MYHSETNX', 'SETNX', 'MYSETNX', 'STRLEN', 'MYSTRLEN'];
 
@@ -24,7 +21,7 @@ describe('commands the table does not know (redis-server with renamed commands)'
   let c: Redis;
   let direct: Redis;
   before(() => {
-    c = proxyClientAt(fixture.proxy.port);
+    c = proxyClient(fixture.proxy);
     direct = fixture.node.client();
   });
   after(() => {
@@ -68,7 +65,7 @@ describe('commands the table does not know (real Pika: no COMMAND)', function ()
   const fixture = nodeBehindProxy(() => PikaServer.start());
 
   it("an unknown command gets Pika's own answer", async () => {
-    const c = proxyClientAt(fixture.proxy.port);
+    const c = proxyClient(fixture.proxy);
     const direct = fixture.node.client();
     try {
       const through = await c.call('NOSUCHCMD', 'x').catch((e: Error) => e.message);

@@ -6,15 +6,12 @@
  * gets what the node answers directly.
  */
 import { expect } from 'chai';
-import Redis from 'ioredis';
+import type Redis from 'ioredis';
 import { RedisServer } from './helpers/redis-server';
 import { PikaServer } from './helpers/pika-server';
 import { nodeBehindProxy } from './helpers/proxy-fixture';
-import { waitFor } from './replica-e2e-fixture';
+import { proxyClient, waitFor } from './replica-e2e-fixture';
 
-function client(port: number): Redis {
-  return new Redis({ port, host: '127.0.0.1', lazyConnect: false, maxRetriesPerRequest: 0, enableOfflineQueue: true });
-}
 
 /** The node's connections other than the asking one (CLIENT LIST straight to the node). */
 async function nodeConnections(node: Redis): Promise<number> {
@@ -36,7 +33,7 @@ describe('XREAD BLOCK through the proxy (redis-server)', function () {
     opened.push(direct);
   });
   const open = (db = 0): Redis => {
-    const c = client(fixture.proxy.port);
+    const c = proxyClient(fixture.proxy);
     if (db !== 0) void c.select(db);
     opened.push(c);
     return c;
@@ -81,7 +78,7 @@ describe('XREAD BLOCK through the proxy (redis-server)', function () {
   it("the client's own node connection is closed when the client goes", async () => {
     await waitFor('no reader left blocked by the tests before', async () => (await blockedOnNode(direct)) === 0);
     const before = await nodeConnections(direct);
-    const reader = client(fixture.proxy.port);
+    const reader = proxyClient(fixture.proxy);
     const read = reader.call('XREAD', 'BLOCK', '0', 'STREAMS', 'never', '$').catch((e: Error) => e.message);
     await waitFor('a connection of its own, blocked', async () => (await blockedOnNode(direct)) === 1);
     expect(await nodeConnections(direct)).to.equal(before + 1);
@@ -97,7 +94,7 @@ describe('XREAD BLOCK through the proxy (real Pika)', function () {
   const fixture = nodeBehindProxy(() => PikaServer.start());
 
   it('answers what Pika answers directly, and other clients go on', async () => {
-    const viaProxy = client(fixture.proxy.port);
+    const viaProxy = proxyClient(fixture.proxy);
     const direct = fixture.node.client();
     try {
       await viaProxy.call('XADD', 'ps', '*', 'f', 'v');

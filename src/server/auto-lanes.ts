@@ -20,9 +20,8 @@ import type { OrderedPath } from './ordered-path';
  */
 const AUTO_LANES: Readonly<Record<string, number>> = { pika: 8 };
 
-/** How long the new lanes' connections may take to come up; how long to wait before a retry. */
+/** How long the new lanes' connections may take to come up. */
 const CONNECT_WAIT_MS = 5000;
-const RETRY_MS = 1000;
 
 export function laneCount(configured: number, profile: NodeProfile | undefined): number {
   if (configured > 0) return configured;
@@ -40,22 +39,15 @@ export interface LaneGrowthOptions {
 /** For `--node-connections auto`: adds lanes when a later probe learns the node's kind. */
 export class LaneGrowth {
   private growing = false;
-  private retry?: NodeJS.Timeout;
-  private profile?: NodeProfile;
 
   constructor(private readonly options: LaneGrowthOptions) {}
 
   /** A probe told the node's profile (NodeFacts.onProfile). */
   profileKnown(profile: NodeProfile): void {
-    this.profile = profile;
     const wanted = laneCount(0, profile);
     if (this.growing || this.options.stopping() || wanted <= this.options.path.lanes.length) return;
     this.growing = true;
     void this.grow(wanted).finally(() => (this.growing = false));
-  }
-
-  stop(): void {
-    clearTimeout(this.retry);
   }
 
   private async grow(wanted: number): Promise<void> {
@@ -75,9 +67,8 @@ export class LaneGrowth {
       logger.info({ nodeConnections: path.lanes.length, was: from }, 'lanes added: the node is of a kind that runs connections in parallel');
       return;
     }
-    // Writes were waiting in a client's order under the old count: try again a little later.
+    // Writes were waiting in a client's order under the old count (never from one lane).
     for (const c of connections) c.destroy();
-    this.retry = setTimeout(() => this.profile && this.profileKnown(this.profile), RETRY_MS);
-    this.retry.unref();
+    logger.warn({ nodeConnections: from, wanted }, 'lanes not added: writes were waiting in a client\'s order; trying again at the next link-up');
   }
 }

@@ -16,21 +16,22 @@ export async function runBlockingRead(s: ClientSession, raw: Buffer): Promise<vo
   // The client's earlier replies first: its later commands wait behind this one anyway.
   await s.repliesSettled();
   if (s.closed) return; // gone meanwhile: no connection to open (its close listeners have run)
-  let conn = connections.get(s);
-  if (!conn) {
-    conn = s.ctx.dedicatedConnection();
-    connections.set(s, conn);
-    const made = conn;
-    s.onClosed(() => made.destroy());
-    await conn.connect();
-  }
+  const conn = connections.get(s) ?? (await connect(s));
   const slot = s.slot();
-  const on = conn;
   await new Promise<void>((resolve) => {
-    on.send(encode.encodeCommand(['SELECT', String(s.db)]), () => undefined);
-    on.send(raw, (reply, err) => {
+    conn.send(encode.encodeCommand(['SELECT', String(s.db)]), () => undefined);
+    conn.send(raw, (reply, err) => {
       s.fill(slot, reply ? reply.raw : errorReply(err));
       resolve();
     });
   });
+}
+
+/** The client's own connection, closed with the client. */
+async function connect(s: ClientSession): Promise<NodeConnection> {
+  const conn = s.ctx.dedicatedConnection();
+  connections.set(s, conn);
+  s.onClosed(() => conn.destroy());
+  await conn.connect();
+  return conn;
 }

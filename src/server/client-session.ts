@@ -26,7 +26,7 @@ import { handleConnectionCommand } from './connection-commands';
 import type { ProxyContext } from './context';
 import { PubSubMode } from './pubsub-mode';
 import { handleReplicationCommand } from './replication-commands';
-import { READONLY_ERROR, adminRefusal, errorReply, refusalReason } from './refusals';
+import { READONLY_ERROR, adminRefusal, errorReply, refusalReason, unknownWriteRefusal } from './refusals';
 import { reloadKind, runDebugReload } from './debug-commands';
 import { maxmemoryOf, runConfigSetMaxmemory } from './memory-limit';
 import { ReplyQueue, Slot } from './reply-queue';
@@ -36,8 +36,8 @@ import { runBlockingRead } from './blocking-read';
 import { pipeReplicationStream } from './sync-pipe';
 import { isScriptingCommand, runScripting } from './scripting';
 import { answerIfBusy, meetsBusyScript } from './script-watch';
-import { unknownWriteRefusal } from './unknown-commands';
-import { isApproxTrim, runApproxTrim } from './approx-trims';
+import { runApproxTrim } from './approx-trims';
+import { isApproxTrim } from '../source/stream-trims';
 
 /** Pause reading when this many requests are queued or unanswered; resume below half. */
 const MAX_OUTSTANDING = 4096;

@@ -203,7 +203,6 @@ export async function startProxy(config: Readonly<Config>, rootLogger: Logger): 
   const stop = (): Promise<void> =>
     (stopping ??= (async () => {
       logger.info('stopping: no new connections, draining replies in flight');
-      growth?.stop();
       listener.close();
       for (const s of sessions) s.stopAccepting();
       const deadline = Date.now() + 5000;

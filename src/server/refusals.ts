@@ -32,9 +32,19 @@ const DEBUG_REASONS: Record<Exclude<DebugEffect, 'pass' | 'reload'>, string> = {
   stop: 'it stops the node',
 };
 
-/** A subcommand name as it may appear in an error line: printable, bounded. */
+/** A client's word as it may appear in an error line: printable, bounded. */
+function printable(text: string): string {
+  return text.slice(0, 64).replace(/[^\x21-\x7e]/g, '?');
+}
+
+/** A subcommand name as it may appear in an error line. */
 function shown(arg: Buffer): string {
-  return arg.toString('latin1', 0, 64).replace(/[^\x21-\x7e]/g, '?').toUpperCase();
+  return printable(arg.toString('latin1', 0, 64)).toUpperCase();
+}
+
+/** A command the table does not know that the node says writes (unknown-commands.ts). */
+export function unknownWriteRefusal(name: string): Buffer {
+  return encode.error(`ERR '${printable(name)}' is a write on this node that pika-sync-proxy cannot replicate (it is not in its command table): refused, so that replicas do not silently diverge`);
 }
 
 /** DEBUG <subcommand>: null when it passes to the node (DEBUG_SUBCOMMANDS), else the refusal. */

@@ -49,7 +49,7 @@ export class ScriptWatch {
    * connection running a script until it ends (they never meet its -BUSY).
    */
   activeFor(owner: object): boolean {
-    return this.running > (this.owners.get(owner) ?? 0);
+    return this.running > 0 && this.running > (this.owners.get(owner) ?? 0);
   }
 
   /** The node's -BUSY error while a script holds it; null when it answers (or cannot be asked). */

@@ -16,13 +16,13 @@
  */
 import { SyncProxyError } from '../errors';
 import type { Request } from '../resp/request';
-import * as encode from '../resp/encode';
 import { arrayElements } from '../resp/reply-framer';
 import { captureScript, isReadBack, isScriptWrite } from '../source/script-images';
 import type { WriteScope } from '../source/types';
 import type { ClientSession } from './client-session';
 import { declaredKeys } from './command-table';
 import { READONLY_ERROR, errorReply } from './refusals';
+import { queuedRead, sendWithReadBacks } from './read-backs';
 
 /** Subcommands that change the node's script cache or function libraries (logged as sent). */
 const STATE_WRITES: Record<string, ReadonlySet<string>> = {
@@ -61,7 +61,7 @@ export function scriptRefusal(s: ClientSession, name: string): Buffer | null {
 /** The read-back entries to queue right after a script in a transaction (none if not captured). */
 export function readBacksToQueue(s: ClientSession, name: string, args: Buffer[]): { args: Buffer[]; raw: Buffer; write: boolean }[] {
   if (!isScriptWrite(name) || !capturesAfterImages(s)) return [];
-  return captureScript(args, declaredKeys(args) ?? []).map((rb) => ({ args: rb, raw: encode.encodeCommand(rb), write: false }));
+  return captureScript(args, declaredKeys(args) ?? []).map(queuedRead);
 }
 
 /** Runs one scripting command outside a transaction. */
@@ -124,10 +124,10 @@ function runScriptWithProfile(s: ClientSession, req: Request): Promise<void> | v
   const keys = declaredKeys(req.args);
   const scope: WriteScope = keys ? { kind: 'keys', db: s.db, keys } : { kind: 'all' };
   const dispatch = (): void => {
-    const slot = s.slot();
     // Other clients' commands ask the node whether it is busy with it meanwhile (script-watch.ts).
     const ended = s.ctx.scripts.started(s);
     if (!capturesAfterImages(s)) {
+      const slot = s.slot();
       return s.ctx.path.sendWrite(s.db, req, scope, (reply, err) => {
         ended();
         s.fill(slot, reply ? reply.raw : errorReply(err));
@@ -137,12 +137,7 @@ function runScriptWithProfile(s: ClientSession, req: Request): Promise<void> | v
     const queued = [{ args, raw: req.raw, write: true, scope }, ...readBacksToQueue(s, req.name, args)];
     // On the lane of its declared keys (exclusive when they span lanes or are unknown), the
     // read-backs right behind it; not inside MULTI, so the node meets a bare EVAL (sendBatch).
-    s.ctx.path.sendBatch(s.db, queued, [scope], (reply, err) => {
-      ended();
-      if (!reply) return s.fill(slot, errorReply(err));
-      // The batch's first element is the script's own reply.
-      s.fill(slot, reply.type === 42 ? (arrayElements(reply.raw)[0] ?? reply.raw) : reply.raw);
-    }, s.lanes);
+    sendWithReadBacks(s, queued, scope, ended);
   };
   const wait = s.gate(scope);
   return wait ? wait.then(dispatch) : dispatch();

@@ -7,12 +7,12 @@
  * emulated (watch-registry.ts); the role is checked again at EXEC and the proxy's own commands
  * inside MULTI answer after the node's (transaction-exec.ts).
  */
-import { isApproxTrim, trimReadBackToQueue } from './approx-trims';
-import { unknownWriteRefusal } from './unknown-commands';
+import { firstEntryRead, isApproxTrim } from '../source/stream-trims';
+import { queuedRead } from './read-backs';
 import * as encode from '../resp/encode';
 import { isReadBack } from '../source/script-images';
 import type { ClientSession } from './client-session';
-import { READONLY_ERROR, adminRefusal, errorReply } from './refusals';
+import { READONLY_ERROR, adminRefusal, errorReply, unknownWriteRefusal } from './refusals';
 import type { CommandSpec } from './command-table';
 import { changesScriptState, clientExecReply, readBacksToQueue, scriptRefusal } from './scripting';
 import { Queued, dbAfter, execRoleRefusal, execWithProxyCommands } from './transaction-exec';
@@ -96,7 +96,7 @@ export class Transaction {
     // A script's after-images are read back inside the same transaction (scripting.ts).
     this.queued.push(...readBacksToQueue(s, name, args));
     // An approximate trim's exact outcome is read right behind it (approx-trims.ts).
-    if (write && (name === 'xadd' || name === 'xtrim') && isApproxTrim(args)) this.queued.push(...trimReadBackToQueue(args));
+    if (write && (name === 'xadd' || name === 'xtrim') && isApproxTrim(args)) this.queued.push(queuedRead(firstEntryRead(args[1])));
     const queued = (): Buffer | Promise<Buffer> => (s.ctx.memoryLimit.limited ? this.askNode() : encode.QUEUED);
     return spec ? queued() : this.askUnknown(name, queued);
   }

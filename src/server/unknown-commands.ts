@@ -9,7 +9,6 @@
  * The node is asked once per name and link (a node that restarted may have other modules); the
  * answers kept are bounded, since the names come from clients.
  */
-import * as encode from '../resp/encode';
 import { decodeReply } from '../resp/decode';
 import { encodeArgs } from '../resp/request-parser';
 import type { OrderedPath } from './ordered-path';
@@ -53,10 +52,4 @@ function flagsOf(decoded: unknown): string[] {
   const info = Array.isArray(decoded) ? decoded[0] : undefined;
   const flags = Array.isArray(info) ? info[2] : undefined;
   return Array.isArray(flags) ? flags.map((f) => String(f).toLowerCase()) : [];
-}
-
-/** The refusal of a write the proxy cannot log. */
-export function unknownWriteRefusal(name: string): Buffer {
-  const shown = name.slice(0, 64).replace(/[^\x21-\x7e]/g, '?');
-  return encode.error(`ERR '${shown}' is a write on this node that pika-sync-proxy cannot replicate (it is not in its command table): refused, so that replicas do not silently diverge`);
 }

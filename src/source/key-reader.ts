@@ -19,7 +19,7 @@ import type { Logger } from 'pino';
 import { SyncProxyError } from '../errors';
 import { BulkArray, Reply, bulkItems } from '../resp/reply-reader';
 import type { CommandEncoder } from '../resp/command-encoder';
-import { BatchReplies, NodeAddress, ReaderConnection, expectNoError } from './reader-connection';
+import { BatchReplies, NodeAddress, ReaderConnection, expectNoError, malformedReply as malformed } from './reader-connection';
 import type { RecordSink } from './snapshot-writer';
 import { writeStreamState } from './stream-state';
 import type { KeyType } from './types';
@@ -127,12 +127,11 @@ export class KeyReader {
     if (others.length > 0) {
       enc = conn.commands();
       for (const { i } of others) encodeKeyCommand(enc, NAME.TYPE, keys[i]);
-      const typeReplies = await conn.sendEncoded(others.length);
-      const types = others.map((_o, j) => typeOf(typeReplies[j]));
+      const types = await conn.sendEncoded(others.length);
       enc = conn.commands();
       let reads = 0;
       others.forEach(({ i, expireAtMs }, j) => {
-        const type = types[j];
+        const type = typeOf(types[j]);
         if (type === null) return;
         if (type === 'stream' && !this.streamsCopyable) {
           throw new SyncProxyError('UNSUPPORTED_DATA', `stream key ${JSON.stringify(keys[i].toString('utf8').slice(0, 200))} in db ${db}: this node's XRANGE gives back other ids than the stream was written with (Pika 4.0.1), so it cannot be copied exactly; remove or convert the stream, or replicate without it`);
@@ -304,10 +303,6 @@ function encodeFirstRead(enc: CommandEncoder, p: Probe): void {
       enc.bulk(NAME.COUNT);
       enc.bulk(PAGE_COUNT);
   }
-}
-
-function malformed(what: string): SyncProxyError {
-  return new SyncProxyError('MALFORMED_RESPONSE', `${what} answered an unexpected reply shape`);
 }
 
 function bulkOf(reply: Reply, what: string): Buffer {

@@ -182,6 +182,11 @@ export class ReaderConnection {
   }
 }
 
+/** A node reply of a shape the reader did not expect. */
+export function malformedReply(what: string): SyncProxyError {
+  return new SyncProxyError('MALFORMED_RESPONSE', `${what} answered an unexpected reply shape`);
+}
+
 /** Throws BACKEND_ERROR_REPLY for an error reply. */
 export function expectNoError(reply: Reply, what: string): void {
   if (reply instanceof NodeErrorReply) throw new SyncProxyError('BACKEND_ERROR_REPLY', `${what} failed on the node: ${reply.message}`);

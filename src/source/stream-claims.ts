@@ -13,12 +13,12 @@
  *   delivery count increment), and XACK of the ids its reply says were deleted (removed from the
  *   pending list, which is what XAUTOCLAIM does with them).
  *
- * A claim that claimed and removed nothing is not logged.
+ * An XAUTOCLAIM that claimed and removed nothing is not logged.
  */
+import { upperName as upper } from '../resp/command-name';
 import type { Decoded } from '../resp/decode';
 
 const B = (s: string): Buffer => Buffer.from(s);
-const upper = (b: Buffer): string => b.toString('latin1').toUpperCase();
 /** A min-idle-time no pending entry reaches (ms; 2^53 - 1, which the node parses as a long long). */
 const NEVER_IDLE_ENOUGH = B('9007199254740991');
 const ZERO = B('0');

@@ -20,7 +20,7 @@
  */
 import { SyncProxyError } from '../errors';
 import { BulkArray, NodeErrorReply, Reply } from '../resp/reply-reader';
-import type { ReaderConnection } from './reader-connection';
+import { ReaderConnection, expectNoError, malformedReply as malformed } from './reader-connection';
 import type { RecordSink } from './snapshot-writer';
 
 /** Pending entries read per XPENDING page. */
@@ -98,7 +98,7 @@ function isNoSuchKey(reply: Reply): boolean {
 }
 
 function listOf(reply: Reply, what: string): Reply[] {
-  if (reply instanceof NodeErrorReply) throw new SyncProxyError('BACKEND_ERROR_REPLY', `${what} failed on the node: ${reply.message}`);
+  expectNoError(reply, what);
   if (reply instanceof BulkArray) return reply.items();
   if (!Array.isArray(reply)) throw malformed(what);
   return reply;
@@ -137,8 +137,4 @@ function text(value: Reply): string {
 
 function unsupported(db: number, key: Buffer, what: string): SyncProxyError {
   return new SyncProxyError('UNSUPPORTED_DATA', `stream key ${JSON.stringify(key.toString('utf8').slice(0, 200))} in db ${db} ${what}`);
-}
-
-function malformed(what: string): SyncProxyError {
-  return new SyncProxyError('MALFORMED_RESPONSE', `${what}: unexpected reply shape`);
 }

@@ -9,11 +9,12 @@
  * exact `MINID = <that id>` instead of the approximate threshold (`MAXLEN = 0` when the stream
  * was emptied). Trimming only ever removes entries from the head, so that is the same result.
  */
+import { upperName } from '../resp/command-name';
 import type { Decoded } from '../resp/decode';
 import { markReadBack } from './script-images';
 
 const B = (s: string): Buffer => Buffer.from(s);
-const upper = (b: Buffer | undefined): string => (b ? b.toString('latin1').toUpperCase() : '');
+const upper = (b: Buffer | undefined): string => (b ? upperName(b) : '');
 const TILDE = B('~');
 const EXACT = B('=');
 
