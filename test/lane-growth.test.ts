@@ -11,8 +11,7 @@ import { encodeArgs, requestOf } from '../src/resp/request-parser';
 import { laneOfKey } from '../src/server/lanes';
 import { LogSink, OrderedPath } from '../src/server/ordered-path';
 import { FaultProxy } from './helpers/fault-proxy';
-import { PikaServer } from './helpers/pika-server';
-import { freePort } from './helpers/ports';
+import { PikaServer, freePikaPort } from './helpers/pika-server';
 import { TestProxy, startTestProxy } from './helpers/proxy-fixture';
 import { RedisServer } from './helpers/redis-server';
 import { RespClient } from './helpers/resp-client';
@@ -104,7 +103,9 @@ describe('lane growth: a proxy started while its Pika node was down (real Pika)'
   });
 
   it('starts with one lane, gets 8 once Pika is up, and pipelined writers lose no order on any key', async () => {
-    const port = await freePort();
+    // A Pika port (with its +1000/+2000/+10001 free, below the ephemeral range): a port from
+    // freePort() may have +10001 taken by any outgoing connection, and Pika then dies at start.
+    const port = await freePikaPort();
     proxy = await startTestProxy({ address: `127.0.0.1:${port}` }); // nothing listens there yet
     const info = await RespClient.connect(proxy.port);
     clients.push(info);
