@@ -13,7 +13,8 @@ import { redactCommand } from '../logger';
 import { decodeReply } from '../resp/decode';
 import { FramedReply } from '../resp/reply-framer';
 import type { LogEntry } from '../source/types';
-import { NodePipeline, errorText } from './node-pipeline';
+import { NodePipeline } from './node-pipeline';
+import { errorText } from './node-replies';
 import type { ReplicaIdentity, SyncClientLike } from './sync-api';
 
 export interface ApplyProgress {

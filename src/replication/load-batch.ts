@@ -6,7 +6,7 @@ import { SyncProxyError } from '../errors';
 import { redactCommand } from '../logger';
 import { CommandEncoder } from '../resp/command-encoder';
 import { RequestParser } from '../resp/request-parser';
-import { ReplyView, errorText } from './node-pipeline';
+import { ReplyView, errorText } from './node-replies';
 
 /** Key records of one db as the loader counts them. */
 export interface DbTally {

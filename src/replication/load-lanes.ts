@@ -10,7 +10,8 @@
 import { SyncProxyError } from '../errors';
 import type { NodeProfile } from '../backend/node-profile';
 import type { LoadBatch } from './load-batch';
-import { CLOSE_DRAIN_MS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT_BYTES, FLUSH_REPLY_TIMEOUT_MS, NodeAddress, NodePipeline, expectOk } from './node-pipeline';
+import { CLOSE_DRAIN_MS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT_BYTES, FLUSH_REPLY_TIMEOUT_MS, NodeAddress, NodePipeline } from './node-pipeline';
+import { expectOk } from './node-replies';
 
 /**
  * Load lanes for --load-connections auto, by node kind: 1 everywhere, from measurements. Redis

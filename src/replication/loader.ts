@@ -13,7 +13,8 @@ import { LoadState, loadFile } from './load-file';
 import { LoadBounds, LoadLanes, loadLaneCount } from './load-lanes';
 import type { Manifest } from '../source/types';
 import { ExpiryChoice, NodeProfile, withExpiryOverride } from '../backend/node-profile';
-import { NodeAddress, NodePipeline, expectOk, errorText, integerOf, probeNodeAt } from './node-pipeline';
+import { NodeAddress, NodePipeline, probeNodeAt } from './node-pipeline';
+import { expectOk, errorText, integerOf } from './node-replies';
 
 export interface LoaderOptions {
   node: NodeAddress;

@@ -7,11 +7,12 @@
  */
 import net from 'node:net';
 import { IDLE_TIMEOUT_QUERY, KeepAlive, idleTimeoutSeconds, keepAliveIntervalMs } from '../backend/keep-alive';
-import { ErrorCode, SyncProxyError, classifySystemError } from '../errors';
+import { SyncProxyError, classifySystemError } from '../errors';
 import { NodeProfile, ProbeConnection, probeNodeProfile } from '../backend/node-profile';
 import { decodeReply } from '../resp/decode';
 import { FramedReply, ReplyFramer } from '../resp/reply-framer';
 import { encodeArgs } from '../resp/request-parser';
+import { IndexedReplyCheck, ReplyCheck, ReplyView, errorText } from './node-replies';
 import { raceAbort } from './util';
 
 export interface NodeAddress {
@@ -20,45 +21,6 @@ export interface NodeAddress {
   password?: string;
   /** PING interval on an idle connection; 0 or absent: a third of the node's `timeout`. */
   keepAliveMs?: number;
-}
-
-/** Checks one reply; throwing fails the pipeline with that error. */
-export type ReplyCheck = (reply: FramedReply) => void;
-/**
- * Checks the reply of the `index`-th command of a `sendMany` batch. `reply` is a view reused for
- * every reply (no object per reply): read it during the call, never keep it.
- */
-export type IndexedReplyCheck = (reply: ReplyView, index: number) => void;
-
-/** A reply in the framer's buffer; `raw` is made only when asked for (error texts). */
-export class ReplyView implements FramedReply {
-  buffer: Buffer = Buffer.alloc(0);
-  start = 0;
-  end = 0;
-
-  get type(): number {
-    return this.buffer[this.start];
-  }
-
-  get raw(): Buffer {
-    return this.buffer.subarray(this.start, this.end);
-  }
-
-  /** The value of a ':' reply, or undefined. */
-  integer(): number | undefined {
-    const buf = this.buffer;
-    if (buf[this.start] !== 58) return undefined;
-    let i = this.start + 1;
-    const negative = buf[i] === 45;
-    if (negative) i++;
-    let n = 0;
-    for (; i < this.end - 2; i++) {
-      const c = buf[i] - 48;
-      if (c < 0 || c > 9) return undefined;
-      n = n * 10 + c;
-    }
-    return negative ? -n : n;
-  }
 }
 
 const BATCH_BYTES = 256 * 1024;
@@ -386,7 +348,6 @@ export class NodePipeline {
 
 const ignoreReply: ReplyCheck = () => undefined;
 
-/** The text of an error reply without '-' and CRLF. */
 /** The pipeline as the node-profile probe uses it (decoded replies; error replies as Errors). */
 export function probeVia(node: NodePipeline): ProbeConnection {
   return { call: async (args) => decodeReply((await node.call(args)).raw) };
@@ -402,11 +363,6 @@ export async function callWithin(address: NodeAddress, args: ReadonlyArray<Buffe
   }
 }
 
-/** Throws `code` naming `what` and the node's error unless `reply` is +OK. */
-export function expectOk(reply: FramedReply, what: string, code: ErrorCode): void {
-  if (reply.type !== 43) throw new SyncProxyError(code, `${what} failed on the node: ${errorText(reply)}`);
-}
-
 /** Connects to `address`, probes its node's profile and closes. */
 export async function probeNodeAt(address: NodeAddress, signal: AbortSignal): Promise<NodeProfile> {
   const node = await NodePipeline.connect(address, signal);
@@ -415,14 +371,4 @@ export async function probeNodeAt(address: NodeAddress, signal: AbortSignal): Pr
   } finally {
     node.close();
   }
-}
-
-export function errorText(reply: FramedReply): string {
-  return reply.raw.toString('utf8', 1, Math.max(1, reply.raw.length - 2)).slice(0, 500);
-}
-
-/** The integer of a ':' reply, or undefined. */
-export function integerOf(reply: FramedReply): number | undefined {
-  if (reply.type !== 58) return undefined;
-  return Number(reply.raw.toString('latin1', 1, reply.raw.length - 2));
 }

@@ -21,30 +21,18 @@ import * as encode from '../resp/encode';
 import { Request, requestOf } from '../resp/request';
 import { RequestParser } from '../resp/request-parser';
 import type { WriteScope } from '../source/types';
-import { CommandSpec, arityOk, commandKeys, hasBlockOption, lookupLowerCase } from './command-table';
-import { handleConnectionCommand } from './connection-commands';
+import { CommandSpec, commandKeys, lookupLowerCase } from './command-table';
+import { dispatch } from './command-dispatch';
 import type { ProxyContext } from './context';
 import { PubSubMode } from './pubsub-mode';
-import { handleReplicationCommand } from './replication-commands';
-import { READONLY_ERROR, adminRefusal, errorReply, refusalReason, unknownWriteRefusal } from './refusals';
-import { reloadKind, runDebugReload } from './debug-commands';
-import { maxmemoryOf, runConfigSetMaxmemory } from './memory-limit';
+import { errorReply } from './refusals';
 import { ReplyQueue, Slot } from './reply-queue';
 import { Transaction } from './transaction';
-import { runBlocking } from './blocking-runner';
-import { runBlockingRead } from './blocking-read';
-import { pipeReplicationStream } from './sync-pipe';
-import { isScriptingCommand, runScripting } from './scripting';
 import { answerIfBusy, meetsBusyScript } from './script-watch';
-import { runApproxTrim } from './approx-trims';
-import { isApproxTrim } from '../source/stream-trims';
 
 /** Pause reading when this many requests are queued or unanswered; resume below half. */
 const MAX_OUTSTANDING = 4096;
 const ALWAYS_ALLOWED_BEFORE_AUTH = new Set(['auth', 'hello', 'quit']);
-
-/** The scope of a write nobody asked about (no build, no WATCH, no parked client). */
-const NO_SCOPE: WriteScope = Object.freeze({ kind: 'keys', db: 0, keys: [] as Buffer[] });
 
 let nextId = 1;
 
@@ -204,76 +192,7 @@ export class ClientSession implements ReplyTarget {
     if (!busyChecked && this.ctx.scripts.activeFor(this) && meetsBusyScript(name, spec, req)) {
       return answerIfBusy(this, name).then((answered) => (answered ? undefined : this.execute(sent, true)));
     }
-    return this.run(name, spec, req, sent);
-  }
-
-  private run(name: string, spec: CommandSpec | undefined, req: Request, sent: Request): Promise<void> | void {
-    if (this.pubsub) {
-      const wait = this.pubsub.waitBefore(name);
-      if (wait) return wait.then(() => this.execute(sent));
-      if (this.pubsub.owns(name)) return this.pubsub.handle(name, req.args, req.raw);
-    }
-    if (spec && !arityOk(spec, req.argc)) {
-      this.transaction?.abort();
-      return this.reply(encode.error(`ERR wrong number of arguments for '${name}' command`));
-    }
-    if (this.transaction && !['exec', 'discard', 'multi', 'watch', 'quit', 'reset'].includes(name)) {
-      const queued = this.transaction.queue(name, spec, req.args, req.raw);
-      if (Buffer.isBuffer(queued)) return this.reply(queued);
-      // The node's queue-time answer (memory-limit.ts): later commands need not wait for it.
-      const slot = this.slot();
-      void queued.then((answer) => this.fill(slot, answer));
-      return;
-    }
-    if (!spec) return this.runUnknown(name, req);
-    if (isScriptingCommand(name)) return runScripting(this, name, req);
-    switch (spec.category) {
-      case 'connection':
-        return this.replyMaybeAsync(handleConnectionCommand(this, name, req.args));
-      case 'replication':
-        if (name === 'sync' || name === 'psync') return pipeReplicationStream(this, req.raw);
-        return this.replyMaybeAsync(handleReplicationCommand(this, name, req.args, req.raw));
-      case 'transaction':
-        return Transaction.handle(this, name, req.args);
-      case 'pubsub':
-        return PubSubMode.enter(this, name, req);
-      case 'refused':
-        return this.reply(encode.error(`ERR '${name}' is not supported through pika-sync-proxy: ${refusalReason(name)}`));
-      case 'admin': {
-        if (name === 'debug' && reloadKind(req.args)) return runDebugReload(this, req);
-        const refusal = adminRefusal(name, req);
-        if (refusal) return this.reply(refusal);
-        const maxmemory = name === 'config' ? maxmemoryOf(req.args) : null;
-        return maxmemory === null ? this.forward(req) : runConfigSetMaxmemory(this, req, maxmemory);
-      }
-      case 'read':
-        if (name === 'xread' && hasBlockOption(req.args)) return runBlockingRead(this, req.raw);
-        return this.forwardRead(req, spec.bulky);
-      case 'write':
-        if (name === 'xreadgroup' && hasBlockOption(req.args)) {
-          if (this.ctx.replication.role === 'replica') return this.reply(READONLY_ERROR);
-          return runBlocking(this, name, req.args);
-        }
-        return this.write(spec, req);
-      case 'blocking':
-        if (this.ctx.replication.role === 'replica') return this.reply(READONLY_ERROR);
-        return runBlocking(this, name, req.args);
-    }
-  }
-
-  /** A command the table does not know: forwarded as a read unless the node says it writes. */
-  private runUnknown(name: string, req: Request): Promise<void> | void {
-    const unknown = this.ctx.unknownCommands;
-    const writes = unknown.known(name);
-    if (writes === false) return this.forwardRead(req);
-    if (writes === true) return this.reply(unknownWriteRefusal(name));
-    return unknown.writes(name).then((w) => (w ? this.reply(unknownWriteRefusal(name)) : this.forwardRead(req)));
-  }
-
-  private replyMaybeAsync(result: Buffer | Promise<Buffer>): Promise<void> | void {
-    if (Buffer.isBuffer(result)) return this.reply(result);
-    const slot = this.slot();
-    return result.then((data) => this.fill(slot, data), (err) => this.fill(slot, errorReply(err)));
+    return dispatch(this, name, spec, req, () => this.execute(sent));
   }
 
   /** Reads are refused on a replica until its sync is confirmed. */
@@ -283,7 +202,7 @@ export class ClientSession implements ReplyTarget {
     return gate ? encode.error(gate) : null;
   }
 
-  private forwardRead(req: Request, bulky?: boolean): void {
+  forwardRead(req: Request, bulky?: boolean): void {
     const refusal = this.readRefusal();
     if (refusal) return this.reply(refusal);
     this.forward(req, bulky);
@@ -303,17 +222,6 @@ export class ClientSession implements ReplyTarget {
   /** Waits for the snapshot build's copy-on-write of the keys, if one runs. */
   gate(scope: WriteScope): Promise<void> | null {
     return this.ctx.writeGate()?.beforeWrite(scope) ?? null;
-  }
-
-  private write(spec: CommandSpec, req: Request): Promise<void> | void {
-    if (this.ctx.replication.role === 'replica') return this.reply(READONLY_ERROR);
-    if ((spec.name === 'xadd' || spec.name === 'xtrim') && isApproxTrim(req.args)) return runApproxTrim(this, req);
-    // Keys are worked out only when someone needs them: several lanes, a snapshot build, a
-    // WATCH, a parked pop.
-    const path = this.ctx.path;
-    const gate = this.ctx.writeGate();
-    const scope = path.keyed || gate || this.ctx.watches.active || this.ctx.blocked.active ? this.scopeOf(spec, req.args) : NO_SCOPE;
-    return this.sendGatedWrite(req, scope);
   }
 
   /** Sends a write with `scope` once the snapshot build's gate lets it (logged when answered). */

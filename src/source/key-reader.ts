@@ -17,9 +17,10 @@
  */
 import type { Logger } from 'pino';
 import { SyncProxyError } from '../errors';
-import { BulkArray, Reply, bulkItems } from '../resp/reply-reader';
+import { BulkArray, Reply } from '../resp/reply-reader';
 import type { CommandEncoder } from '../resp/command-encoder';
-import { BatchReplies, NodeAddress, ReaderConnection, expectNoError, malformedReply as malformed } from './reader-connection';
+import { BatchReplies, NodeAddress, ReaderConnection, expectNoError } from './reader-connection';
+import { bulkOf, expiryOf, mgetValues, nextStreamId, packedOf, scanPageOf, streamEntriesOf, typeOf } from './key-replies';
 import type { RecordSink } from './snapshot-writer';
 import { writeStreamState } from './stream-state';
 import type { KeyType } from './types';
@@ -48,7 +49,6 @@ const NAME = {
   XRANGE: Buffer.from('XRANGE'),
   COUNT: Buffer.from('COUNT'),
 };
-const TYPES: Record<string, KeyType> = { string: 'string', hash: 'hash', list: 'list', set: 'set', zset: 'zset', stream: 'stream', streams: 'stream' };
 const SCAN_OF = { hash: 'HSCAN', set: 'SSCAN', zset: 'ZSCAN' } as const;
 const SCAN_NAME = { hash: Buffer.from('HSCAN'), set: Buffer.from('SSCAN'), zset: Buffer.from('ZSCAN') } as const;
 
@@ -249,35 +249,6 @@ function encodeKeyCommand(enc: CommandEncoder, name: Buffer, key: Buffer): void 
   enc.bulk(key);
 }
 
-/**
- * The absolute expiry a PTTL reply means: -1 without a TTL, null for a key that is gone. PTTL 0 is
- * "expires now" on Redis and "missing" on Pika: a missing key shows as an empty read.
- */
-function expiryOf(reply: Reply, now: number): number | null {
-  expectNoError(reply, 'PTTL');
-  if (typeof reply !== 'number') throw new SyncProxyError('MALFORMED_RESPONSE', 'PTTL answered a non-integer');
-  if (reply === -2) return null;
-  return reply >= 0 ? now + reply : -1;
-}
-
-/** The type a TYPE reply names, null for a key that does not exist. */
-function typeOf(reply: Reply): KeyType | null {
-  expectNoError(reply, 'TYPE');
-  const name = typeof reply === 'string' ? reply : String(reply);
-  if (name === 'none') return null;
-  const type = TYPES[name];
-  if (!type) throw new SyncProxyError('SNAPSHOT_BUILD_FAILED', `key of unsupported type '${name}' in the node`);
-  return type;
-}
-
-/** The values of an MGET of `count` keys: a bulk per key, null for a key gone since its probe. */
-function mgetValues(reply: Reply, count: number): Reply[] {
-  expectNoError(reply, 'MGET');
-  const values: Reply[] | undefined = reply instanceof BulkArray ? reply.items() : Array.isArray(reply) ? reply : undefined;
-  if (!values || values.length !== count || !values.every((v) => v === null || Buffer.isBuffer(v))) throw malformed('MGET');
-  return values;
-}
-
 /** The first read of a key that is not a string: its whole value when small, its first page when big. */
 function encodeFirstRead(enc: CommandEncoder, p: Probe): void {
   switch (p.type) {
@@ -305,33 +276,6 @@ function encodeFirstRead(enc: CommandEncoder, p: Probe): void {
   }
 }
 
-function bulkOf(reply: Reply, what: string): Buffer {
-  if (!Buffer.isBuffer(reply)) throw malformed(what);
-  return reply;
-}
-
-const EMPTY = new BulkArray(Buffer.alloc(0), 0, 0, 0);
-
-/** An array of bulks in its packed form (an empty array is not packed by the reader). */
-function packedOf(reply: Reply, what: string): BulkArray {
-  expectNoError(reply, what);
-  if (reply instanceof BulkArray) return reply;
-  if (Array.isArray(reply) && reply.length === 0) return EMPTY;
-  throw malformed(what);
-}
-
-function bulksOf(reply: Reply, what: string): Buffer[] {
-  expectNoError(reply, what);
-  const items = bulkItems(reply);
-  if (!items) throw malformed(what);
-  return items;
-}
-
-function scanPageOf(reply: Reply, what: string): [string, BulkArray] {
-  if (!Array.isArray(reply) || reply.length !== 2 || !Buffer.isBuffer(reply[0])) throw malformed(what);
-  return [reply[0].toString('latin1'), packedOf(reply[1], what)];
-}
-
 /**
  * `name key` commands of at most PAGE elements (`width` bulks each) from a packed page: copied
  * in one piece when it fits one command and needs no reordering, else element by element.
@@ -344,22 +288,3 @@ function writePacked(sink: RecordSink, name: Buffer, key: Buffer, page: BulkArra
   const items = page.items();
   for (let i = 0; i < items.length; i += PAGE * width) sink.elements(name, key, items, i, Math.min(items.length, i + PAGE * width), swapPairs);
 }
-
-type StreamEntry = [Buffer, Buffer[]];
-
-function streamEntriesOf(reply: Reply): StreamEntry[] {
-  expectNoError(reply, 'XRANGE');
-  // An XRANGE reply is never packed as a whole: its entries are arrays (an empty reply is []).
-  if (!Array.isArray(reply)) throw malformed('XRANGE');
-  return reply.map((entry): StreamEntry => {
-    if (!Array.isArray(entry) || entry.length !== 2 || !Buffer.isBuffer(entry[0])) throw malformed('XRANGE');
-    return [entry[0], bulksOf(entry[1], 'XRANGE')];
-  });
-}
-
-/** The smallest id after `id` (portable: Pika may lack exclusive `(` ranges). */
-export function nextStreamId(id: string): string {
-  const [ms, seq] = id.split('-').map((p) => BigInt(p));
-  return seq === 0xffff_ffff_ffff_ffffn ? `${ms + 1n}-0` : `${ms}-${seq + 1n}`;
-}
-
