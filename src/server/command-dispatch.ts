@@ -54,7 +54,6 @@ export function dispatch(session: ClientSession, name: string, spec: CommandSpec
   }
   if (!spec) return runUnknown(session, name, req);
   if (isScriptingCommand(name)) return runScripting(session, name, req);
-  const replica = session.ctx.replication.role === 'replica';
   switch (spec.category) {
     case 'connection':
       return replyMaybeAsync(session, handleConnectionCommand(session, name, req.args));
@@ -78,11 +77,11 @@ export function dispatch(session: ClientSession, name: string, spec: CommandSpec
       if (name === 'xread' && hasBlockOption(req.args)) return runBlockingRead(session, req.raw);
       return session.forwardRead(req, spec.bulky);
     case 'write':
-      if (replica) return session.reply(READONLY_ERROR);
+      if (session.ctx.replication.role === 'replica') return session.reply(READONLY_ERROR);
       if (name === 'xreadgroup' && hasBlockOption(req.args)) return runBlocking(session, name, req.args);
       return write(session, spec, req);
     case 'blocking':
-      if (replica) return session.reply(READONLY_ERROR);
+      if (session.ctx.replication.role === 'replica') return session.reply(READONLY_ERROR);
       return runBlocking(session, name, req.args);
   }
 }
