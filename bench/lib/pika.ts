@@ -1,17 +1,18 @@
 /**
  * Real Pika 4.0.1 nodes for the Pika benchmarks: started through `<repo>/../shared/pika/start-pika
- * PORT DIR` (foreground; the script execs pika, so the child's pid is Pika's), on a port whose three
- * companions (PORT+1000, PORT+2000 replication, PORT+10001 rsync) are free too, in a temp dir that
- * stop() removes. Also: seeding the mixed data set as raw RESP through `redis-cli --pipe`, counting
+ * PORT DIR` (foreground; the script execs pika, so the child's pid is Pika's), on a port from the
+ * tests' freePikaPort (its companions PORT+1000, PORT+2000 and PORT+10001 free too), in a temp dir
+ * that stop() removes. Also: seeding the mixed data set as raw RESP through `redis-cli --pipe`, counting
  * keys by SCAN (Pika's DBSIZE is stale) and reading Pika's own keyspace statistics.
  */
 import { ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import Redis from 'ioredis';
-import { freePort } from '../../test/helpers/ports';
+// Below the ephemeral range with its three companions free (an outgoing connection may hold a
+// port there, and Pika dies at start when its rsync port +10001 is taken).
+import { freePikaPort } from '../../test/helpers/pika-server';
 import { encodeResp, mixedCommands, MixedOptions } from './mixed-data';
 import { sleep } from './tools';
 
@@ -23,26 +24,6 @@ export function requirePika(): void {
   if (existsSync(START_PIKA)) return;
   console.error(`missing: ${START_PIKA} (the Pika 4.0.1 build, ../shared/pika/ beside the repo; see its README)`);
   process.exit(2);
-}
-
-function portIsFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const srv = net.createServer();
-    srv.once('error', () => resolve(false));
-    // Pika binds 0.0.0.0.
-    srv.listen(port, '0.0.0.0', () => srv.close(() => resolve(true)));
-  });
-}
-
-/** A port P with P, P+1000, P+2000 and P+10001 all free. */
-export async function freePikaPort(): Promise<number> {
-  for (let attempt = 0; attempt < 200; attempt++) {
-    const port = await freePort();
-    if (port + 10001 > 65535) continue;
-    const companions = await Promise.all([port + 1000, port + 2000, port + 10001].map(portIsFree));
-    if (companions.every(Boolean)) return port;
-  }
-  throw new Error('no port P found with P+1000, P+2000 and P+10001 free');
 }
 
 export class PikaNode {
