@@ -3,9 +3,9 @@
  * same surface as RedisServer (start, host, port, address, pid, client, stop, kill, restart).
  *
  * Pika binds PORT, PORT+1000, PORT+2000 (replication) and PORT+10001 (rsync); all four are checked
- * free before it starts. Ports are picked below the kernel's ephemeral range (32768+), where
- * freePort() (redis-server, proxies) never lands, and the start is retried on another port if Pika
- * exits before it answers PING (a lost race for one of its four ports).
+ * free before it starts. Ports are picked below the kernel's ephemeral range (32768+), apart from
+ * the range freePort() (redis-server, proxies) picks from (ports.ts), and the start is retried on
+ * another port if Pika exits before it answers PING (a lost race for one of its four ports).
  *
  * Data: Pika persists to its dir (RocksDB), so `restart()` — SIGKILL, then start again on the same
  * ports and dir — comes back WITH the data it had written (`persistsAcrossRestart` is true), unlike
@@ -13,10 +13,10 @@
  */
 import { ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import Redis from 'ioredis';
+import { PIKA_PORT_HIGH, PIKA_PORT_LOW, portFree } from './ports';
 
 /** dist/test/helpers → repo root is three levels up; shared/ sits beside the repo. */
 /** The Pika launcher: PIKA_START (.ci/run sets it), else ../shared/pika beside the repository. */
@@ -24,27 +24,16 @@ export const START_PIKA = process.env.PIKA_START ?? path.resolve(__dirname, '../
 
 /** The extra ports Pika binds beside PORT. */
 const PORT_OFFSETS = [0, 1000, 2000, 10001];
-const PORT_LOW = 10_000;
-const PORT_HIGH = 22_000;
 const START_TIMEOUT_MS = 30_000;
 
 export interface PikaServerOptions {
   port?: number;
 }
 
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.once('error', () => resolve(false));
-    srv.listen(port, '0.0.0.0', () => srv.close(() => resolve(true)));
-  });
-}
-
 /** A PORT such that PORT, +1000, +2000 and +10001 are free now. */
 export async function freePikaPort(): Promise<number> {
   for (let i = 0; i < 200; i++) {
-    const port = PORT_LOW + Math.floor(Math.random() * (PORT_HIGH - PORT_LOW));
+    const port = PIKA_PORT_LOW + Math.floor(Math.random() * (PIKA_PORT_HIGH - PIKA_PORT_LOW));
     let ok = true;
     for (const off of PORT_OFFSETS) if (!(await portFree(port + off))) ok = false;
     if (ok) return port;
