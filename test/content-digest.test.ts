@@ -72,6 +72,15 @@ describe('content digest (proof by content)', () => {
     for (const v of variants) expect(ranges(v)).to.not.equal(base);
   });
 
+  it("a pending stream entry's delivery time (XCLAIM … TIME) is no difference; its owner and delivery count are", () => {
+    const stream = (claim: string[]): Rec[] => [...DATA, { key: 'x', type: 'stream', cmds: [['XADD', 'x', '1-1', 'f', 'v'], ['XGROUP', 'CREATE', 'x', 'g', '1-1'], claim] }];
+    const claim = (consumer: string, deliveries: string, time: string): string[] => ['XCLAIM', 'x', 'g', consumer, '0', '1-1', 'RETRYCOUNT', deliveries, 'FORCE', 'JUSTID', 'TIME', time];
+    const base = ranges(stream(claim('alice', '2', '1700000000000')));
+    expect(ranges(stream(claim('alice', '2', '1700000000517')))).to.equal(base);
+    expect(ranges(stream(claim('bob', '2', '1700000000000')))).to.not.equal(base);
+    expect(ranges(stream(claim('alice', '3', '1700000000000')))).to.not.equal(base);
+  });
+
   it('names each differing key: missing, value, TTL lost, TTL moved, unexpected', async () => {
     const node: Rec[] = [
       { key: 's', type: 'string', cmds: [['SET', 's', 'other']] },

@@ -332,16 +332,22 @@ describe('replica end to end: streams with consumer groups on a redis master', f
     await expectStreamingExact(masterNode, replicaNode, mc, rc, keys);
   });
 
-  it('XAUTOCLAIM and XCLAIM with a min-idle-time claim on the replica what they claimed on the master', async () => {
+  it("pending entries keep their delivery time on the replica (idle times go on growing); XAUTOCLAIM and XCLAIM with a min-idle-time claim there what they claimed on the master, whatever the replica's idle times", async () => {
     const { masterNode, replicaNode, master, replica, mc, rc } = await cleanup.pair('redis');
     for (let i = 1; i <= 4; i++) await mc.xadd('jobs', `${i}-1`, 'task', `t${i}`);
     await mc.xgroup('CREATE', 'jobs', 'workers', '0');
     await mc.call('XREADGROUP', 'GROUP', 'workers', 'w1', 'COUNT', '3', 'STREAMS', 'jobs', '>');
-    // The master's pending entries grow idle; the replica's are delivered again at its load, so
-    // right after the sync they are idle for less than the claims' min-idle-time there.
     await new Promise((r) => setTimeout(r, 2000));
     expect(await rc.call('SLAVEOF', '127.0.0.1', String(master.port))).to.equal('OK');
     expect(await waitConfirmed(replica, rc)).to.include({ sync_confirmed: '1' });
+    // Delivered 2 s before the sync began: as idle on the replica's node as on the master's.
+    const direct = cleanup.client(replicaNode.client());
+    const idle = ((await direct.call('XPENDING', 'jobs', 'workers', '-', '+', '10')) as unknown[][]).map((p) => Number(p[2]));
+    expect(idle).to.have.length(3);
+    for (const ms of idle) expect(ms).to.be.at.least(1900);
+    // A replica whose idle times differ (another clock, a later load): reset on its node directly
+    // (same owner, same delivery count). The claims below are then idle enough only on the master.
+    await direct.call('XCLAIM', 'jobs', 'workers', 'w1', '0', '1-1', '2-1', '3-1', 'IDLE', '0', 'JUSTID');
     const auto = (await mc.call('XAUTOCLAIM', 'jobs', 'workers', 'w2', '1500', '0-0', 'COUNT', '2')) as unknown[];
     expect((auto[1] as unknown[]).length, 'the master claimed two entries').to.equal(2);
     expect(await mc.call('XCLAIM', 'jobs', 'workers', 'w3', '1500', '3-1', 'JUSTID')).to.deep.equal(['3-1']);

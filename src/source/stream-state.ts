@@ -6,12 +6,15 @@
  *   XSETID key <last-generated-id> ENTRIESADDED <n> MAXDELETEDID <id>
  *   per group:    XGROUP CREATE key <group> <last-delivered-id> [ENTRIESREAD <n>]
  *   per consumer: XGROUP CREATECONSUMER key <group> <consumer>
- *   per pending:  XCLAIM key <group> <consumer> 0 <id> RETRYCOUNT <deliveries> FORCE JUSTID
+ *   per pending:  XCLAIM key <group> <consumer> 0 <id> RETRYCOUNT <deliveries> FORCE JUSTID TIME <ms>
  *
  * Without it a replica had no consumer groups: it answered NOGROUP and failed to replay the
- * master's next XREADGROUP or XACK. Only what does not depend on the clock is carried (idle and
- * seen times are not: a pending entry's idle time restarts on the replica), so the proof by
- * content, which digests these same commands read from both nodes, compares all the rest.
+ * master's next XREADGROUP or XACK. A pending entry's delivery time travels as a Unix time (TIME:
+ * the read's time minus the idle time XPENDING gave, as TTLs travel as PEXPIREAT), so on the
+ * replica it keeps growing idle from when the master delivered it, and XAUTOCLAIM / XCLAIM with a
+ * min-idle-time reclaim it on schedule after a failover. It depends on the clock of whoever reads,
+ * so the proof by content, which digests these same commands read from both nodes, leaves TIME out
+ * (content-digest.ts) and compares all the rest; consumers' seen times are not carried.
  *
  * Needs Redis 7.0's stream fields (XINFO STREAM `entries-added`, XSETID ENTRIESADDED): a node
  * without them gets the older rule — a stream with consumer groups fails the build with
@@ -26,6 +29,8 @@ import type { RecordSink } from './snapshot-writer';
 /** Pending entries read per XPENDING page. */
 const PENDING_PAGE = 1000;
 const TEMP_GROUP = 'psp.mkstream';
+/** The last option of a pending entry's XCLAIM: its delivery time (the proof leaves it out). */
+export const XCLAIM_TIME = 'TIME';
 
 interface Group {
   name: Buffer;
@@ -72,13 +77,16 @@ export async function writeStreamState(conn: ReaderConnection, sink: RecordSink,
 /** The group's pending entries, page by page, each checked to still be in the stream. */
 async function writePending(conn: ReaderConnection, sink: RecordSink, db: number, key: Buffer, group: Buffer): Promise<void> {
   for (let start = '-'; ; ) {
+    const sentAt = Date.now();
     const page = listOf(await conn.call(['XPENDING', key, group, start, '+', String(PENDING_PAGE)]), 'XPENDING');
+    // The node measured the idle times somewhere between the send and the reply.
+    const readAt = Math.round((sentAt + Date.now()) / 2);
     if (page.length === 0) return;
     const pending = page.map((p) => {
       const parts = Array.isArray(p) ? p : [];
-      const [id, consumer, , deliveries] = parts;
-      if (!Buffer.isBuffer(id) || !Buffer.isBuffer(consumer) || typeof deliveries !== 'number') throw malformed('XPENDING');
-      return { id, consumer, deliveries };
+      const [id, consumer, idleMs, deliveries] = parts;
+      if (!Buffer.isBuffer(id) || !Buffer.isBuffer(consumer) || typeof idleMs !== 'number' || typeof deliveries !== 'number') throw malformed('XPENDING');
+      return { id, consumer, deliveredAt: Math.max(0, readAt - idleMs), deliveries };
     });
     const present = await conn.batch(pending.map((p) => ['XRANGE', key, p.id, p.id]));
     pending.forEach((p, i) => {
@@ -86,7 +94,7 @@ async function writePending(conn: ReaderConnection, sink: RecordSink, db: number
       if (!Array.isArray(found) || found.length === 0) {
         throw unsupported(db, key, `group ${JSON.stringify(group.toString())} has pending entry ${p.id.toString()} whose stream entry was deleted; a replica's node cannot recreate it (XCLAIM needs the entry): acknowledge it (XACK) or replicate without the stream`);
       }
-      sink.command(['XCLAIM', key, group, p.consumer, '0', p.id, 'RETRYCOUNT', String(p.deliveries), 'FORCE', 'JUSTID']);
+      sink.command(['XCLAIM', key, group, p.consumer, '0', p.id, 'RETRYCOUNT', String(p.deliveries), 'FORCE', 'JUSTID', XCLAIM_TIME, String(p.deliveredAt)]);
     });
     if (page.length < PENDING_PAGE) return;
     start = `(${pending[pending.length - 1].id.toString('latin1')}`;

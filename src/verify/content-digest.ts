@@ -20,6 +20,7 @@ import { isPexpireat } from '../backend/node-profile';
 import { BulkArray } from '../resp/reply-reader';
 import type { RecordSink } from '../source/snapshot-writer';
 import type { KeyType } from '../source/types';
+import { XCLAIM_TIME } from '../source/stream-state';
 
 /** Key-hash ranges compared separately (a power of two). */
 export const RANGES = 1024;
@@ -83,7 +84,7 @@ export class ContentDigest implements RecordSink {
   command(args: ReadonlyArray<Buffer | string>): void {
     // The expiry came with beginKey; the record's PEXPIREAT repeats it.
     if (isPexpireat(args[0])) return;
-    const items = args.slice(2).map((x) => (typeof x === 'string' ? Buffer.from(x) : x));
+    const items = withoutDeliveryTime(args).slice(2).map((x) => (typeof x === 'string' ? Buffer.from(x) : x));
     this.add(items, false);
   }
 
@@ -184,4 +185,15 @@ function canonicalScore(score: Buffer): Buffer {
   const text = score.toString('latin1');
   const n = /^[+-]?inf(inity)?$/i.test(text) ? (text.startsWith('-') ? -Infinity : Infinity) : Number(text);
   return Buffer.from(Number.isNaN(n) ? text : String(n));
+}
+
+/**
+ * A pending stream entry's XCLAIM without its trailing `TIME <ms>` (stream-state.ts): the delivery
+ * time is the reader's clock minus the node's idle time, different at every read of the same state.
+ */
+function withoutDeliveryTime(args: ReadonlyArray<Buffer | string>): ReadonlyArray<Buffer | string> {
+  const n = args.length;
+  // Cheap first (this runs for every record command): a 4-byte next-to-last argument.
+  if (n < 2 || args[n - 2].length !== XCLAIM_TIME.length || String(args[n - 2]) !== XCLAIM_TIME || String(args[0]).toUpperCase() !== 'XCLAIM') return args;
+  return args.slice(0, n - 2);
 }
