@@ -66,27 +66,36 @@ describe('toLogCommands', () => {
     expect(text(toLogCommands(cmd('HSET', 'h', 'a', '1'), integer(1), NOW))).to.deep.equal([['HSET', 'h', 'a', '1']]);
   });
 
-  it('XCLAIM and XAUTOCLAIM claim on the replica what they claimed on the master, whatever its idle times', () => {
+  it('XCLAIM and XAUTOCLAIM claim on the replica what they claimed on the master, whatever its idle times, with the delivery time the master set', () => {
     const NEVER = '9007199254740991';
+    const AT = String(NOW);
     // XCLAIM: the deleted-entry removals and LASTID first (claiming nothing), then exactly the claimed ids.
     expect(text(toLogCommands(cmd('XCLAIM', 's', 'g', 'bob', '60000', '1-1', '2-1', '3-1', 'RETRYCOUNT', '5', 'LASTID', '3-1'), array([['1-1', ['f', 'v']]]), NOW))).to.deep.equal([
       ['XCLAIM', 's', 'g', 'bob', NEVER, '1-1', '2-1', '3-1', 'LASTID', '3-1'],
-      ['XCLAIM', 's', 'g', 'bob', '0', '1-1', 'RETRYCOUNT', '5', 'LASTID', '3-1'],
+      ['XCLAIM', 's', 'g', 'bob', '0', '1-1', 'RETRYCOUNT', '5', 'LASTID', '3-1', 'TIME', AT],
     ]);
     expect(text(toLogCommands(cmd('xclaim', 's', 'g', 'bob', '60000', '1-1', '2-1', 'JUSTID', 'FORCE'), array(['1-1', '2-1']), NOW))).to.deep.equal([
       ['xclaim', 's', 'g', 'bob', NEVER, '1-1', '2-1'],
-      ['xclaim', 's', 'g', 'bob', '0', '1-1', '2-1', 'JUSTID', 'FORCE'],
+      ['xclaim', 's', 'g', 'bob', '0', '1-1', '2-1', 'JUSTID', 'FORCE', 'TIME', AT],
     ]);
+    // IDLE (relative to the master's now) and TIME become one absolute TIME; the last one counts,
+    // and one in the future or before 0 is now, as Redis takes them.
+    const claimed = (...options: string[]): string[] => text(toLogCommands(cmd('XCLAIM', 's', 'g', 'bob', '0', '1-1', ...options), array(['1-1']), NOW))![1];
+    expect(claimed('IDLE', '5000', 'JUSTID')).to.deep.equal(['XCLAIM', 's', 'g', 'bob', '0', '1-1', 'JUSTID', 'TIME', String(NOW - 5000)]);
+    expect(claimed('time', '1700000000000')).to.deep.equal(['XCLAIM', 's', 'g', 'bob', '0', '1-1', 'TIME', '1700000000000']);
+    expect(claimed('TIME', '1700000000000', 'IDLE', '10')).to.deep.equal(['XCLAIM', 's', 'g', 'bob', '0', '1-1', 'TIME', String(NOW - 10)]);
+    expect(claimed('TIME', String(NOW + 60_000))).to.deep.equal(['XCLAIM', 's', 'g', 'bob', '0', '1-1', 'TIME', AT]);
+    expect(claimed('IDLE', String(NOW + 1))).to.deep.equal(['XCLAIM', 's', 'g', 'bob', '0', '1-1', 'TIME', AT]);
     // Nothing idle enough: only the part that does not depend on idle time.
     expect(text(toLogCommands(cmd('XCLAIM', 's', 'g', 'bob', '60000', '1-1'), array([]), NOW))).to.deep.equal([['XCLAIM', 's', 'g', 'bob', NEVER, '1-1']]);
     expect(toLogCommands(cmd('XCLAIM', 's', 'g', 'bob', '60000', '1-1'), error('NOGROUP No such key'), NOW)).to.equal(null);
     // XAUTOCLAIM: [next, claimed, deleted] → XCLAIM 0 of the claimed, XACK of the deleted.
     expect(text(toLogCommands(cmd('XAUTOCLAIM', 's', 'g', 'carol', '60000', '0-0', 'COUNT', '10'), array(['0-0', [['1-1', ['f', 'v']]], ['3-1']]), NOW))).to.deep.equal([
-      ['XCLAIM', 's', 'g', 'carol', '0', '1-1'],
+      ['XCLAIM', 's', 'g', 'carol', '0', '1-1', 'TIME', AT],
       ['XACK', 's', 'g', '3-1'],
     ]);
     expect(text(toLogCommands(cmd('XAUTOCLAIM', 's', 'g', 'carol', '60000', '0-0', 'JUSTID'), array(['0-0', ['1-1', '2-1'], []]), NOW))).to.deep.equal([
-      ['XCLAIM', 's', 'g', 'carol', '0', '1-1', '2-1', 'JUSTID'],
+      ['XCLAIM', 's', 'g', 'carol', '0', '1-1', '2-1', 'JUSTID', 'TIME', AT],
     ]);
     expect(toLogCommands(cmd('XAUTOCLAIM', 's', 'g', 'carol', '60000', '0-0'), array(['0-0', [], []]), NOW)).to.equal(null);
   });

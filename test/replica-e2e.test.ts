@@ -352,6 +352,21 @@ describe('replica end to end: streams with consumer groups on a redis master', f
     expect((auto[1] as unknown[]).length, 'the master claimed two entries').to.equal(2);
     expect(await mc.call('XCLAIM', 'jobs', 'workers', 'w3', '1500', '3-1', 'JUSTID')).to.deep.equal(['3-1']);
     await expectStreamingExact(masterNode, replicaNode, mc, rc, ['jobs']);
+
+    // A claim's delivery time (here IDLE: a minute before the master's now) reaches the replica
+    // as the master set it, even when the replica applies it late (its node stopped for 1.5 s).
+    process.kill(replicaNode.pid!, 'SIGSTOP');
+    try {
+      expect(await mc.call('XCLAIM', 'jobs', 'workers', 'w4', '0', '1-1', 'IDLE', '60000', 'JUSTID')).to.deep.equal(['1-1']);
+      await new Promise((r) => setTimeout(r, 1500));
+    } finally {
+      process.kill(replicaNode.pid!, 'SIGCONT');
+    }
+    await expectStreamingExact(masterNode, replicaNode, mc, rc, ['jobs']);
+    const idleOf = async (c: Redis): Promise<number> => Number(((await c.call('XPENDING', 'jobs', 'workers', '1-1', '1-1', '1')) as unknown[][])[0][2]);
+    const [onMaster, onReplica] = await Promise.all([idleOf(cleanup.client(masterNode.client())), idleOf(direct)]);
+    expect(onMaster).to.be.at.least(60_000);
+    expect(Math.abs(onReplica - onMaster), `idle ${onReplica} ms on the replica, ${onMaster} ms on the master`).to.be.below(500);
   });
 
   it('XADD and XTRIM with approximate trimming (~) leave the replica with the entries the master kept', async () => {

@@ -134,7 +134,7 @@ function rewrite(args: Buffer[], reply: Reply, nowMs: number): Buffer[][] | null
     case 'XADD':
       return rewriteXadd(args, reply);
     case 'XCLAIM':
-      return rewriteXclaim(args, reply());
+      return rewriteXclaim(args, reply(), nowMs);
     case 'RESTORE':
       return rewriteRestore(args, reply, nowMs);
     // Pika's own DELVX key value deletes the key when it holds that value (1; -1 when it holds
@@ -142,7 +142,7 @@ function rewrite(args: Buffer[], reply: Reply, nowMs: number): Buffer[][] | null
     case 'DELVX':
       return args.length === 3 && reply() === 1 ? [[B('DEL'), args[1]]] : null;
     case 'XAUTOCLAIM':
-      return rewriteXautoclaim(args, reply());
+      return rewriteXautoclaim(args, reply(), nowMs);
     default:
       return [args];
   }

@@ -7,11 +7,17 @@
  * - XCLAIM: first the command with every id and a min-idle-time no entry reaches, which claims
  *   nothing but does what XCLAIM does regardless of idle time — removes from the group the
  *   pending entries whose stream entry was deleted, and applies LASTID; then, when the master
- *   claimed any, the command with min-idle-time 0 and exactly the claimed ids (its IDLE, TIME,
- *   RETRYCOUNT, FORCE, JUSTID options kept: they set the same delivery counts).
+ *   claimed any, the command with min-idle-time 0 and exactly the claimed ids (its RETRYCOUNT,
+ *   FORCE, JUSTID options kept: they set the same delivery counts).
  * - XAUTOCLAIM: XCLAIM with min-idle-time 0 of the claimed ids (JUSTID when it had it: no
  *   delivery count increment), and XACK of the ids its reply says were deleted (removed from the
  *   pending list, which is what XAUTOCLAIM does with them).
+ *
+ * A claim sets the claimed entries' delivery time: now, `IDLE ms` before now, or `TIME ms`. Now is
+ * the replay's on a replica (later by the replica's lag, minutes after an outage), so the logged
+ * claim carries it as `TIME <ms>` taken when the master answered, as relative TTLs become
+ * PEXPIREAT: a replica's entries are as idle as the master's, and a min-idle-time XAUTOCLAIM
+ * after a failover reclaims them on schedule.
  *
  * An XAUTOCLAIM that claimed and removed nothing is not logged.
  */
@@ -22,10 +28,11 @@ const B = (s: string): Buffer => Buffer.from(s);
 /** A min-idle-time no pending entry reaches (ms; 2^53 - 1, which the node parses as a long long). */
 const NEVER_IDLE_ENOUGH = B('9007199254740991');
 const ZERO = B('0');
+const TIME = B('TIME');
 const XCLAIM_OPTIONS = new Set(['IDLE', 'TIME', 'RETRYCOUNT', 'FORCE', 'JUSTID', 'LASTID']);
 
 /** XCLAIM key group consumer min-idle-time id [id ...] [IDLE ms] [TIME ms] [RETRYCOUNT n] [FORCE] [JUSTID] [LASTID id] */
-export function rewriteXclaim(args: Buffer[], reply: Decoded): Buffer[][] | null {
+export function rewriteXclaim(args: Buffer[], reply: Decoded, nowMs: number): Buffer[][] | null {
   if (args.length < 6 || !Array.isArray(reply)) return null; // refused: nothing happened
   let end = 5;
   while (end < args.length && !XCLAIM_OPTIONS.has(upper(args[end]))) end++;
@@ -35,18 +42,37 @@ export function rewriteXclaim(args: Buffer[], reply: Decoded): Buffer[][] | null
   const lastId = lastIdOption(options);
   const out: Buffer[][] = [[args[0], ...head, NEVER_IDLE_ENOUGH, ...ids, ...lastId]];
   const claimed = claimedIds(reply);
-  if (claimed.length > 0) out.push([args[0], ...head, ZERO, ...claimed, ...options]);
+  if (claimed.length > 0) out.push([args[0], ...head, ZERO, ...claimed, ...withDeliveryTime(options, nowMs)]);
   return out;
 }
 
+/**
+ * XCLAIM's options with its IDLE / TIME replaced by one `TIME <ms>`: the delivery time the
+ * master's node set (as Redis reads them, the last of IDLE and TIME counts; neither: now).
+ */
+function withDeliveryTime(options: Buffer[], nowMs: number): Buffer[] {
+  const kept: Buffer[] = [];
+  let deliveredAt = nowMs;
+  for (let i = 0; i < options.length; i++) {
+    const opt = upper(options[i]);
+    if ((opt === 'IDLE' || opt === 'TIME') && i + 1 < options.length) {
+      const n = Number(options[++i].toString('latin1'));
+      deliveredAt = opt === 'IDLE' ? nowMs - n : n;
+    } else kept.push(options[i]);
+  }
+  // As Redis (t_stream.c xclaimCommand): a delivery time before 0 or in the future is now.
+  if (!(deliveredAt >= 0 && deliveredAt <= nowMs)) deliveredAt = nowMs;
+  return [...kept, TIME, B(String(Math.round(deliveredAt)))];
+}
+
 /** XAUTOCLAIM key group consumer min-idle-time start [COUNT count] [JUSTID] → [next, claimed, deleted] */
-export function rewriteXautoclaim(args: Buffer[], reply: Decoded): Buffer[][] | null {
+export function rewriteXautoclaim(args: Buffer[], reply: Decoded, nowMs: number): Buffer[][] | null {
   if (args.length < 6 || !Array.isArray(reply) || reply.length < 2) return null;
   const justId = args.slice(6).some((a) => upper(a) === 'JUSTID');
   const claimed = Array.isArray(reply[1]) ? claimedIds(reply[1]) : [];
   const deleted = Array.isArray(reply[2]) ? reply[2].filter((d): d is Buffer => Buffer.isBuffer(d)) : [];
   const out: Buffer[][] = [];
-  if (claimed.length > 0) out.push([B('XCLAIM'), args[1], args[2], args[3], ZERO, ...claimed, ...(justId ? [B('JUSTID')] : [])]);
+  if (claimed.length > 0) out.push([B('XCLAIM'), args[1], args[2], args[3], ZERO, ...claimed, ...(justId ? [B('JUSTID')] : []), TIME, B(String(Math.round(nowMs)))]);
   if (deleted.length > 0) out.push([B('XACK'), args[1], args[2], ...deleted]);
   return out.length > 0 ? out : null;
 }
