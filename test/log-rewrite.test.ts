@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import net from 'node:net';
 import Redis from 'ioredis';
-import { array, bulk, integer, NULL_ARRAY, NULL_BULK, OK, error } from '../src/resp/encode';
+import { array, bulk, integer, map, NULL_ARRAY, NULL_BULK, OK, error } from '../src/resp/encode';
 import { encodeArgs } from '../src/resp/request-parser';
 import { ReplyFramer } from '../src/resp/reply-framer';
 import { execToLogCommands, toLogCommands } from '../src/source/log-rewrite';
@@ -98,6 +98,26 @@ describe('toLogCommands', () => {
       ['XCLAIM', 's', 'g', 'carol', '0', '1-1', '2-1', 'JUSTID', 'TIME', AT],
     ]);
     expect(toLogCommands(cmd('XAUTOCLAIM', 's', 'g', 'carol', '60000', '0-0'), array(['0-0', [], []]), NOW)).to.equal(null);
+  });
+
+  it('XREADGROUP replays as sent, then sets the delivery time the master set on the entries it made pending', () => {
+    const AT = String(NOW);
+    const read = cmd('XREADGROUP', 'GROUP', 'g', 'alice', 'COUNT', '10', 'STREAMS', 's', 't', '>', '>');
+    const sent = read.map(String);
+    // RESP2: [[key, entries], …]; an entry deleted since its delivery ([id, nil], from the history) stays out.
+    const resp2 = array([['s', [['1-1', ['f', 'v']], ['2-1', null]]], ['t', [['5-1', ['f', 'w']]]]]);
+    expect(text(toLogCommands(read, resp2, NOW))).to.deep.equal([
+      sent,
+      ['XCLAIM', 's', 'g', 'alice', '0', '1-1', 'JUSTID', 'TIME', AT],
+      ['XCLAIM', 't', 'g', 'alice', '0', '5-1', 'JUSTID', 'TIME', AT],
+    ]);
+    // RESP3: the same as a map (flattened by the decoder).
+    expect(text(toLogCommands(read, map(['s', [['1-1', ['f', 'v']]]]), NOW))).to.deep.equal([sent, ['XCLAIM', 's', 'g', 'alice', '0', '1-1', 'JUSTID', 'TIME', AT]]);
+    // Nothing delivered (the consumer may still be new), NOACK (nothing pending), refused.
+    expect(text(toLogCommands(read, NULL_ARRAY, NOW))).to.deep.equal([sent]);
+    const noack = cmd('XREADGROUP', 'GROUP', 'g', 'alice', 'NOACK', 'STREAMS', 's', '>');
+    expect(text(toLogCommands(noack, array([['s', [['1-1', ['f', 'v']]]]]), NOW))).to.deep.equal([noack.map(String)]);
+    expect(toLogCommands(read, error('NOGROUP No such key'), NOW)).to.equal(null);
   });
 
   it("RESTORE's relative TTL becomes absolute (ABSTTL); an absolute or no TTL replays as sent", () => {

@@ -353,20 +353,42 @@ describe('replica end to end: streams with consumer groups on a redis master', f
     expect(await mc.call('XCLAIM', 'jobs', 'workers', 'w3', '1500', '3-1', 'JUSTID')).to.deep.equal(['3-1']);
     await expectStreamingExact(masterNode, replicaNode, mc, rc, ['jobs']);
 
-    // A claim's delivery time (here IDLE: a minute before the master's now) reaches the replica
-    // as the master set it, even when the replica applies it late (its node stopped for 1.5 s).
+    // The delivery time of a claim (here IDLE: a minute before the master's now) and of an
+    // XREADGROUP reaches the replica as the master set it, even when the replica applies them
+    // late (its node stopped for 1.5 s).
     process.kill(replicaNode.pid!, 'SIGSTOP');
     try {
       expect(await mc.call('XCLAIM', 'jobs', 'workers', 'w4', '0', '1-1', 'IDLE', '60000', 'JUSTID')).to.deep.equal(['1-1']);
+      expect(await mc.call('XREADGROUP', 'GROUP', 'workers', 'w5', 'COUNT', '1', 'STREAMS', 'jobs', '>')).to.deep.equal([['jobs', [['4-1', ['task', 't4']]]]]);
       await new Promise((r) => setTimeout(r, 1500));
     } finally {
       process.kill(replicaNode.pid!, 'SIGCONT');
     }
     await expectStreamingExact(masterNode, replicaNode, mc, rc, ['jobs']);
-    const idleOf = async (c: Redis): Promise<number> => Number(((await c.call('XPENDING', 'jobs', 'workers', '1-1', '1-1', '1')) as unknown[][])[0][2]);
-    const [onMaster, onReplica] = await Promise.all([idleOf(cleanup.client(masterNode.client())), idleOf(direct)]);
-    expect(onMaster).to.be.at.least(60_000);
-    expect(Math.abs(onReplica - onMaster), `idle ${onReplica} ms on the replica, ${onMaster} ms on the master`).to.be.below(500);
+    const masterDirect = cleanup.client(masterNode.client());
+    const idleOf = async (c: Redis, id: string): Promise<number> => Number(((await c.call('XPENDING', 'jobs', 'workers', id, id, '1')) as unknown[][])[0][2]);
+    for (const [id, least] of [['1-1', 60_000], ['4-1', 1500]] as const) {
+      const [onMaster, onReplica] = await Promise.all([idleOf(masterDirect, id), idleOf(direct, id)]);
+      expect(onMaster, id).to.be.at.least(least);
+      expect(Math.abs(onReplica - onMaster), `${id}: idle ${onReplica} ms on the replica, ${onMaster} ms on the master`).to.be.below(500);
+    }
+  });
+
+  it('XREADGROUP BLOCK woken by another client\'s XADD: the replica gets the same pending entry, with its delivery time', async () => {
+    const { masterNode, replicaNode, master, replica, mc, rc } = await cleanup.pair('redis');
+    await mc.xgroup('CREATE', 'inbox', 'readers', '$', 'MKSTREAM');
+    expect(await rc.call('SLAVEOF', '127.0.0.1', String(master.port))).to.equal('OK');
+    expect(await waitConfirmed(replica, rc)).to.include({ sync_confirmed: '1' });
+    const reader = cleanup.client(proxyClient(master));
+    const woken = reader.call('XREADGROUP', 'GROUP', 'readers', 'r1', 'BLOCK', '10000', 'STREAMS', 'inbox', '>');
+    await new Promise((r) => setTimeout(r, 300)); // the reader is parked
+    await mc.xadd('inbox', '7-1', 'msg', 'hello');
+    expect(await woken).to.deep.equal([['inbox', [['7-1', ['msg', 'hello']]]]]);
+    await expectStreamingExact(masterNode, replicaNode, mc, rc, ['inbox']);
+    const pending = async (c: Redis): Promise<unknown[][]> => (await c.call('XPENDING', 'inbox', 'readers', '-', '+', '10')) as unknown[][];
+    const [onMaster, onReplica] = await Promise.all([pending(cleanup.client(masterNode.client())), pending(cleanup.client(replicaNode.client()))]);
+    expect(onReplica.map((p) => [p[0], p[1], p[3]])).to.deep.equal([['7-1', 'r1', 1]]);
+    expect(Math.abs(Number(onReplica[0][2]) - Number(onMaster[0][2]))).to.be.below(500);
   });
 
   it('XADD and XTRIM with approximate trimming (~) leave the replica with the entries the master kept', async () => {

@@ -21,7 +21,7 @@ import { lowerName, upperName } from '../resp/command-name';
 import { Decoded, decodeReply } from '../resp/decode';
 import { afterImageCommands, isCapturedScript, isReadBack, readBacksAfter } from './script-images';
 import { exactTrim, isApproxTrim } from './stream-trims';
-import { rewriteXautoclaim, rewriteXclaim } from './stream-claims';
+import { rewriteXautoclaim, rewriteXclaim, rewriteXreadgroup } from './stream-claims';
 
 type Reply = () => Decoded;
 
@@ -29,7 +29,7 @@ const upper = (b: Buffer | undefined): string => (b ? b.toString('latin1').toUpp
 const B = (s: string): Buffer => Buffer.from(s);
 
 /** The commands `rewrite` may change (lower case); every other write replays as it is. */
-const REWRITTEN = new Set(['expire', 'pexpire', 'expireat', 'pexpireat', 'setex', 'psetex', 'set', 'getex', 'spop', 'xadd', 'xclaim', 'xautoclaim', 'delvx', 'restore']);
+const REWRITTEN = new Set(['expire', 'pexpire', 'expireat', 'pexpireat', 'setex', 'psetex', 'set', 'getex', 'spop', 'xadd', 'xclaim', 'xautoclaim', 'xreadgroup', 'delvx', 'restore']);
 
 /**
  * Whether a write replays exactly as the client sent it: most writes, and a plain SET. `name` is
@@ -143,6 +143,8 @@ function rewrite(args: Buffer[], reply: Reply, nowMs: number): Buffer[][] | null
       return args.length === 3 && reply() === 1 ? [[B('DEL'), args[1]]] : null;
     case 'XAUTOCLAIM':
       return rewriteXautoclaim(args, reply(), nowMs);
+    case 'XREADGROUP':
+      return rewriteXreadgroup(args, reply(), nowMs);
     default:
       return [args];
   }

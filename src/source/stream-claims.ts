@@ -19,6 +19,10 @@
  * PEXPIREAT: a replica's entries are as idle as the master's, and a min-idle-time XAUTOCLAIM
  * after a failover reclaims them on schedule.
  *
+ * XREADGROUP replays as sent (the group's state decides what it delivers, the same on a replica),
+ * followed, for the entries it delivered into the pending list, by `XCLAIM key group consumer 0
+ * <ids> JUSTID TIME <ms>` (same owner, no delivery count change): the delivery time the master set.
+ *
  * An XAUTOCLAIM that claimed and removed nothing is not logged.
  */
 import { upperName as upper } from '../resp/command-name';
@@ -75,6 +79,32 @@ export function rewriteXautoclaim(args: Buffer[], reply: Decoded, nowMs: number)
   if (claimed.length > 0) out.push([B('XCLAIM'), args[1], args[2], args[3], ZERO, ...claimed, ...(justId ? [B('JUSTID')] : []), TIME, B(String(Math.round(nowMs)))]);
   if (deleted.length > 0) out.push([B('XACK'), args[1], args[2], ...deleted]);
   return out.length > 0 ? out : null;
+}
+
+/**
+ * XREADGROUP GROUP group consumer [COUNT n] [BLOCK ms] [NOACK] STREAMS key [key ...] id [id ...]
+ * → [[key, [[id, fields | nil], ...]], ...] (RESP3: the map flattened to key, entries, key, …).
+ */
+export function rewriteXreadgroup(args: Buffer[], reply: Decoded, nowMs: number): Buffer[][] | null {
+  if (reply instanceof Error) return null; // refused: nothing happened
+  const out: Buffer[][] = [args];
+  if (args.length < 7 || !Array.isArray(reply)) return out; // nothing delivered (the consumer may be new)
+  for (let i = 4; i < args.length; i++) {
+    const opt = upper(args[i]);
+    if (opt === 'STREAMS') break;
+    if (opt === 'NOACK') return out; // no pending entries made
+  }
+  const flat = reply.length > 0 && !Array.isArray(reply[0]);
+  const time = B(String(Math.round(nowMs)));
+  for (let i = 0; i < reply.length; i += flat ? 2 : 1) {
+    const [key, entries] = flat ? [reply[i], reply[i + 1]] : (reply[i] as Decoded[]);
+    if (!Buffer.isBuffer(key) || !Array.isArray(entries)) continue;
+    // An entry deleted since its delivery comes back as [id, nil] from the history and stays
+    // pending; an XCLAIM of it would remove it from the pending list, so it is left out.
+    const ids = entries.filter((e): e is Decoded[] => Array.isArray(e) && Buffer.isBuffer(e[0]) && e[1] !== null).map((e) => e[0] as Buffer);
+    if (ids.length > 0) out.push([B('XCLAIM'), key, args[2], args[3], ZERO, ...ids, B('JUSTID'), TIME, time]);
+  }
+  return out;
 }
 
 /** The ids of a claim reply: JUSTID's ids, or the entries' ids ([id, fields]; nil for a deleted one in older versions). */
