@@ -78,14 +78,7 @@ async function expectPromtoolClean(text: string, what: string): Promise<void> {
 for (const kind of NODE_KINDS) describe(kind, () => {
   describe('metrics, health and readiness (--metrics-port)', function () {
     this.timeout(120_000);
-    let cleanup: Cleanup;
-
-    beforeEach(() => {
-      cleanup = new Cleanup();
-    });
-    afterEach(async () => {
-      await cleanup.run();
-    });
+    const cleanup = Cleanup.perTest();
 
     it('during a full sync /metrics moves as INFO does and /readyz follows the read gate, also for a forced new sync', async () => {
       const masterNode = await cleanup.node(kind);

@@ -24,13 +24,7 @@ async function scanCount(node: Redis): Promise<number> {
 
 describe('Pika 4.0.1 differences, each handled (real Pika behind the proxy)', function () {
   this.timeout(300_000);
-  let cleanup: Cleanup;
-  beforeEach(() => {
-    cleanup = new Cleanup();
-  });
-  afterEach(async () => {
-    await cleanup.run();
-  });
+  const cleanup = Cleanup.perTest();
 
   it('the probe learns them; SELECT 1, multi-pair HSET and PTTL of a missing key answer as the node does, and log nothing', async () => {
     const node = await cleanup.node('pika');

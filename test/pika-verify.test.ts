@@ -57,13 +57,7 @@ async function expectTtlsOnNode(node: Redis, keys: string[]): Promise<void> {
 for (const kind of NODE_KINDS) {
   describe(`real ${kind} behind both proxies: exact TTLs, proof by content, SYNCPROXY VERIFY`, function () {
     this.timeout(90_000);
-    let cleanup: Cleanup;
-    beforeEach(() => {
-      cleanup = new Cleanup();
-    });
-    afterEach(async () => {
-      await cleanup.run();
-    });
+    const cleanup = Cleanup.perTest();
 
     async function pair(replicaArgs: string[] = []): Promise<{ mc: Redis; rc: Redis; replicaNode: Redis; master: ProxyProcess; replica: ProxyProcess }> {
       const masterNode = await cleanup.node(kind);

@@ -26,6 +26,16 @@ export interface ProxyPair {
 export class Cleanup {
   private readonly items: Array<() => Promise<unknown> | unknown> = [];
 
+  /**
+   * One Cleanup for every test of the enclosing describe, run after each test (run() leaves it
+   * empty for the next).
+   */
+  static perTest(): Cleanup {
+    const cleanup = new Cleanup();
+    afterEach(() => cleanup.run());
+    return cleanup;
+  }
+
   add<T>(item: T, stop: (item: T) => Promise<unknown> | unknown): T {
     this.items.push(() => stop(item));
     return item;

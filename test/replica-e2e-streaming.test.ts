@@ -15,14 +15,7 @@ import { Cleanup, FAST_RETRY, Writers, expectNodesEqual, expectTtlKeysKept, pars
 for (const kind of NODE_KINDS) describe(kind, () => {
   describe('replica end to end: writers and SLAVEOF changes mid-sync', function () {
     this.timeout(60_000);
-    let cleanup: Cleanup;
-
-    beforeEach(() => {
-      cleanup = new Cleanup();
-    });
-    afterEach(async () => {
-      await cleanup.run();
-    });
+    const cleanup = Cleanup.perTest();
 
     it('writes on the master from before SLAVEOF until after confirmation reach the replica exactly', async () => {
       const masterNode = await cleanup.node(kind);

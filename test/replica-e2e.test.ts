@@ -45,14 +45,7 @@ async function sampleRound(c: RespClient): Promise<Sample> {
 for (const kind of NODE_KINDS) describe(kind, () => {
   describe('replica end to end: SLAVEOF through real proxies', function () {
     this.timeout(60_000);
-    let cleanup: Cleanup;
-
-    beforeEach(() => {
-      cleanup = new Cleanup();
-    });
-    afterEach(async () => {
-      await cleanup.run();
-    });
+    const cleanup = Cleanup.perTest();
 
     it('full sync of every type, every data db, TTLs and two 100k-element keys leaves the nodes equal', async () => {
       const masterNode = await cleanup.node(kind);
@@ -197,13 +190,7 @@ for (const kind of NODE_KINDS) describe(kind, () => {
 
 describe('replica end to end: Pika-profile redis-server (commands Pika lacks renamed away)', function () {
   this.timeout(60_000);
-  let cleanup: Cleanup;
-  beforeEach(() => {
-    cleanup = new Cleanup();
-  });
-  afterEach(async () => {
-    await cleanup.run();
-  });
+  const cleanup = Cleanup.perTest();
 
   it('full sync of every type, dbs 0/3/7, TTLs and big keys leaves the nodes equal without DUMP/RESTORE', async () => {
     const masterNode = await cleanup.redis({ pikaProfile: true });
@@ -222,13 +209,7 @@ describe('replica end to end: Pika-profile redis-server (commands Pika lacks ren
 // proxy must refuse to copy a stream from it, explicitly, rather than confirm a different stream.
 describe('replica end to end: a stream on a Pika master', function () {
   this.timeout(60_000);
-  let cleanup: Cleanup;
-  beforeEach(() => {
-    cleanup = new Cleanup();
-  });
-  afterEach(async () => {
-    await cleanup.run();
-  });
+  const cleanup = Cleanup.perTest();
 
   it('fails the sync with UNSUPPORTED_DATA (not retried, never confirmed), reads stay refused', async () => {
     const masterNode = await cleanup.node('pika');
@@ -255,13 +236,7 @@ describe('replica end to end: a stream on a Pika master', function () {
 // replay the master's next XREADGROUP, after a sync that had confirmed.
 describe('replica end to end: streams with consumer groups on a redis master', function () {
   this.timeout(60_000);
-  let cleanup: Cleanup;
-  beforeEach(() => {
-    cleanup = new Cleanup();
-  });
-  afterEach(async () => {
-    await cleanup.run();
-  });
+  const cleanup = Cleanup.perTest();
 
   /** A stream's state as XINFO/XPENDING show it, without what depends on the clock or the layout. */
   async function streamState(node: TestNode, key: string): Promise<unknown> {

@@ -19,14 +19,7 @@ interface Progress {
 for (const kind of NODE_KINDS) describe(kind, () => {
   describe('replica end to end: crash, restart and snapshot replacement', function () {
     this.timeout(60_000);
-    let cleanup: Cleanup;
-
-    beforeEach(() => {
-      cleanup = new Cleanup();
-    });
-    afterEach(async () => {
-      await cleanup.run();
-    });
+    const cleanup = Cleanup.perTest();
 
     it('a replica SIGKILLed mid-copy resumes on restart: completed files are not fetched again, the sync confirms equal', async () => {
       const masterNode = await cleanup.node(kind);

@@ -97,7 +97,9 @@ export function rewriteXreadgroup(args: Buffer[], reply: Decoded, nowMs: number)
   const flat = reply.length > 0 && !Array.isArray(reply[0]);
   const time = B(String(Math.round(nowMs)));
   for (let i = 0; i < reply.length; i += flat ? 2 : 1) {
-    const [key, entries] = flat ? [reply[i], reply[i + 1]] : (reply[i] as Decoded[]);
+    const pair = flat ? [reply[i], reply[i + 1]] : reply[i];
+    if (!Array.isArray(pair)) continue;
+    const [key, entries] = pair;
     if (!Buffer.isBuffer(key) || !Array.isArray(entries)) continue;
     // An entry deleted since its delivery comes back as [id, nil] from the history and stays
     // pending; an XCLAIM of it would remove it from the pending list, so it is left out.
